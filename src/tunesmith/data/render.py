@@ -1,0 +1,195 @@
+"""Conversations -> token ids and loss labels, decided in one place.
+
+    <|im_start|>user\\nWhere is my order?<|im_end|>\\n<|im_start|>assistant\\nIt ships today.<|im_end|>\\n
+    |--------------------- prompt: label -100 ----------------------------||---- trained ----------||-|
+                                                                             reply + end-of-turn      not trained
+
+* The tokenizer's own chat template renders everything; training and generation share this module.
+* Only assistant tokens are trained (every weight-1 assistant turn, or the last one only), and the
+  end-of-turn / EOS token that closes each trained reply is in the loss: a model that never sees that
+  token in its labels never learns to stop.
+* Round-trip guard: for every trained turn, the tokens in front of the reply must equal, token for
+  token, what generation renders with ``add_generation_prompt=True``. A template that renders
+  differently in the two cases would teach a prompt format that generation never shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunesmith.data.formats import Conversation, Message
+from tunesmith.errors import DataError
+
+IGNORE = -100
+
+# For tokenizers that ship no chat template (base models): a plain template that still closes every
+# assistant turn with the EOS token, so the model learns to stop.
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '### ' + message['role'] + ':\\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### assistant:\\n' }}{% endif %}"
+)
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    labels: list[int]
+    source: str = ""
+    truncated: bool = False
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+@dataclass
+class RenderStats:
+    examples: int = 0
+    kept: int = 0
+    dropped_overlong: int = 0
+    truncated: int = 0
+    dropped_untrained: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    dropped_sources: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if k != "dropped_sources"}
+
+
+def template_hash(tokenizer: Any) -> str:
+    return hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()[:16]
+
+
+def ensure_chat_template(tokenizer: Any) -> bool:
+    """Give a template-less tokenizer the fallback template. Returns True if it was added."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    tokenizer.chat_template = FALLBACK_TEMPLATE
+    return True
+
+
+class Renderer:
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_len: int = 1024,
+        overlong: str = "drop",
+        train_on: str = "all",
+        stop_token_ids: Iterable[int] = (),
+    ) -> None:
+        ensure_chat_template(tokenizer)
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.overlong = overlong
+        self.train_on = train_on
+        stops = set(stop_token_ids)
+        if tokenizer.eos_token_id is not None:
+            stops.add(tokenizer.eos_token_id)
+        self.stop_ids = stops
+
+    # -- the two renderings every other module uses --------------------------------------------------
+    def _text(self, messages: Sequence[Message | dict[str, str]], *, generation: bool) -> str:
+        dicts = [m.as_dict() if isinstance(m, Message) else m for m in messages]
+        return self.tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=generation)
+
+    def _ids(self, text: str) -> list[int]:
+        # Templates write their special tokens themselves, so the tokenizer must not add BOS again.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_text(self, messages: Sequence[Message | dict[str, str]]) -> str:
+        """What generation feeds the model: the conversation so far plus the assistant header."""
+        return self._text(messages, generation=True)
+
+    def prompt_ids(self, messages: Sequence[Message | dict[str, str]]) -> list[int]:
+        return self._ids(self.prompt_text(messages))
+
+    # -- training rendering ---------------------------------------------------------------------------
+    def _trained_turns(self, messages: list[Message]) -> list[int]:
+        turns = [i for i, m in enumerate(messages) if m.role == "assistant" and m.weight]
+        return turns[-1:] if self.train_on == "last" else turns
+
+    def render(self, conv: Conversation) -> Rendered:
+        messages = conv.messages
+        turns = self._trained_turns(messages)
+        if not turns:
+            raise DataError(f"{conv.source}: no assistant reply with weight 1 to train on")
+        # Messages after the last trained reply would be rendered but never trained: leave them out.
+        messages = messages[: turns[-1] + 1]
+        full = self._ids(self._text(messages, generation=False))
+        labels = [IGNORE] * len(full)
+        for turn in turns:
+            prompt = self.prompt_ids(messages[:turn])
+            if full[: len(prompt)] != prompt:
+                at = next((i for i, (a, b) in enumerate(zip(full, prompt, strict=False)) if a != b), len(full))
+                raise DataError(
+                    f"{conv.source}: the chat template renders turn {turn + 1}'s prompt differently for "
+                    f"training and for generation (first difference at token {at}); use train_on: last "
+                    "or a template that renders earlier turns unchanged"
+                )
+            through = self._ids(self._text(messages[: turn + 1], generation=False))
+            end = self._reply_end(through, len(prompt))
+            if through[:end] != full[:end]:
+                raise DataError(f"{conv.source}: the chat template renders turn {turn + 1} inconsistently")
+            labels[len(prompt) : end] = full[len(prompt) : end]
+        if not self._closed(full, labels) and self.tokenizer.eos_token_id is not None:
+            # The template does not close the last reply with a stop token. Add one right after the
+            # reply (dropping any trailing template text) so that the model can learn to stop.
+            last = max(i for i, x in enumerate(labels) if x != IGNORE)
+            eos = self.tokenizer.eos_token_id
+            full, labels = [*full[: last + 1], eos], [*labels[: last + 1], eos]
+        return Rendered(full, labels, source=conv.source)
+
+    def _reply_end(self, through: list[int], start: int) -> int:
+        """End (exclusive) of the trained span: the reply up to and including its last stop token.
+
+        Whatever a template writes after the stop token (usually a newline) is not trained: generation
+        ends at the stop token and never produces it."""
+        for i in range(len(through) - 1, start - 1, -1):
+            if through[i] in self.stop_ids:
+                return i + 1
+        # No stop token: the reply ends where the template's trailing whitespace begins.
+        end = len(through)
+        while end > start + 1 and not self.tokenizer.decode(through[end - 1 : end]).strip():
+            end -= 1
+        return end
+
+    def _closed(self, ids: list[int], labels: list[int]) -> bool:
+        trained = [i for i, x in enumerate(labels) if x != IGNORE]
+        return bool(trained) and ids[trained[-1]] in self.stop_ids
+
+    def render_all(self, convs: Iterable[Conversation]) -> tuple[list[Rendered], RenderStats]:
+        """Render, then apply the overlong policy; every dropped or truncated row is counted."""
+        stats = RenderStats()
+        out: list[Rendered] = []
+        for conv in convs:
+            stats.examples += 1
+            r = self.render(conv)
+            if len(r.input_ids) > self.max_len:
+                if self.overlong == "error":
+                    raise DataError(
+                        f"{conv.source}: {len(r.input_ids)} tokens, longer than max_len {self.max_len} "
+                        "(raise max_len, or set overlong to drop or truncate)"
+                    )
+                if self.overlong == "drop":
+                    stats.dropped_overlong += 1
+                    stats.dropped_sources.append(conv.source)
+                    continue
+                r = Rendered(r.input_ids[: self.max_len], r.labels[: self.max_len], r.source, truncated=True)
+                if r.n_trained == 0:
+                    stats.dropped_untrained += 1
+                    stats.dropped_sources.append(conv.source)
+                    continue
+                stats.truncated += 1
+            stats.kept += 1
+            stats.tokens += len(r.input_ids)
+            stats.trained_tokens += r.n_trained
+            out.append(r)
+        return out, stats

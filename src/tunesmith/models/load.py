@@ -1,0 +1,194 @@
+"""One way to load a model: ``load_model(source)``.
+
+A source is one of
+  * an alias of an embedded model (``smollm2-135m``, the default), exported once to a plain HF folder;
+  * a local HF folder (config.json + weights);
+  * a local ``.gguf`` file in an architecture transformers can read (dequantized to dense tensors);
+  * a run folder written by ``tunesmith train`` (base model + adapter, or full weights);
+  * a hub id, when the hub or its cache is reachable.
+Nothing reaches the network when the source is local.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith import runs
+from tunesmith.errors import ModelError
+from tunesmith.models.defaults import EMBEDDED, ensure_exported
+
+
+@dataclass
+class ModelSource:
+    kind: str  # alias | folder | gguf | run | hub
+    name: str  # what the user typed
+    path: str  # folder, file or hub id that transformers loads
+
+
+def resolve(name: str | Path) -> ModelSource:
+    text = str(name)
+    if text in EMBEDDED:
+        return ModelSource("alias", text, str(ensure_exported(text)))
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix == ".gguf":
+            return ModelSource("gguf", text, str(path))
+        if path.is_dir() and runs.is_run(path):
+            return ModelSource("run", text, str(path))
+        if path.is_dir() and (path / "config.json").is_file():
+            return ModelSource("folder", text, str(path))
+        raise ModelError(
+            f"'{text}' is neither a model folder (no config.json), a tunesmith run (no run.json) nor a .gguf file"
+        )
+    looks_like_path = text.startswith((".", "/", "~")) or text.endswith(".gguf") or text.count("/") > 1
+    if looks_like_path or "/" not in text:
+        raise ModelError(
+            f"unknown model '{text}': not an alias ({', '.join(EMBEDDED)}), an existing folder or .gguf "
+            "file, or a hub id (org/name)"
+        )
+    return ModelSource("hub", text, text)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def load_gguf(path: Path) -> tuple[Any, Any]:
+    """Load a .gguf with transformers' reader; the weights come back dequantized to dense fp32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    path = Path(path)
+    # The GGUF reader draws its own tqdm bar, which ignores transformers' progress-bar switch.
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise ModelError(f"cannot read '{path}' as a model transformers supports: {_first_line(e)}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+    # transformers marks GGUF-loaded models as quantized and then refuses save_pretrained and training,
+    # but the tensors are already dense, so the marker is simply wrong for us.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    _fix_generation_ids(model, tokenizer)
+    return model, tokenizer
+
+
+def _fix_generation_ids(model: Any, tokenizer: Any) -> None:
+    """Make generation stop on the tokenizer's end-of-turn token and pad with something valid."""
+    gen = model.generation_config
+    if tokenizer.eos_token_id is not None:
+        eos = gen.eos_token_id
+        eos_list = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+        if tokenizer.eos_token_id not in eos_list:
+            eos_list.insert(0, tokenizer.eos_token_id)
+        gen.eos_token_id = eos_list[0] if len(eos_list) == 1 else eos_list
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def load_tokenizer(name: str | Path) -> Any:
+    source = resolve(name)
+    if source.kind == "run":
+        info = runs.read_run(Path(source.path))
+        return _load_hf_tokenizer(str(Path(source.path) / info["weights_dir"]), local=True)
+    if source.kind == "gguf":
+        return load_gguf(Path(source.path))[1]
+    return _load_hf_tokenizer(source.path, local=source.kind != "hub")
+
+
+def _load_hf_tokenizer(path: str, *, local: bool, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=local, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load a tokenizer from '{path}': {_first_line(e)}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    merge_adapter: bool = True,
+) -> tuple[Any, Any, ModelSource]:
+    """(model, tokenizer, source) for any source. A run loads its base and adapter (merged by default,
+    which is what fast single-adapter inference wants)."""
+    source = resolve(name)
+    if source.kind == "run":
+        return (*_load_run(Path(source.path), dtype=dtype, merge=merge_adapter), source)
+    if source.kind == "gguf":
+        model, tok = load_gguf(Path(source.path))
+        return model.to(dtype), tok, source
+    model = _load_hf_model(source.path, local=source.kind != "hub", dtype=dtype, trust=trust_remote_code)
+    tok = _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
+    _fix_generation_ids(model, tok)
+    return model, tok, source
+
+
+def _load_hf_model(path: str, *, local: bool, dtype: torch.dtype, trust: bool) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    _quiet_transformers()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, local_files_only=local, trust_remote_code=trust, use_safetensors=None
+            )
+    except (OSError, ValueError) as e:
+        hint = " (the hub is unreachable from here and the model is not in its cache)" if not local else ""
+        raise ModelError(f"cannot load model '{path}'{hint}: {_first_line(e)}") from None
+
+
+def _load_run(run_dir: Path, *, dtype: torch.dtype, merge: bool) -> tuple[Any, Any]:
+    info = runs.read_run(run_dir)
+    weights = run_dir / info["weights_dir"]
+    tok = _load_hf_tokenizer(str(weights), local=True)
+    if info["method"] == "full":
+        model = _load_hf_model(str(weights), local=True, dtype=dtype, trust=False)
+    else:
+        from peft import PeftModel
+
+        from tunesmith.models.lora import quiet_peft
+
+        base, _, _ = load_model(info["base_model"], dtype=dtype)
+        try:
+            with quiet_peft():
+                model = PeftModel.from_pretrained(base, str(weights))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelError(f"cannot apply the adapter in '{weights}': {_first_line(e)}") from None
+        if merge:
+            model = model.merge_and_unload()
+    _fix_generation_ids(model, tok)
+    model.eval()
+    return model, tok

@@ -1,0 +1,41 @@
+"""LoRA through PEFT.
+
+    x ──► W (frozen) ──────────────┐
+    │                              + ──► h        h = W x + (alpha / r) · B A x
+    └──► dropout ─► A (r×in) ─► B (out×r)         A random, B zero: training starts at the base model
+
+Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (2021), arXiv:2106.09685.
+We use PEFT rather than our own layers: its adapter files load in PEFT, transformers and vLLM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from tunesmith.config import LoraSettings
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    # PEFT calls a transformers property that transformers itself has deprecated; not ours to act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def add_lora(model: Any, settings: LoraSettings) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    with quiet_peft():
+        return get_peft_model(model, config)

@@ -1,0 +1,75 @@
+"""Hyperparameters chosen for the data, the way hosted fine-tuning services do it.
+
+A new user with a few hundred rows and no flags should get a model that learned the task and learned
+to stop. Every automatic choice comes with the reason, which the run summary prints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tunesmith.config import TrainSettings
+
+# OpenAI's published defaults for epochs: aim for 3 passes, but see at least ~100 examples in total
+# and at most ~25k, within 1..25 epochs.
+TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
+MIN_EPOCHS, MAX_EPOCHS = 1, 25
+# Peak learning rates that worked across our small-model runs (see BENCHMARKS.md / README defaults).
+LORA_LR = 1e-3
+FULL_LR = 5e-5
+# Tokens per forward pass: bounds activation memory whatever the row length.
+MICRO_BATCH_TOKENS = 4096
+
+
+@dataclass
+class Resolved:
+    settings: TrainSettings
+    reasons: list[str]
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def default_epochs(n: int) -> tuple[int, str]:
+    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        e = min(MAX_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n))
+        return e, f"{e} epochs: only {n} rows, so repeat them to see >= {MIN_TARGET_EXAMPLES} examples"
+    if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        e = max(MIN_EPOCHS, MAX_TARGET_EXAMPLES // n)
+        return e, f"{e} epoch(s): {n} rows is plenty; capped at ~{MAX_TARGET_EXAMPLES} examples seen"
+    return TARGET_EPOCHS, f"{TARGET_EPOCHS} epochs: the usual choice for {n} rows"
+
+
+def default_batch_size(n: int) -> tuple[int, str]:
+    b = 4 if n < 100 else 8 if n < 2_000 else 16 if n < 20_000 else 32
+    return b, f"batch {b}: enough optimizer steps for {n} rows"
+
+
+def resolve(settings: TrainSettings, n_train: int, p95_len: int, has_val: bool) -> Resolved:
+    s = settings.model_copy()
+    reasons: list[str] = []
+    if s.epochs is None:
+        s.epochs, why = default_epochs(n_train)
+        reasons.append(why)
+    if s.batch_size is None:
+        s.batch_size, why = default_batch_size(n_train)
+        reasons.append(why)
+    if s.micro_batch_size is None:
+        fit = max(1, MICRO_BATCH_TOKENS // max(1, p95_len))
+        s.micro_batch_size = max(d for d in range(1, s.batch_size + 1) if s.batch_size % d == 0 and d <= fit)
+        reasons.append(f"micro-batch {s.micro_batch_size}: ~{MICRO_BATCH_TOKENS} tokens per forward pass")
+    if s.learning_rate is None:
+        s.learning_rate = LORA_LR if s.method == "lora" else FULL_LR
+        reasons.append(f"learning rate {s.learning_rate:g}: the {s.method} default, cosine-decayed")
+    steps_per_epoch = math.ceil(n_train / s.batch_size)
+    total = steps_per_epoch * s.epochs
+    if s.max_steps is not None:
+        total = min(total, s.max_steps)
+    warmup = math.ceil(total * s.warmup_ratio) if s.warmup_ratio else 0
+    if s.eval_every is None and has_val:
+        s.eval_every = max(1, total // 10)
+        reasons.append(f"validation every {s.eval_every} steps (~10 times a run)")
+    if s.save_every is None:
+        s.save_every = s.eval_every or max(1, total // 5)
+    return Resolved(s, reasons, steps_per_epoch, total, warmup)

@@ -1,0 +1,290 @@
+"""`tunesmith train` as a library call: config in, finished run folder out.
+
+read data -> split -> load model -> render + round-trip guard -> choose hyperparameters -> LoRA or full
+-> train() -> save weights + tokenizer -> run.json (written last: its presence marks a finished run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith import __version__, console, runs
+from tunesmith.config import RunConfig
+from tunesmith.data.formats import read_examples, split_examples
+from tunesmith.data.render import Renderer, RenderStats, template_hash
+from tunesmith.errors import UserError
+from tunesmith.models.load import load_model
+from tunesmith.train import auto
+from tunesmith.train.batches import plan_steps
+from tunesmith.train.loop import LoopState, train
+
+AUTO_VAL_FRACTION, AUTO_VAL_MIN_ROWS, AUTO_VAL_MAX_ROWS = 0.1, 100, 200
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: RunConfig
+    loop: LoopState
+    stats: dict[str, Any]
+    reasons: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose_precision(setting: str, method: str) -> tuple[bool, str]:
+    """(use bf16, the sentence for the run summary)."""
+    supported = bf16_supported()
+    if setting == "fp32":
+        return False, "precision: fp32 (as configured)"
+    if setting == "bf16" and not supported:
+        raise UserError("precision bf16 was asked for, but this hardware has no bf16 support; use auto or fp32")
+    if not supported:
+        return False, "precision: fp32 (this CPU has no bf16 support)"
+    frozen = "; frozen base stored in bf16" if method == "lora" else ""
+    return True, f"precision: bf16 autocast with fp32 trainable weights{frozen}"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "tunesmith": __version__}
+    for pkg in ("torch", "transformers", "peft", "safetensors", "tokenizers"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[pkg] = importlib.metadata.version(pkg)
+    return out
+
+
+def _model_hash(path: str) -> str:
+    """SHA-256 over the weight files of a local model (or of the .gguf)."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()[:16] if files else "remote"
+
+
+def _prepare_run_dir(out: Path, cfg: RunConfig, *, resume: bool, force: bool) -> None:
+    saved = out / runs.CONFIG_YAML
+    if resume:
+        if not saved.is_file():
+            raise UserError(f"nothing to resume in {out}: no run was started there")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            what = "a finished run" if runs.is_run(out) else "files from an earlier, unfinished run"
+            raise UserError(f"{out} already holds {what}; pass --resume to continue it, --force to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _check_resume_config(out: Path, cfg: RunConfig, force: bool) -> None:
+    from tunesmith.config import load_config
+
+    saved = load_config(out / runs.CONFIG_YAML)
+    if saved.model_dump() != cfg.model_dump() and not force:
+        raise UserError(
+            f"the config differs from the one {out} was started with ({out / runs.CONFIG_YAML}); "
+            "resume with the same settings, or pass --force"
+        )
+
+
+def run_training(
+    cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, stop_after: int | None = None
+) -> TrainResult:
+    out = Path(out)
+    if cfg.data.train is None:
+        raise UserError("no training data: pass --data FILE.jsonl")
+    _prepare_run_dir(out, cfg, resume=resume, force=force)
+    torch.manual_seed(cfg.train.seed)
+    t_start = time.time()
+
+    # ---- data ---------------------------------------------------------------------------------------
+    parsed = read_examples(cfg.data.train)
+    examples, val_examples, reasons = parsed.examples, [], []
+    val_hash = None
+    if cfg.data.val is not None:
+        val_parsed = read_examples(cfg.data.val)
+        val_examples, val_hash = val_parsed.examples, val_parsed.sha256
+    else:
+        frac = cfg.data.val_split
+        if frac is None:
+            frac = AUTO_VAL_FRACTION if len(examples) >= AUTO_VAL_MIN_ROWS else 0.0
+            if frac:
+                frac = min(frac, AUTO_VAL_MAX_ROWS / len(examples))
+                reasons.append(f"validation: held out {frac:.0%} of the rows (seeded), no --val given")
+        examples, val_examples = split_examples(examples, frac, cfg.train.seed)
+
+    # ---- model + rendering --------------------------------------------------------------------------
+    model, tokenizer, source = load_model(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    gen_eos = model.generation_config.eos_token_id
+    stops = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
+    renderer = Renderer(
+        tokenizer,
+        max_len=cfg.data.max_len,
+        overlong=cfg.data.overlong,
+        train_on=cfg.data.train_on,
+        stop_token_ids=stops,
+    )
+    train_data, stats = renderer.render_all(examples)
+    val_data, val_stats = renderer.render_all(val_examples)
+    if not train_data:
+        raise UserError(
+            f"no training rows left: all {stats.examples} were longer than max_len {cfg.data.max_len} "
+            "(raise --max-len or use overlong: truncate)"
+        )
+    lengths = [len(r.input_ids) for r in train_data]
+    p95 = sorted(lengths)[int(0.95 * (len(lengths) - 1))]
+
+    # ---- hyperparameters ----------------------------------------------------------------------------
+    resolved = auto.resolve(cfg.train, len(train_data), p95, has_val=bool(val_data))
+    reasons += resolved.reasons
+    cfg = cfg.model_copy(update={"train": resolved.settings})
+    if resume:
+        _check_resume_config(out, cfg, force)
+    runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
+    bf16, why = choose_precision(cfg.train.precision, cfg.train.method)
+    reasons.append(why)
+
+    # ---- method: one branch, then the same loop -----------------------------------------------------
+    if cfg.train.method == "lora":
+        from tunesmith.models.lora import add_lora
+
+        if bf16:
+            # The frozen base only feeds activations forward and gradients back, so bf16 storage loses
+            # nothing that autocast would not round away anyway, and saves a cast per layer per step.
+            model = model.to(torch.bfloat16)
+        model = add_lora(model, cfg.lora)  # PEFT keeps the adapter weights in fp32
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+    _print_plan(cfg, source.name, stats, val_stats, resolved, reasons, n_trainable, n_total)
+
+    plan = plan_steps(
+        lengths,
+        resolved.settings.batch_size or 1,
+        resolved.settings.micro_batch_size or 1,
+        resolved.settings.epochs or 1,
+        cfg.train.seed,
+    )
+    loop = train(
+        model,
+        train_data,
+        val_data,
+        plan,
+        resolved.settings,
+        total_steps=resolved.total_steps,
+        warmup_steps=resolved.warmup_steps,
+        pad_id=tokenizer.pad_token_id,
+        run_dir=out,
+        bf16=bf16,
+        resume=resume,
+        stop_after=stop_after,
+    )
+    if stop_after is not None and loop.step < resolved.total_steps:
+        return TrainResult(out, cfg, loop, stats.as_dict(), reasons)
+
+    # ---- artifacts, then run.json last --------------------------------------------------------------
+    weights_dir = out / (runs.ADAPTER_DIR if cfg.train.method == "lora" else runs.MODEL_DIR)
+    model.save_pretrained(weights_dir, safe_serialization=True)
+    tokenizer.save_pretrained(weights_dir)
+    summary = {
+        "status": "completed",
+        "method": cfg.train.method,
+        "base_model": cfg.model.name,
+        "weights_dir": weights_dir.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_time_s": round(time.time() - t_start, 1),
+        "train_time_s": round(loop.elapsed_s, 1),
+        "steps": loop.step,
+        "total_steps": resolved.total_steps,
+        "stopped_early": loop.stopped_early,
+        "best_val_loss": loop.best_val,
+        "best_step": loop.best_step,
+        "final_train_loss": loop.last_loss,
+        "skipped_steps": loop.skipped_steps,
+        "tokens_seen": loop.tokens,
+        "trained_tokens_seen": loop.trained_tokens,
+        "tokens_per_s": round(loop.tokens / loop.elapsed_s, 1) if loop.elapsed_s else None,
+        "trainable_params": n_trainable,
+        "total_params": n_total,
+        "precision": "bf16-autocast" if bf16 else "fp32",
+        "choices": reasons,
+        "counts": {
+            "train": stats.as_dict(),
+            "val": val_stats.as_dict(),
+            "dropped_rows": stats.dropped_sources[:50],
+        },
+        "hashes": {
+            "train_data": parsed.sha256,
+            "val_data": val_hash,
+            "model": _model_hash(source.path) if source.kind != "hub" else source.path,
+            "chat_template": template_hash(tokenizer),
+            "masking": hashlib.sha256(
+                json.dumps(
+                    {
+                        "train_on": cfg.data.train_on,
+                        "max_len": cfg.data.max_len,
+                        "overlong": cfg.data.overlong,
+                        "stops": sorted(renderer.stop_ids),
+                    }
+                ).encode()
+            ).hexdigest()[:16],
+        },
+        "versions": _versions(),
+    }
+    runs.write_text_atomic(out / runs.RUN_JSON, json.dumps(summary, indent=2))
+    return TrainResult(out, cfg, loop, stats.as_dict(), reasons, summary)
+
+
+def _print_plan(
+    cfg: RunConfig,
+    model_name: str,
+    stats: RenderStats,
+    val_stats: RenderStats,
+    resolved: auto.Resolved,
+    reasons: list[str],
+    n_trainable: int,
+    n_total: int,
+) -> None:
+    s = resolved.settings
+    console.info(
+        f"[bold]tunesmith train[/bold]  model {model_name}  method {s.method}  "
+        f"trainable {n_trainable / 1e6:.2f}M of {n_total / 1e6:.1f}M params"
+    )
+    console.info(
+        f"data: {stats.kept} train rows ({stats.trained_tokens} trained of {stats.tokens} tokens), "
+        f"{val_stats.kept} validation rows; dropped {stats.dropped_overlong} overlong, "
+        f"truncated {stats.truncated}"
+    )
+    console.info(
+        f"plan: {s.epochs} epochs x {resolved.steps_per_epoch} steps = {resolved.total_steps} steps, "
+        f"batch {s.batch_size} (micro {s.micro_batch_size}), lr {s.learning_rate:g}, "
+        f"warmup {resolved.warmup_steps}, cosine to {s.min_lr_ratio:g}x"
+    )
+    for why in reasons:
+        console.note(why)
+    if stats.dropped_overlong:
+        console.warn(f"{stats.dropped_overlong} rows longer than max_len {cfg.data.max_len} were dropped")

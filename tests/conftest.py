@@ -1,0 +1,89 @@
+"""Shared fixtures. Unit tests run on a tiny randomly initialised Llama that uses the real SmolLM2
+tokenizer and chat template; a few tests (marked slow) use the real default model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests share one tunesmith home (the exported default model lives there) but never touch the user's.
+os.environ.setdefault("TUNESMITH_HOME", str(REPO / ".pytest-home"))
+os.environ["TUNESMITH_QUIET"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    from tunesmith.models.defaults import ensure_exported
+
+    return ensure_exported("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir: Path):
+    from tunesmith.models.load import load_tokenizer
+
+    return load_tokenizer(str(default_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    """A 2-layer Llama with hidden size 32, saved as a plain HF folder with the real tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def chat_rows(n: int, seed: int = 0) -> list[dict]:
+    """Small, varied, learnable chat rows: a colour question -> a JSON answer."""
+    import random
+
+    rng = random.Random(seed)
+    colours = ["red", "green", "blue", "amber", "violet", "teal"]
+    things = ["car", "house", "kite", "door", "scarf", "boat", "lamp"]
+    rows = []
+    for _ in range(n):
+        c, t = rng.choice(colours), rng.choice(things)
+        words = " ".join(rng.choice(["please", "quickly", "today", "now", "kindly"]) for _ in range(rng.randint(0, 12)))
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Paint the {t} {c} {words}".strip()},
+                    {"role": "assistant", "content": json.dumps({"object": t, "colour": c})},
+                ]
+            }
+        )
+    return rows
+
+
+@pytest.fixture
+def chat_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "train.jsonl", chat_rows(24))

@@ -1,0 +1,48 @@
+"""A few steps on the real embedded default model (SmolLM2-135M-Instruct): the integration path."""
+
+from pathlib import Path
+
+import pytest
+
+from tunesmith import runs
+from tunesmith.config import load_config
+from tunesmith.demo import dataset_path, run_demo
+from tunesmith.generate import generate
+from tunesmith.models.load import load_model
+from tunesmith.train.pipeline import run_training
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_model_loads_offline_and_stops_on_its_own(default_model_dir: Path) -> None:
+    model, tok, source = load_model("smollm2-135m")
+    assert source.kind == "alias" and Path(source.path) == default_model_dir
+    assert type(model).__name__ == "LlamaForCausalLM" and 134e6 < sum(p.numel() for p in model.parameters()) < 136e6
+    out = generate(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]], max_new_tokens=40)
+    assert "Paris" in out[0].text and out[0].finish_reason == "stop"
+
+
+def test_lora_steps_on_the_real_model(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        {
+            "data": {"train": str(dataset_path() / "train.jsonl"), "val_split": 0.05},
+            "train": {"max_steps": 4, "batch_size": 4, "micro_batch_size": 4, "eval_every": 4},
+        },
+    )
+    result = run_training(cfg, tmp_path / "run")
+    info = runs.read_run(tmp_path / "run")
+    assert info["steps"] == 4 and info["precision"] in ("bf16-autocast", "fp32")
+    first, last = result.loop.history[0]["val_loss"], info["best_val_loss"]
+    assert last == first  # one eval at step 4
+    assert last < 2.0, "four LoRA steps on the real model already fit the JSON format somewhat"
+    tuned, tok, _ = load_model(tmp_path / "run")
+    assert generate(tuned, tok, [[{"role": "user", "content": "Hi"}]], max_new_tokens=8)[0].text
+
+
+def test_demo_smoke(tmp_path: Path) -> None:
+    """The demo's whole path (train, generate base and tuned, score, report) at a tiny size."""
+    report = run_demo(tmp_path / "demo", max_steps=2, test_rows=4)
+    assert report["test_rows"] == 4 and len(report["rows"]) == 4
+    assert {"json_valid", "mean_field_accuracy", "stop_rate"} <= report["tuned"].keys()
+    assert (tmp_path / "demo" / "demo.json").is_file() and runs.is_run(tmp_path / "demo")
