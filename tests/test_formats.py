@@ -124,8 +124,8 @@ def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
 def test_split_is_seeded_and_disjoint(chat_file: Path) -> None:
     examples = read_examples(chat_file).examples
     a_train, a_val = split_examples(examples, 0.25, seed=7)
-    b_train, b_val = split_examples(examples, 0.25, seed=7)
-    c_train, c_val = split_examples(examples, 0.25, seed=8)
+    _b_train, b_val = split_examples(examples, 0.25, seed=7)
+    _c_train, c_val = split_examples(examples, 0.25, seed=8)
     assert [e.source for e in a_val] == [e.source for e in b_val]
     assert [e.source for e in a_val] != [e.source for e in c_val]
     assert len(a_val) == 6 and len(a_train) == 18
