@@ -42,7 +42,8 @@ def lora_grads(model_dir: Path, chat_file: Path, micro: int) -> dict[str, torch.
             if "lora_B" in n:
                 p.normal_(0, 0.02)
     rows, _ = Renderer(tok).render_all(read_examples(chat_file).examples[:8])
-    accumulate_gradients(model, [rows[i : i + micro] for i in range(0, 8, micro)], tok.pad_token_id, bf16=False)
+    micro_batches = [[[e] for e in rows[i : i + micro]] for i in range(0, 8, micro)]
+    accumulate_gradients(model, micro_batches, tok.pad_token_id, bf16=False)
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 

@@ -81,6 +81,14 @@ class TrainSettings(_Strict):
         3, ge=1, description="Stop after this many evals without a better validation loss; None: never."
     )
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
+    packing: bool = Field(
+        True,
+        description="Pack several examples into one sequence (each attends only to itself, positions restart "
+        "at 0) instead of padding them. Changes the layout of a step, never its examples or its update.",
+    )
+    pack_len: int | None = Field(
+        None, ge=16, description="Tokens per packed row; None: the longest example of each step."
+    )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
         description="auto: bf16 where the hardware supports it (checked at run time), else fp32. bf16 means "

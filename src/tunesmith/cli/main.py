@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from tunesmith.cli import demo, generate, train
+from tunesmith.cli import check, demo, eval, export, generate, serve, train
 
 app = typer.Typer(
     add_completion=False,
@@ -16,9 +16,13 @@ app = typer.Typer(
     help="Fine-tune pretrained language models on your own examples.",
 )
 app.command("train")(train.train_command)
+app.command("check")(check.check_command)
 app.command("generate")(generate.generate_command)
 app.command("chat")(generate.chat_command)
 app.command("demo")(demo.demo_command)
+app.command("export")(export.export_command)
+app.command("eval")(eval.eval_command)
+app.command("serve")(serve.serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     from tunesmith.errors import UserError
 
     try:
-        app(args=argv, prog_name="tunesmith", standalone_mode=False)
+        code = app(args=argv, prog_name="tunesmith", standalone_mode=False)
+        # Outside standalone mode, click returns the code of a `raise typer.Exit(code)` instead of exiting.
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as e:
         console.error(str(e))
         sys.exit(e.exit_code)

@@ -32,6 +32,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "lora_r": ("lora", "r"),
         "lora_alpha": ("lora", "alpha"),
         "lora_dropout": ("lora", "dropout"),
+        "packing": ("train", "packing"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -64,8 +65,17 @@ def train_command(
     lora_alpha: Annotated[int | None, Opt("--lora-alpha")] = None,
     lora_dropout: Annotated[float | None, Opt("--lora-dropout")] = None,
     seed: Annotated[int | None, Opt("--seed")] = None,
+    packing: Annotated[
+        bool | None, Opt("--packing/--no-packing", help="Pack examples into shared rows (default on).")
+    ] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
+    skip_check: Annotated[
+        bool, Opt("--skip-check", help="Start even if `tunesmith check` finds errors in the data.")
+    ] = False,
+    eval_data: Annotated[
+        Path | None, Opt("--eval-data", help="Held-out JSONL: run `tunesmith eval` on it after training.")
+    ] = None,
 ) -> None:
     """Fine-tune a model on JSONL examples (LoRA or full)."""
     from tunesmith import console
@@ -92,9 +102,10 @@ def train_command(
         lora_r=lora_r,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        packing=packing,
     )
     cfg = load_config(config, overrides)
-    result = run_training(cfg, out, resume=resume, force=force)
+    result = run_training(cfg, out, resume=resume, force=force, skip_check=skip_check)
     s = result.summary
     best = f", best validation loss {s['best_val_loss']:.4f} at step {s['best_step']}" if s["best_val_loss"] else ""
     console.info(
@@ -102,3 +113,7 @@ def train_command(
         f"{s['tokens_per_s']} tok/s{best}{' (stopped early)' if s['stopped_early'] else ''}"
     )
     console.info(f"run: {out}  (weights in {out / s['weights_dir']}, try: tunesmith chat {out})")
+    if eval_data is not None:
+        from tunesmith.eval.report import evaluate_and_report
+
+        evaluate_and_report(out, eval_data, out / "eval")

@@ -56,6 +56,7 @@ class Problem:
     file: str
     line: int  # 1-based; 0 for the whole file
     message: str
+    code: str = "format"  # a stable name for the kind of problem (`tunesmith check --format json`)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
@@ -71,7 +72,24 @@ class ParsedFile:
 
 
 class _RowError(Exception):
-    pass
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# One example this large cannot fit any context we could train on (~2M tokens), and reading it through a
+# tokenizer would take minutes: the line is reported instead of parsed.
+MAX_LINE_BYTES = 8 << 20
+REPLY_KEYS = ("completion", "output")
+
+
+def _check_unicode(value: str, where: str) -> None:
+    # json.loads accepts "\ud800" escapes, but a lone surrogate is not text: tokenizers raise on it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        message = f"{where} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode text"
+        raise _RowError(message, "invalid-unicode") from None
 
 
 def detect_format(row: dict[str, Any]) -> str | None:
@@ -87,102 +105,140 @@ def detect_format(row: dict[str, Any]) -> str | None:
 def _text(row: dict[str, Any], key: str, *, allow_empty: bool = False) -> str:
     value = row.get(key)
     if value is None:
-        raise _RowError(f"'{key}' is missing")
+        raise _RowError(f"'{key}' is missing", "missing-content")
     if not isinstance(value, str):
-        raise _RowError(f"'{key}' must be a string, got {type(value).__name__}")
+        raise _RowError(f"'{key}' must be a string, got {type(value).__name__}", "bad-type")
     if not allow_empty and not value.strip():
-        raise _RowError(f"'{key}' is empty")
+        raise _RowError(f"'{key}' is empty", "empty-reply" if key in REPLY_KEYS else "empty-content")
+    _check_unicode(value, f"'{key}'")
     return value
 
 
-def _chat_messages(row: dict[str, Any]) -> list[Message]:
+def _chat_messages(row: dict[str, Any], *, require_reply: bool = True) -> list[Message]:
     raw = row.get("messages")
     if not isinstance(raw, list):
-        raise _RowError("'messages' must be a list of {role, content} objects")
+        raise _RowError("'messages' must be a list of {role, content} objects", "missing-messages")
     if not raw:
-        raise _RowError("'messages' is empty")
+        raise _RowError("'messages' is empty", "missing-messages")
     out: list[Message] = []
     for i, m in enumerate(raw, start=1):
         if not isinstance(m, dict):
-            raise _RowError(f"message {i} is not an object")
+            raise _RowError(f"message {i} is not an object", "bad-message")
         unknown = set(m) - _MESSAGE_KEYS
         if unknown:
-            raise _RowError(f"message {i} has unknown key(s) {sorted(unknown)}; allowed: role, content, weight")
+            raise _RowError(
+                f"message {i} has unknown key(s) {sorted(unknown)}; allowed: role, content, weight", "unknown-key"
+            )
         role = m.get("role")
         if role not in ROLES:
-            raise _RowError(f"message {i} has unknown role {role!r}; expected one of {', '.join(ROLES)}")
+            raise _RowError(
+                f"message {i} has unknown role {role!r}; expected one of {', '.join(ROLES)}", "unknown-role"
+            )
         content = m.get("content")
         if not isinstance(content, str):
-            raise _RowError(f"message {i} ({role}) has no text content")
+            raise _RowError(f"message {i} ({role}) has no text content", "missing-content")
         if not content.strip():
-            raise _RowError(f"message {i} ({role}) has empty content")
+            code = "empty-reply" if role == "assistant" else "empty-content"
+            raise _RowError(f"message {i} ({role}) has empty content", code)
+        _check_unicode(content, f"message {i} ({role})")
         weight = m.get("weight", 1)
         if isinstance(weight, bool) or weight not in (0, 1):
-            raise _RowError(f"message {i} has weight {weight!r}; weight must be 0 or 1")
+            raise _RowError(f"message {i} has weight {weight!r}; weight must be 0 or 1", "bad-weight")
         if "weight" in m and role != "assistant":
-            raise _RowError(f"message {i} ({role}) has a weight; only assistant messages take one")
+            raise _RowError(f"message {i} ({role}) has a weight; only assistant messages take one", "bad-weight")
         out.append(Message(role, content, int(weight)))
-    _check_role_order(out)
+    _check_role_order(out, require_reply=require_reply)
     return out
 
 
-def _check_role_order(messages: list[Message]) -> None:
-    """Optional system first, then user/assistant alternating from user: what chat templates accept."""
+def _check_role_order(messages: list[Message], *, require_reply: bool = True) -> None:
+    """Optional system first, then user/assistant alternating from user: what chat templates accept.
+
+    ``require_reply=False`` (evaluation data) also accepts a conversation that ends on a user turn: the
+    model is scored on its reply with the measures that need no reference."""
     body = messages[1:] if messages[0].role == "system" else messages
     if any(m.role == "system" for m in body):
-        raise _RowError("a system message may only come first")
+        raise _RowError("a system message may only come first", "role-order")
     if not body or body[0].role != "user":
-        raise _RowError("the conversation must start with a user message (after an optional system message)")
+        raise _RowError(
+            "the conversation must start with a user message (after an optional system message)", "role-order"
+        )
     for prev, cur in itertools.pairwise(body):
         if prev.role == cur.role:
-            raise _RowError(f"two {cur.role} messages in a row; user and assistant must alternate")
+            raise _RowError(f"two {cur.role} messages in a row; user and assistant must alternate", "role-order")
+    if not require_reply:
+        return
     if not any(m.role == "assistant" for m in body):
-        raise _RowError("no assistant reply to train on")
+        raise _RowError("no assistant reply to train on", "no-assistant")
     if not any(m.role == "assistant" and m.weight for m in body):
-        raise _RowError("every assistant reply has weight 0, so nothing would be trained")
+        raise _RowError("every assistant reply has weight 0, so nothing would be trained", "all-weights-zero")
 
 
-def row_to_messages(row: Any, fmt: str) -> list[Message]:
+def _reply(row: dict[str, Any], key: str, require_reply: bool) -> list[Message]:
+    """The reference reply; for evaluation data a missing or empty one means "no reference"."""
+    if not require_reply and (row.get(key) is None or (isinstance(row[key], str) and not row[key].strip())):
+        return []
+    return [Message("assistant", _text(row, key))]
+
+
+def row_to_messages(row: Any, fmt: str, *, require_reply: bool = True) -> list[Message]:
     if not isinstance(row, dict):
-        raise _RowError(f"row is a JSON {type(row).__name__}, not an object")
+        raise _RowError(f"row is a JSON {type(row).__name__}, not an object", "not-object")
     row_fmt = detect_format(row)
     if row_fmt is None:
-        raise _RowError(f"row has none of the keys of a known format (keys: {sorted(row)[:6]})")
+        raise _RowError(f"row has none of the keys of a known format (keys: {sorted(row)[:6]})", "unknown-format")
     if row_fmt != fmt:
-        raise _RowError(f"row is in {row_fmt} format but the file is in {fmt} format")
+        raise _RowError(f"row is in {row_fmt} format but the file is in {fmt} format", "format-mismatch")
     unknown = set(row) - _ROW_KEYS[fmt]
     if unknown:
-        raise _RowError(f"unknown key(s) {sorted(unknown)} for {fmt} format")
+        raise _RowError(f"unknown key(s) {sorted(unknown)} for {fmt} format", "unknown-key")
     if fmt == "chat":
-        return _chat_messages(row)
+        return _chat_messages(row, require_reply=require_reply)
     if fmt == "prompt_completion":
-        return [Message("user", _text(row, "prompt")), Message("assistant", _text(row, "completion"))]
+        return [Message("user", _text(row, "prompt")), *_reply(row, "completion", require_reply)]
     instruction = _text(row, "instruction")
     extra = _text(row, "input", allow_empty=True) if "input" in row else ""
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    messages = [Message("user", user), Message("assistant", _text(row, "output"))]
+    messages = [Message("user", user), *_reply(row, "output", require_reply)]
     if "system" in row:
         messages.insert(0, Message("system", _text(row, "system")))
     return messages
 
 
-def _file_level_problem(path: Path, data: bytes) -> str | None:
+def _is_json(text: bytes, kind: type) -> bool:
+    try:
+        return isinstance(json.loads(text.decode("utf-8-sig")), kind)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+
+
+def _file_level_problem(path: Path, data: bytes) -> tuple[str, str] | None:
+    """(code, message) for mistakes of the whole file, reported once rather than once per line."""
     if not data.strip():
-        return "the file is empty"
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "the file is UTF-16; save it as UTF-8 JSONL"
-    head = data.lstrip()[:1]
-    if head == b"[":
-        try:
-            if isinstance(json.loads(data.decode("utf-8-sig")), list):
-                return "the file is one JSON array; write one JSON object per line (JSONL)"
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            pass
+        return "empty-file", "the file is empty"
+    sample = data[:65536]
+    # UTF-16 puts a NUL beside every ASCII character; a BOM says so outright.
+    zeros = max(sample[0::2].count(0), sample[1::2].count(0))
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(sample) >= 4 and zeros >= len(sample) // 4):
+        return "utf16", "the file is UTF-16; save it as UTF-8 JSONL"
+    if b"\x00" in sample or sample.decode("utf-8", errors="replace").count("\ufffd") > len(sample) // 4:
+        return "binary", "not valid UTF-8: the file looks like binary data, not JSONL text"
+    lines = [ln.strip() for ln in itertools.islice((ln for ln in data.split(b"\n") if ln.strip()), 20)]
+    head = lines[0].lstrip(b"\xef\xbb\xbf")[:1]
+    if head == b"[" and _is_json(data, list):
+        return "json-array", "the file is one JSON array; write one JSON object per line (JSONL)"
+    if head == b"{" and not _is_json(lines[0], dict) and _is_json(data, dict):
+        return "json-object", "the file is one JSON object spread over several lines; write one object per line"
+    looks_tabular = head not in (b"{", b"[", b'"') and any(c in lines[0] for c in (b",", b"\t", b";"))
+    if looks_tabular and not any(_is_json(ln, dict) for ln in lines):
+        return "csv", "not valid JSON: the file looks like CSV or TSV; write one JSON object per line (JSONL)"
     return None
 
 
-def parse_file(path: Path | str) -> ParsedFile:
-    """Read a JSONL file; every bad row becomes a Problem, never an exception."""
+def parse_file(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
+    """Read a JSONL file; every bad row becomes a Problem, never an exception.
+
+    ``require_reply=False`` is for evaluation data, where a row may stop before the assistant's reply."""
     path = Path(path)
     name = str(path)
     try:
@@ -196,7 +252,7 @@ def parse_file(path: Path | str) -> ParsedFile:
     digest = hashlib.sha256(data).hexdigest()
     problem = _file_level_problem(path, data)
     if problem:
-        return ParsedFile(path, None, [], [Problem(name, 0, problem)], digest)
+        return ParsedFile(path, None, [], [Problem(name, 0, problem[1], problem[0])], digest)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     fmt: str | None = None
@@ -206,37 +262,46 @@ def parse_file(path: Path | str) -> ParsedFile:
         raw = raw.rstrip(b"\r")
         if not raw.strip():
             continue
+        if len(raw) > MAX_LINE_BYTES:
+            size = f"{len(raw) / 2**20:.1f} MB, more than one example can hold (limit {MAX_LINE_BYTES >> 20} MB)"
+            problems.append(Problem(name, lineno, f"the line is {size}", "line-too-long"))
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             problems.append(
-                Problem(name, lineno, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+                Problem(
+                    name, lineno, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})", "invalid-utf8"
+                )
             )
             continue
         try:
             row = json.loads(text)
         except json.JSONDecodeError as e:
-            problems.append(Problem(name, lineno, f"not valid JSON ({e.msg} at column {e.colno})"))
+            problems.append(Problem(name, lineno, f"not valid JSON ({e.msg} at column {e.colno})", "invalid-json"))
+            continue
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            problems.append(Problem(name, lineno, f"not valid JSON ({str(e).splitlines()[0]})", "invalid-json"))
             continue
         except RecursionError:
-            problems.append(Problem(name, lineno, "JSON nested too deeply"))
+            problems.append(Problem(name, lineno, "JSON nested too deeply", "invalid-json"))
             continue
         if fmt is None and isinstance(row, dict):
             fmt = detect_format(row)
         try:
-            messages = row_to_messages(row, fmt or "chat")
+            messages = row_to_messages(row, fmt or "chat", require_reply=require_reply)
         except _RowError as e:
-            problems.append(Problem(name, lineno, str(e)))
+            problems.append(Problem(name, lineno, str(e), e.code))
             continue
-        examples.append(Conversation(messages, source=f"{name}:{lineno}"))
+        examples.append(Conversation(messages, source=f"{name}:{lineno}", meta={"line": lineno}))
     if not examples and not problems:
-        problems.append(Problem(name, 0, "no examples in the file"))
+        problems.append(Problem(name, 0, "no examples in the file", "no-examples"))
     return ParsedFile(path, fmt, examples, problems, digest)
 
 
-def read_examples(path: Path | str) -> ParsedFile:
+def read_examples(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
     """Parse a dataset and raise one clear DataError if anything in it is malformed."""
-    parsed = parse_file(path)
+    parsed = parse_file(path, require_reply=require_reply)
     if parsed.problems:
         first = parsed.problems[0]
         more = len(parsed.problems) - 1

@@ -14,30 +14,72 @@ import torch
 from tunesmith.data.render import IGNORE, Rendered
 
 
+Row = list[int]  # indices of the examples that share one sequence (one, unless packed)
+
+
 @dataclass(frozen=True)
 class StepPlan:
     epoch: int
-    micro_batches: list[list[int]]  # example indices, one list per forward pass
+    micro_batches: list[list[Row]]  # one list of rows per forward pass
 
     @property
     def indices(self) -> list[int]:
-        return [i for mb in self.micro_batches for i in mb]
+        return [i for mb in self.micro_batches for row in mb for i in row]
 
 
-def plan_steps(lengths: list[int], batch_size: int, micro_batch_size: int, epochs: int, seed: int) -> list[StepPlan]:
+def plan_steps(
+    lengths: list[int],
+    batch_size: int,
+    micro_batch_size: int,
+    epochs: int,
+    seed: int,
+    *,
+    pack: bool = False,
+    pack_len: int | None = None,
+) -> list[StepPlan]:
     """Seeded shuffle per epoch; a partial last batch is kept, so no example is skipped.
 
-    Inside one optimizer step the examples are sorted by length before being cut into micro-batches,
-    which cuts padding without changing what the step trains on."""
+    Packing and micro-batching change only the layout of a step, never which examples it trains on, so
+    the update is the same with packing on or off (the loss is normalised per step, see loss.py).
+    * unpacked: the step's examples sorted by length, cut into micro-batches of ``micro_batch_size``;
+    * packed: the step's examples are packed best-fit-decreasing into rows of ``pack_len`` tokens
+      (default: the step's longest example, so attention never spans more than padding would have),
+      and rows are grouped into micro-batches of at most ``micro_batch_size`` x that many tokens."""
     steps: list[StepPlan] = []
     for epoch in range(epochs):
         order = list(range(len(lengths)))
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
         for start in range(0, len(order), batch_size):
             chunk = sorted(order[start : start + batch_size], key=lambda i: (lengths[i], i))
-            micro = [chunk[j : j + micro_batch_size] for j in range(0, len(chunk), micro_batch_size)]
+            if not pack:
+                rows = [[i] for i in chunk]
+                micro = [rows[j : j + micro_batch_size] for j in range(0, len(rows), micro_batch_size)]
+            else:
+                longest = max(lengths[i] for i in chunk)
+                packed = pack_best_fit([lengths[i] for i in chunk], pack_len or longest)
+                rows = sorted(([chunk[k] for k in r] for r in packed), key=lambda r: (sum(lengths[i] for i in r), r))
+                micro = _group_rows(rows, lengths, budget=micro_batch_size * max(longest, pack_len or 0))
             steps.append(StepPlan(epoch, micro))
     return steps
+
+
+def _group_rows(rows: list[Row], lengths: list[int], budget: int) -> list[list[Row]]:
+    """Consecutive rows (sorted by length) per micro-batch while rows x widest row stays within budget."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        width = sum(lengths[i] for i in row)
+        if groups and (len(groups[-1]) + 1) * max(width, *(sum(lengths[i] for i in r) for r in groups[-1])) <= budget:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def to_batch(rows: list[list[Rendered]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Tensors for one micro-batch: padded if every row holds one example, else packed."""
+    if all(len(r) == 1 for r in rows):
+        return collate([r[0] for r in rows], pad_id)
+    return collate_packed(rows, pad_id)
 
 
 def collate(examples: list[Rendered], pad_id: int) -> dict[str, torch.Tensor]:
@@ -52,3 +94,51 @@ def collate(examples: list[Rendered], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def pack_best_fit(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit-decreasing bin packing: longest first, each into the fullest row it still fits.
+
+    Returns rows of example indices (each row's total length <= capacity, except a single example
+    longer than capacity, which gets a row of its own). Ties break on the index, so it is deterministic."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        fits = [r for r in range(len(rows)) if room[r] >= lengths[i]]
+        if fits:
+            best = min(fits, key=lambda r: (room[r], r))
+            rows[best].append(i)
+            room[best] -= lengths[i]
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+    return rows
+
+
+def collate_packed(rows: list[list[Rendered]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Several examples per row, each attending only to itself.
+
+    * position ids restart at 0 for every example, as if it were alone;
+    * a 4-D boolean mask (True = may attend) is block-diagonal and causal, so no token sees another
+      example; padding at the end of a row only sees itself (a row of all -inf would give NaN);
+    * the first label of every example is -100, so no example is trained to predict the next one."""
+    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    n = len(rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    doc = torch.full((n, width), -1, dtype=torch.long)
+    for r, row in enumerate(rows):
+        offset = 0
+        for d, e in enumerate(row):
+            k = len(e.input_ids)
+            ids[r, offset : offset + k] = torch.tensor(e.input_ids)
+            labels[r, offset : offset + k] = torch.tensor(e.labels)
+            labels[r, offset] = IGNORE
+            positions[r, offset : offset + k] = torch.arange(k)
+            doc[r, offset : offset + k] = d
+            offset += k
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    same_doc = (doc[:, :, None] == doc[:, None, :]) & (doc[:, :, None] >= 0)
+    mask = (same_doc & causal) | torch.eye(width, dtype=torch.bool)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None]}

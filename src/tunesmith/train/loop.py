@@ -23,7 +23,7 @@ from tunesmith import console
 from tunesmith.config import TrainSettings
 from tunesmith.data.render import Rendered
 from tunesmith.errors import UserError
-from tunesmith.train.batches import StepPlan, collate
+from tunesmith.train.batches import StepPlan, collate, to_batch
 from tunesmith.train.checkpoint import latest_valid, load_checkpoint, save_checkpoint
 from tunesmith.train.loss import token_loss_sum
 from tunesmith.train.optim import make_optimizer
@@ -70,16 +70,19 @@ def evaluate(model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bo
     return total / max(1, count)
 
 
-def accumulate_gradients(model: Any, micro_batches: list[list[Rendered]], pad_id: int, bf16: bool) -> float:
-    """Backward over every micro-batch of one optimizer step; returns the summed token loss.
+def accumulate_gradients(
+    model: Any, micro_batches: list[list[list[Rendered]]], pad_id: int, bf16: bool
+) -> float:
+    """Backward over every micro-batch (a list of rows of examples) of one optimizer step; returns the
+    summed token loss.
 
     Each micro-batch's summed loss is divided by the trained tokens of the *whole step*, so the
     accumulated gradient equals that of one big batch however the step is cut (8x1 == 2x4)."""
-    n_trained = sum(e.n_trained for mb in micro_batches for e in mb)
+    n_trained = sum(e.n_trained for mb in micro_batches for row in mb for e in row)
     total = 0.0
     for mb in micro_batches:
         with autocast(bf16):
-            loss_sum, _ = token_loss_sum(model, collate(mb, pad_id))
+            loss_sum, _ = token_loss_sum(model, to_batch(mb, pad_id))
         (loss_sum / n_trained).backward()
         total += float(loss_sum.detach())
     return total
@@ -191,7 +194,7 @@ def train(
             n_trained = sum(e.n_trained for e in examples)
             n_tokens = sum(len(e.input_ids) for e in examples)
             t0 = time.perf_counter()
-            micro_batches = [[train_data[i] for i in mb] for mb in step_plan.micro_batches]
+            micro_batches = [[[train_data[i] for i in row] for row in mb] for mb in step_plan.micro_batches]
             loss_total = accumulate_gradients(model, micro_batches, pad_id, bf16)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), settings.max_grad_norm))
             if math.isfinite(grad_norm) and math.isfinite(loss_total):

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from tunesmith import __version__, console, runs
-from tunesmith.config import RunConfig
+from tunesmith.config import LoraSettings, RunConfig
 from tunesmith.data.formats import read_examples, split_examples
 from tunesmith.data.render import Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
@@ -109,12 +109,38 @@ def _check_resume_config(out: Path, cfg: RunConfig, force: bool) -> None:
         )
 
 
+def prepare_model(model: Any, method: str, lora: LoraSettings, bf16: bool) -> Any:
+    """The one difference between LoRA and full fine-tuning: which weights train, stored how."""
+    if method == "lora":
+        from tunesmith.models.lora import add_lora
+
+        if bf16:
+            # The frozen base only feeds activations forward and gradients back, so bf16 storage loses
+            # nothing that autocast would not round away anyway, and saves a cast per layer per step.
+            model = model.to(torch.bfloat16)
+        return add_lora(model, lora)  # PEFT keeps the adapter weights in fp32
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
 def run_training(
-    cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, stop_after: int | None = None
+    cfg: RunConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    stop_after: int | None = None,
+    skip_check: bool = False,
 ) -> TrainResult:
     out = Path(out)
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE.jsonl")
+    if not skip_check:
+        # The dataset doctor runs before the run folder is touched or any compute is spent.
+        from tunesmith.train.preflight import refuse_on_errors
+
+        refuse_on_errors(cfg)
     _prepare_run_dir(out, cfg, resume=resume, force=force)
     torch.manual_seed(cfg.train.seed)
     t_start = time.time()
@@ -167,17 +193,7 @@ def run_training(
     reasons.append(why)
 
     # ---- method: one branch, then the same loop -----------------------------------------------------
-    if cfg.train.method == "lora":
-        from tunesmith.models.lora import add_lora
-
-        if bf16:
-            # The frozen base only feeds activations forward and gradients back, so bf16 storage loses
-            # nothing that autocast would not round away anyway, and saves a cast per layer per step.
-            model = model.to(torch.bfloat16)
-        model = add_lora(model, cfg.lora)  # PEFT keeps the adapter weights in fp32
-    else:
-        for p in model.parameters():
-            p.requires_grad_(True)
+    model = prepare_model(model, cfg.train.method, cfg.lora, bf16)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     _print_plan(cfg, source.name, stats, val_stats, resolved, reasons, n_trainable, n_total)
@@ -188,6 +204,8 @@ def run_training(
         resolved.settings.micro_batch_size or 1,
         resolved.settings.epochs or 1,
         cfg.train.seed,
+        pack=cfg.train.packing,
+        pack_len=cfg.train.pack_len,
     )
     loop = train(
         model,

@@ -1,0 +1,54 @@
+"""`tunesmith check`: flags -> RunConfig -> preflight.run_check() -> the report or JSON, and the exit code
+(0 clean, 1 warnings under --strict, 2 errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Opt = typer.Option
+
+
+def check_command(
+    data: Annotated[Path, typer.Argument(help="Training JSONL (OpenAI chat, prompt/completion or alpaca).")],
+    val: Annotated[Path | None, Opt("--val", help="Validation JSONL: checked too, and for leakage.")] = None,
+    model: Annotated[str | None, Opt("--model", help="Model whose tokenizer and template to use.")] = None,
+    max_len: Annotated[int | None, Opt("--max-len", help="Longest sequence in tokens (as in train).")] = None,
+    overlong: Annotated[str | None, Opt("--overlong", help="drop | truncate | error (as in train).")] = None,
+    train_on: Annotated[str | None, Opt("--train-on", help="all | last assistant turns (as in train).")] = None,
+    output: Annotated[str, Opt("--format", help="text, or json (machine-readable, on stdout only).")] = "text",
+    strict: Annotated[bool, Opt("--strict", help="Exit 1 when there are warnings.")] = False,
+    show: Annotated[int, Opt("--show", min=0, help="Print K rendered rows with the trained tokens marked.")] = 0,
+    near: Annotated[float, Opt("--near-threshold", help="Similarity that counts as a near-duplicate.")] = 0.8,
+    estimate: Annotated[bool, Opt("--estimate/--no-estimate", help="Probe time and memory per epoch.")] = True,
+    price: Annotated[float | None, Opt("--price-per-hour", min=0.0, help="Also estimate the cost.")] = None,
+) -> None:
+    """Find what would spoil a fine-tune before any compute is spent: the dataset doctor."""
+    import contextlib
+    import json
+    import sys
+
+    from tunesmith import console
+    from tunesmith.cli.train import _overrides
+    from tunesmith.config import load_config
+    from tunesmith.errors import UserError
+    from tunesmith.train.preflight import run_check
+
+    if output not in ("text", "json"):
+        raise UserError(f"--format must be text or json, not {output!r}")
+    overrides = _overrides(model=model, data=data, val=val, max_len=max_len, overlong=overlong, train_on=train_on)
+    cfg = load_config(None, overrides)
+    kwargs = {"near_threshold": near, "show": show, "estimate": estimate, "price_per_hour": price}
+    if output == "json":
+        # Only the JSON document may reach stdout: anything the library prints on the way goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_check(cfg, **kwargs)
+        console.console.out(json.dumps(result.as_dict(strict), indent=2, ensure_ascii=False), highlight=False)
+    else:
+        from tunesmith.data.check_view import print_check
+
+        result = run_check(cfg, **kwargs)
+        print_check(result.report, result.as_dict(strict)["estimate"], strict)
+    raise typer.Exit(result.exit_code(strict))

@@ -1,0 +1,46 @@
+"""`tunesmith eval`: flags -> EvalOptions -> evaluate_and_report()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Opt = typer.Option
+
+
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `tunesmith train`.")],
+    data: Annotated[Path, Opt("--data", help="Held-out JSONL (any format; rows may lack a reference).")],
+    instructions: Annotated[
+        Path | None, Opt("--instructions", help="Instructions the base model would need; enables token savings.")
+    ] = None,
+    few_shot: Annotated[int, Opt("--few-shot", min=0, help="Training examples shown to the base model.")] = 0,
+    price: Annotated[
+        float | None, Opt("--price-per-1k-input-tokens", min=0.0, help="Input price, for the savings table.")
+    ] = None,
+    schema: Annotated[Path | None, Opt("--schema", help="JSON Schema for replies; default: inferred.")] = None,
+    out: Annotated[Path | None, Opt("--out", help="Report folder (default: RUN/eval).")] = None,
+    max_tokens: Annotated[
+        int | None, Opt("--max-tokens", min=1, help="New tokens per reply (default: from the references).")
+    ] = None,
+    batch_size: Annotated[int, Opt("--batch-size", min=1)] = 16,
+    forgetting_threshold: Annotated[
+        float, Opt("--forgetting-threshold", min=0.0, help="Flag a general-English perplexity rise above this.")
+    ] = 0.10,
+) -> None:
+    """Prove it helped: base vs tuned on held-out data, with token savings and a forgetting check."""
+    from tunesmith.eval.report import evaluate_and_report
+    from tunesmith.eval.runner import EvalOptions
+
+    options = EvalOptions(
+        instructions=instructions,
+        few_shot=few_shot,
+        price_per_1k_input_tokens=price,
+        schema=schema,
+        max_new_tokens=max_tokens,
+        batch_size=batch_size,
+        forgetting_threshold=forgetting_threshold,
+    )
+    evaluate_and_report(run, data, out, options)

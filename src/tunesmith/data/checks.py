@@ -1,0 +1,410 @@
+"""The dataset doctor: what would spoil a fine-tune, found before any compute is spent.
+
+    formats.parse_file   every malformed row, with its file, line and a stable code
+    dedup                duplicates, conflicting replies, near-duplicates, train/validation leakage
+    special tokens       text that the tokenizer would read as the chat template's control tokens
+    render.Renderer      every row rendered exactly as training renders it: lengths against max_len,
+                         trained tokens against all tokens, rows that train nothing, replies that
+                         never train a stop token, and the masking view (``show``)
+
+Errors are what ``tunesmith train`` refuses to start on; warnings are worth a look but may be intended
+(a duplicated row can be deliberate up-weighting). ``CheckReport.exit_code`` turns them into 0 / 1 / 2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data import dedup
+from tunesmith.data.formats import Conversation, ParsedFile, parse_file
+from tunesmith.data.render import IGNORE, Rendered, Renderer, RenderStats
+from tunesmith.errors import DataError
+
+# Everything else (every malformed row, leakage, special tokens, a reply that never trains a stop token,
+# a template that cannot render a row) is an error.
+WARNINGS = frozenset({"duplicate", "conflict", "near-duplicate", "near-leak", "overlong", "untrained"})
+HISTOGRAM_BINS = 8
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # error | warning
+    code: str  # stable name of the check, e.g. "unknown-role", "near-duplicate" (README lists them all)
+    file: str
+    line: int  # 1-based; 0 for the whole file
+    message: str
+    related: str | None = None  # "file:line" of the other row of a duplicate or a leak
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def finding(code: str, file: str, line: int, message: str, related: str | None = None) -> Finding:
+    return Finding("warning" if code in WARNINGS else "error", code, file, line, message, related)
+
+
+@dataclass
+class FileReport:
+    role: str  # train | val
+    path: str
+    format: str | None
+    rows: int  # non-blank lines
+    valid: int  # rows that parsed
+    max_len: int
+    stats: RenderStats = field(default_factory=RenderStats)
+    lengths: list[int] = field(default_factory=list)  # rendered length of every row, before the overlong policy
+
+    def percentile(self, q: float) -> int:
+        ordered = sorted(self.lengths)
+        return ordered[int(q * (len(ordered) - 1))] if ordered else 0
+
+    def histogram(self) -> list[dict[str, Any]]:
+        """Equal-width bins up to max_len, and one bin for the rows the overlong policy acts on."""
+        width = max(1, -(-self.max_len // HISTOGRAM_BINS))
+        bins = [
+            {"lo": k * width + 1, "hi": min((k + 1) * width, self.max_len), "count": 0} for k in range(HISTOGRAM_BINS)
+        ]
+        bins[0]["lo"] = 0
+        over = {"lo": self.max_len + 1, "hi": None, "count": 0}
+        for n in self.lengths:
+            if n > self.max_len:
+                over["count"] += 1
+            else:
+                bins[min(HISTOGRAM_BINS - 1, max(0, n - 1) // width)]["count"] += 1
+        return [*bins, over]
+
+    def as_dict(self) -> dict[str, Any]:
+        stats = self.stats.as_dict()
+        return {
+            "role": self.role,
+            "path": self.path,
+            "format": self.format,
+            "rows": self.rows,
+            "valid_rows": self.valid,
+            "tokens": {
+                **stats,
+                "trained_share": round(stats["trained_tokens"] / stats["tokens"], 4) if stats["tokens"] else 0.0,
+                "length_p50": self.percentile(0.5),
+                "length_p95": self.percentile(0.95),
+                "length_max": max(self.lengths, default=0),
+                "histogram": self.histogram(),
+            },
+        }
+
+
+@dataclass
+class Span:
+    start: int  # first trained token (0-based)
+    end: int  # one past the last trained token
+    first: str  # the first and last trained tokens, as text
+    last: str
+    closes: bool  # the last trained token is a stop token (EOS / end-of-turn)
+
+
+@dataclass
+class MaskedExample:
+    """One row as training sees it: text segments, trained or not, and where the loss starts and ends.
+
+    ``segments`` cover the whole rendering, (text, trained, past max_len); only tokens that training really
+    trains count as trained, so a row that the overlong policy drops shows none."""
+
+    source: str
+    tokens: int
+    trained: int
+    segments: list[tuple[str, bool, bool]]
+    spans: list[Span]
+    stop_token: str | None
+    max_len: int | None = None  # set when the row is longer than max_len
+    note: str = ""
+
+    @property
+    def stop_trained(self) -> bool:
+        return bool(self.spans) and self.spans[-1].closes
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["segments"] = [{"text": t, "trained": tr, "past_max_len": past} for t, tr, past in self.segments]
+        d["stop_trained"] = self.stop_trained
+        return d
+
+
+@dataclass
+class CheckReport:
+    settings: dict[str, Any]
+    files: list[FileReport]
+    findings: list[Finding]
+    examples: list[MaskedExample] = field(default_factory=list)
+    # The training rows that survive the overlong policy and their lengths, for the pre-flight estimate.
+    kept: list[Conversation] = field(default_factory=list, repr=False)
+    kept_lengths: list[int] = field(default_factory=list, repr=False)
+    val_lengths: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def exit_code(self, strict: bool = False) -> int:
+        if self.errors:
+            return 2
+        return 1 if strict and self.warnings else 0
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(f.code for f in self.findings))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "counts": self.counts(),
+            "files": [f.as_dict() for f in self.files],
+            "findings": [f.as_dict() for f in self.findings],
+            "examples": [e.as_dict() for e in self.examples],
+        }
+
+
+# -- content --------------------------------------------------------------------------------------------
+def _line(conv: Conversation) -> int:
+    return int(conv.meta.get("line", 0))
+
+
+def _where(conv: Conversation) -> str:
+    return conv.source
+
+
+_DUP_MESSAGES = {
+    "duplicate": "duplicate of line {line}",
+    "conflict": "same prompt as line {line} with a different reply",
+    "near-duplicate": "near-duplicate of line {line} (similarity {sim:.2f})",
+}
+
+
+def _duplicate_findings(name: str, convs: Sequence[Conversation], threshold: float) -> list[Finding]:
+    out = []
+    for m in dedup.find_duplicates(convs, threshold):
+        other = convs[m.other]
+        msg = _DUP_MESSAGES[m.kind].format(line=_line(other), sim=m.similarity)
+        out.append(finding(m.kind, name, _line(convs[m.index]), msg, _where(other)))
+    return out
+
+
+def _leak_findings(
+    name: str, train: Sequence[Conversation], val: Sequence[Conversation], threshold: float
+) -> list[Finding]:
+    out = []
+    for m in dedup.find_leakage(train, val, threshold):
+        t = train[m.other]
+        if m.kind == "leak":
+            same = dedup.row_key(t) == dedup.row_key(val[m.index])
+            msg = f"{'the same row' if same else 'the same prompt'} is in the training data ({_where(t)})"
+        else:
+            msg = f"near-duplicate of training row {_where(t)} (similarity {m.similarity:.2f})"
+        out.append(finding(m.kind, name, _line(val[m.index]), msg, _where(t)))
+    return out
+
+
+def special_tokens(tokenizer: Any) -> list[str]:
+    """Every special token's text: the tokenizer reads these strings in any message as control tokens."""
+    found = {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    found |= set(getattr(tokenizer, "all_special_tokens", []))
+    return sorted((t for t in found if t.strip()), key=len, reverse=True)
+
+
+def _special_token_findings(name: str, convs: Sequence[Conversation], tokens: list[str]) -> list[Finding]:
+    if not tokens:
+        return []
+    pattern = re.compile("|".join(re.escape(t) for t in tokens))
+    out = []
+    for conv in convs:
+        for i, m in enumerate(conv.messages, start=1):
+            hit = pattern.search(m.content)
+            if hit:
+                what = "the reply" if m.role == "assistant" else f"the {m.role} message"
+                msg = (
+                    f"{what} (message {i}) contains the special token {hit.group()!r}: the tokenizer reads it "
+                    "as a chat-template control token, not as text"
+                )
+                out.append(finding("special-tokens", name, _line(conv), msg))
+                break
+    return out
+
+
+# -- tokens -----------------------------------------------------------------------------------------------
+def _strip(e: Exception, conv: Conversation) -> str:
+    return str(e).removeprefix(f"{conv.source}: ")
+
+
+def _render(renderer: Renderer, conv: Conversation) -> Rendered | str:
+    """The row as training renders it, or why the template cannot render it."""
+    from jinja2 import TemplateError
+
+    try:
+        return renderer.render(conv)
+    except DataError as e:  # the round-trip guard
+        return _strip(e, conv)
+    except (TemplateError, ValueError) as e:  # a template's own raise_exception, or text it cannot take
+        reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"the chat template cannot render this row ({reason})"
+
+
+def _apply_policy(
+    renderer: Renderer, conv: Conversation, n: int, file: str
+) -> tuple[Rendered | None, RenderStats, Finding]:
+    """What training does with an overlong row; render_all is the one place that applies the policy."""
+    max_len, line = renderer.max_len, _line(conv)
+    try:
+        rows, stats = renderer.render_all([conv])
+    except DataError as e:  # overlong: error, so training would stop on this row
+        return None, RenderStats(examples=1), Finding("error", "overlong", file, line, _strip(e, conv))
+    head = f"{n} tokens, longer than max_len {max_len}"
+    if stats.truncated:
+        msg = f"{head}: cut to {max_len} tokens, so the end of the reply and its stop token are not trained"
+        return rows[0], stats, finding("overlong", file, line, msg)
+    if stats.dropped_untrained:
+        msg = f"{head}: cut to {max_len} tokens, no trained token is left, so training drops the row"
+        return None, stats, finding("untrained", file, line, msg)
+    return None, stats, finding("overlong", file, line, f"{head}: training drops this row (overlong: drop)")
+
+
+def _add(total: RenderStats, part: RenderStats) -> None:
+    for key, value in part.as_dict().items():
+        setattr(total, key, getattr(total, key) + value)
+
+
+def _masked(renderer: Renderer, full: Rendered, kept: Rendered | None, note: str) -> MaskedExample:
+    """The masking view of one row: the full rendering, trained where the kept (maybe cut) rendering is."""
+    tok, ids, max_len = renderer.tokenizer, full.input_ids, renderer.max_len
+
+    def text(part: list[int]) -> str:
+        return tok.decode(part, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def key(k: int) -> tuple[bool, bool]:
+        trained = kept is not None and k < len(kept.labels) and kept.labels[k] != IGNORE
+        return trained, k >= max_len
+
+    segments, spans = [], []
+    for (trained, past), group in itertools.groupby(range(len(ids)), key=key):
+        idx = list(group)
+        segments.append((text([ids[k] for k in idx]), trained, past))
+        if trained:
+            first, last = ids[idx[0]], ids[idx[-1]]
+            spans.append(Span(idx[0], idx[-1] + 1, text([first]), text([last]), last in renderer.stop_ids))
+    stop = tok.eos_token if tok.eos_token_id is not None else None
+    n_trained = kept.n_trained if kept is not None else 0
+    cut = max_len if len(ids) > max_len else None
+    return MaskedExample(full.source, len(ids), n_trained, segments, spans, stop, cut, note)
+
+
+def _closes(r: Rendered, stop_ids: set[int]) -> bool:
+    trained = [i for i, x in enumerate(r.labels) if x != IGNORE]
+    return bool(trained) and r.input_ids[trained[-1]] in stop_ids
+
+
+@dataclass
+class _Tokens:
+    findings: list[Finding] = field(default_factory=list)
+    kept: list[tuple[Conversation, int]] = field(default_factory=list)  # rows training keeps, and their lengths
+    shown: list[MaskedExample] = field(default_factory=list)
+
+
+def _token_checks(renderer: Renderer, report: FileReport, convs: Sequence[Conversation], show: int) -> _Tokens:
+    """Render every row as training would, filling ``report``'s statistics."""
+    out = _Tokens()
+    unclosed: list[Conversation] = []
+    for conv in convs:
+        full = _render(renderer, conv)
+        if isinstance(full, str):
+            out.findings.append(finding("template", report.path, _line(conv), full))
+            continue
+        n = len(full.input_ids)
+        report.lengths.append(n)
+        r: Rendered | None = full
+        note = ""
+        if n > renderer.max_len:
+            r, stats, found = _apply_policy(renderer, conv, n, report.path)
+            _add(report.stats, stats)
+            out.findings.append(found)
+            note = found.message
+        else:
+            _add(report.stats, RenderStats(examples=1, kept=1, tokens=n, trained_tokens=full.n_trained))
+        if r is not None:
+            out.kept.append((conv, len(r.input_ids)))
+            if r.n_trained == 0:
+                out.findings.append(
+                    finding("untrained", report.path, _line(conv), "no token of this row would be trained")
+                )
+            elif not r.truncated and not _closes(r, renderer.stop_ids):
+                unclosed.append(conv)
+        if len(out.shown) < show:
+            out.shown.append(_masked(renderer, full, r, note))
+    if unclosed:
+        no_eos = renderer.tokenizer.eos_token_id is None
+        why = "the tokenizer has no EOS token and the template" if no_eos else "the template"
+        msg = (
+            f"{len(unclosed)} row(s) train no stop token at the end of the reply ({why} closes no reply with "
+            "one): the model would never learn to stop"
+        )
+        out.findings.append(finding("no-stop-token", report.path, _line(unclosed[0]), msg))
+    return out
+
+
+# -- the whole check ------------------------------------------------------------------------------------------
+def _file_report(role: str, parsed: ParsedFile, max_len: int) -> tuple[FileReport, list[Finding]]:
+    name = str(parsed.path)
+    rows = len(parsed.examples) + sum(1 for p in parsed.problems if p.line)
+    report = FileReport(role, name, parsed.format, rows, len(parsed.examples), max_len)
+    return report, [finding(p.code, p.file, p.line, p.message) for p in parsed.problems]
+
+
+def check_dataset(
+    train: Path | str,
+    val: Path | str | None = None,
+    *,
+    tokenizer: Any,
+    max_len: int = 1024,
+    overlong: str = "drop",
+    train_on: str = "all",
+    stop_token_ids: Iterable[int] = (),
+    near_threshold: float = 0.8,
+    show: int = 0,
+) -> CheckReport:
+    """Run every check on a training file (and a validation file). Bad data never raises: it is reported.
+
+    Only a file that cannot be opened at all raises (``DataError``), as everywhere else in tunesmith."""
+    renderer = Renderer(tokenizer, max_len=max_len, overlong=overlong, train_on=train_on, stop_token_ids=stop_token_ids)
+    specials = special_tokens(tokenizer)
+    parsed = {"train": parse_file(train)}
+    if val is not None:
+        parsed["val"] = parse_file(val)
+    settings = {"max_len": max_len, "overlong": overlong, "train_on": train_on, "near_threshold": near_threshold}
+    report = CheckReport(settings, [], [])
+    for role, p in parsed.items():
+        file_report, found = _file_report(role, p, max_len)
+        report.files.append(file_report)
+        found += _duplicate_findings(file_report.path, p.examples, near_threshold)
+        if role == "val":
+            found += _leak_findings(file_report.path, parsed["train"].examples, p.examples, near_threshold)
+        found += _special_token_findings(file_report.path, p.examples, specials)
+        tokens = _token_checks(renderer, file_report, p.examples, show if role == "train" else 0)
+        found += tokens.findings
+        report.findings += sorted(found, key=lambda f: (f.line, f.code))
+        if role == "train":
+            report.kept = [c for c, _ in tokens.kept]
+            report.kept_lengths = [n for _, n in tokens.kept]
+            report.examples = tokens.shown
+        else:
+            report.val_lengths = [n for _, n in tokens.kept]
+    return report

@@ -1,0 +1,348 @@
+"""Base versus tuned on the same held-out rows, with the same template and the same decoding.
+
+    rows (any format) ─┬─ base,  no instructions ──────────────┐
+                       ├─ base + instructions + K shots (opt.) ├─ generate (batched, KV cache) + loss per row
+                       └─ tuned, no instructions ──────────────┘
+    + forgetting: perplexity of base and tuned on a shipped general-English text
+
+The third condition is the one fine-tuning must beat on cost: the tuned model answers without the long
+instructions and examples that the base model needs in every request. ``evaluate_run`` returns one plain
+dict (what ``eval.json`` holds); ``report.py`` turns it into HTML, Markdown and a terminal table.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith import console, runs
+from tunesmith.data.formats import Conversation, Message, read_examples
+from tunesmith.data.render import Renderer
+from tunesmith.errors import ModelError, UserError
+from tunesmith.eval import forgetting, scoring
+from tunesmith.eval import metrics as m
+from tunesmith.generate import Completion, generate, stop_token_ids
+from tunesmith.models.load import load_model
+from tunesmith.train.batches import collate
+from tunesmith.train.loss import token_loss_sum
+
+
+@dataclass
+class EvalOptions:
+    instructions: Path | None = None  # a file whose text goes in the system message of 'base + instructions'
+    few_shot: int = 0  # training examples shown to the base model before each row
+    price_per_1k_input_tokens: float | None = None
+    schema: Path | None = None  # a JSON Schema file; None: inferred from the training replies
+    max_new_tokens: int | None = None  # None: from the longest reference
+    batch_size: int = 16
+    forgetting_threshold: float = forgetting.DEFAULT_THRESHOLD
+    seed: int = 0  # picks the few-shot examples
+
+
+@dataclass
+class EvalRow:
+    source: str
+    prompt: list[dict[str, str]]
+    reference: str | None  # None: the row ends on a user turn and is scored reference-free only
+
+
+def load_rows(path: Path) -> list[EvalRow]:
+    """Evaluation rows from a JSONL file in any of the three formats; a missing final reply is allowed."""
+    rows = []
+    for conv in read_examples(path, require_reply=False).examples:
+        msgs = conv.as_dicts()
+        if msgs[-1]["role"] == "assistant":
+            rows.append(EvalRow(conv.source, msgs[:-1], msgs[-1]["content"]))
+        else:
+            rows.append(EvalRow(conv.source, msgs, None))
+    return rows
+
+
+def _training_examples(run: Path) -> tuple[list[Conversation], str | None]:
+    """The run's training conversations (for few-shot examples, schema and style inference)."""
+    from tunesmith.config import load_config
+
+    train = load_config(run / runs.CONFIG_YAML).data.train
+    if train is None or not Path(train).is_file():
+        return [], f"the run's training data ({train}) is not found from here"
+    return read_examples(train).examples, None
+
+
+def _few_shot(examples: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:
+    """K (user, assistant) pairs from the training data, drawn with a fixed seed: the same every run."""
+    pairs = [c.as_dicts()[-2:] for c in examples if len(c.messages) >= 2 and c.messages[-2].role == "user"]
+    if k > len(pairs):
+        raise UserError(f"--few-shot {k} asks for more examples than the training data has ({len(pairs)})")
+    return [msg for pair in random.Random(seed).sample(pairs, k) for msg in pair]
+
+
+def _prompted(prompt: list[dict[str, str]], instructions: str, shots: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Instructions as (the start of) the system message, then the shots as earlier turns."""
+    system, rest = instructions, prompt
+    if prompt and prompt[0]["role"] == "system":
+        system, rest = "\n\n".join(x for x in (instructions, prompt[0]["content"]) if x), prompt[1:]
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, *shots, *rest]
+
+
+def _schema(options: EvalOptions, train_replies: list[str], refs: list[str]) -> tuple[dict | None, str | None]:
+    import json
+
+    if options.schema is not None:
+        try:
+            return json.loads(Path(options.schema).read_text(encoding="utf-8")), f"given ({options.schema})"
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read the JSON Schema {options.schema}: {e}") from None
+    if train_replies:
+        schema = m.infer_schema(train_replies)
+        return schema, "inferred from the training replies" if schema else None
+    schema = m.infer_schema(refs)
+    return schema, "inferred from the test references (training data not found)" if schema else None
+
+
+def _auto_max_tokens(tokenizer: Any, refs: list[str]) -> int:
+    """Room for the longest reference and a margin; rambling past that only costs time."""
+    if not refs:
+        return 256
+    longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs)
+    return min(512, max(32, int(longest * 1.5) + 16))
+
+
+@torch.inference_mode()
+def reply_losses(
+    model: Any, renderer: Renderer, prompts: list[list[dict[str, str]]], refs: list[str | None], pad_id: int
+) -> list[tuple[float, int] | None]:
+    """(summed loss, tokens) of each reference reply given its prompt: the training loss, per row."""
+    out: list[tuple[float, int] | None] = []
+    for prompt, ref in zip(prompts, refs, strict=True):
+        if ref is None:
+            out.append(None)
+            continue
+        conv = Conversation([*(Message(x["role"], x["content"]) for x in prompt), Message("assistant", ref)])
+        loss, n = token_loss_sum(model, collate([renderer.render(conv)], pad_id))
+        out.append((float(loss), n))
+    return out
+
+
+def _generate_all(
+    model: Any, tokenizer: Any, renderer: Renderer, prompts: list[list[dict]], max_new: int, bs: int, tick: Any
+) -> tuple[list[Completion], float]:
+    """Batched generation in length order, one batch per progress tick."""
+    lengths = [len(renderer.prompt_ids(p)) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    out: list[Completion | None] = [None] * len(prompts)
+    t0 = time.perf_counter()
+    for start in range(0, len(order), bs):
+        idx = order[start : start + bs]
+        batch = generate(
+            model, tokenizer, [prompts[i] for i in idx], max_new_tokens=max_new, batch_size=bs, renderer=renderer
+        )
+        for i, c in zip(idx, batch, strict=True):
+            out[i] = c
+        tick(len(idx))
+    return [c for c in out if c is not None], time.perf_counter() - t0
+
+
+def _run_condition(
+    name: str, label: str, model: Any, tok: Any, prompts: list, refs: list, max_new: int, bs: int, tick: Any
+) -> dict[str, Any]:
+    renderer = Renderer(tok, train_on="last", max_len=1 << 30, stop_token_ids=stop_token_ids(model, tok))
+    completions, seconds = _generate_all(model, tok, renderer, prompts, max_new, bs, tick)
+    losses = reply_losses(model, renderer, prompts, refs, tok.pad_token_id)
+    return {
+        "name": name,
+        "label": label,
+        "completions": completions,
+        "losses": losses,
+        "generation_s": seconds,
+        "rows_per_s": len(prompts) / seconds if seconds else None,
+        "prompt_tokens_per_request": sum(c.prompt_tokens for c in completions) / max(1, len(completions)),
+    }
+
+
+def _load_base(name: str, run: Path) -> tuple[Any, Any]:
+    try:
+        model, tok, _ = load_model(name)
+    except ModelError as e:
+        raise ModelError(f"{run} was tuned from the base model '{name}', which is not available here ({e})") from None
+    return model, tok
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console.console,
+        disable=not console.is_interactive(),
+    )
+
+
+def training_curves(run: Path) -> dict[str, list[list[float]]]:
+    import json
+
+    train, val = [], []
+    path = run / runs.METRICS
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            if "loss" in rec:
+                train.append([rec["step"], rec["loss"]])
+            if "val_loss" in rec:
+                val.append([rec["step"], rec["val_loss"]])
+    return {"train_loss": train, "val_loss": val}
+
+
+def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None = None) -> dict[str, Any]:
+    """Evaluate a finished run against its base model on ``data``; every number, as a plain dict."""
+    options = options or EvalOptions()
+    run, data = Path(run), Path(data)
+    if not runs.is_run(run):
+        raise UserError(f"{run} is not a finished tunesmith run (no {runs.RUN_JSON}); pass a `tunesmith train` --out")
+    info = runs.read_run(run)
+    rows = load_rows(data)
+    refs = [r.reference for r in rows]
+    known_refs = [r for r in refs if r is not None]
+    train_examples, train_note = _training_examples(run)
+    train_replies = [c.messages[-1].content for c in train_examples if c.messages[-1].role == "assistant"]
+    notes = [train_note] if train_note else []
+    instructions = ""
+    if options.instructions is not None:
+        try:
+            instructions = Path(options.instructions).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read instructions from {options.instructions}: {e}") from None
+    if options.few_shot and not train_examples:
+        raise UserError(f"--few-shot needs the run's training data, and {train_note}")
+    shots = _few_shot(train_examples, options.few_shot, options.seed) if options.few_shot else []
+    schema, schema_source = _schema(options, train_replies, known_refs)
+    task = scoring.detect_task(known_refs or train_replies, schema)
+    markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
+
+    t0 = time.time()
+    base, tok = _load_base(info["base_model"], run)
+    max_new = options.max_new_tokens or _auto_max_tokens(tok, known_refs)
+    plain = [r.prompt for r in rows]
+    recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
+    n_gen = len(rows) * (3 if recipe else 2)
+    conditions: dict[str, dict[str, Any]] = {}
+    with _progress() as bar:
+        task_id = bar.add_task("base", total=n_gen)
+
+        def tick(n: int) -> None:
+            bar.advance(task_id, n)
+
+        bs = options.batch_size
+        conditions["base"] = _run_condition("base", "base", base, tok, plain, refs, max_new, bs, tick)
+        if recipe:
+            bar.update(task_id, description=f"base + {recipe}")
+            prompts = [_prompted(p, instructions, shots) for p in plain]
+            label = f"base + {recipe}"
+            conditions["base_prompted"] = _run_condition(
+                "base_prompted", label, base, tok, prompts, refs, max_new, bs, tick
+            )
+        base_ppl, n_tokens = forgetting.text_perplexity(base, tok, forgetting.general_text())
+        del base
+        bar.update(task_id, description="tuned")
+        tuned, tuned_tok, _ = load_model(run)
+        conditions["tuned"] = _run_condition("tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick)
+        tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
+        del tuned
+    forget = forgetting.Forgetting(base_ppl, tuned_ppl, n_tokens, options.forgetting_threshold)
+    return assemble(
+        run,
+        data,
+        info,
+        rows,
+        conditions,
+        forget,
+        task=task,
+        schema=schema,
+        schema_source=schema_source,
+        markers=markers,
+        options=options,
+        max_new=max_new,
+        notes=notes,
+        wall_s=time.time() - t0,
+        instructions=instructions,
+    )
+
+
+def assemble(
+    run: Path,
+    data: Path,
+    info: dict[str, Any],
+    rows: list[EvalRow],
+    conditions: dict[str, dict[str, Any]],
+    forget: forgetting.Forgetting,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Raw generations and losses -> the result dict. Apart from ``evaluate_run`` so that the scoring and
+    the report can be tested on hand-made completions, without a model."""
+    task, schema, markers = kw["task"], kw["schema"], kw["markers"]
+    refs = [r.reference for r in rows]
+    for cond in conditions.values():
+        texts = [c.text for c in cond["completions"]]
+        finish = [c.finish_reason for c in cond["completions"]]
+        cond["metrics"] = scoring.score_condition(
+            texts, finish, refs, cond["losses"], task=task, schema=schema, markers=markers
+        )
+        cond["row_scores"] = [
+            scoring.row_score(t, f, r, task=task, schema=schema, markers=markers)
+            for t, f, r in zip(texts, finish, refs, strict=True)
+        ]
+    quality = scoring.quality_key(conditions)
+    detail = []
+    for i, row in enumerate(rows):
+        entry: dict[str, Any] = {"source": row.source, "prompt": row.prompt, "reference": row.reference}
+        for name, cond in conditions.items():
+            c, loss = cond["completions"][i], cond["losses"][i]
+            entry[name] = {
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+                "score": cond["row_scores"][i],
+                "loss": None if loss is None else loss[0] / max(1, loss[1]),
+            }
+        entry["change"] = scoring.change(entry["base"]["score"], entry["tuned"]["score"])
+        detail.append(entry)
+    public = {
+        name: {k: v for k, v in c.items() if k not in ("completions", "losses", "row_scores")}
+        for name, c in conditions.items()
+    }
+    options: EvalOptions = kw["options"]
+    return {
+        "run": str(run),
+        "data": str(data),
+        "base_model": info["base_model"],
+        "method": info.get("method"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": task,
+        "rows": len(rows),
+        "rows_with_reference": sum(r is not None for r in refs),
+        "decoding": {"temperature": 0.0, "max_new_tokens": kw["max_new"], "batch_size": options.batch_size},
+        "instructions": str(options.instructions) if options.instructions else None,
+        "instructions_chars": len(kw["instructions"]),
+        "few_shot": options.few_shot,
+        "schema": schema,
+        "schema_source": kw["schema_source"],
+        "style_markers": markers.as_dict() if markers else None,
+        "conditions": public,
+        "headline": scoring.headline(public),
+        "quality_metric": quality,
+        "savings": scoring.savings(public, options.price_per_1k_input_tokens, quality),
+        "forgetting": forget.as_dict(),
+        "training": {**training_curves(run), "summary": {k: info.get(k) for k in ("steps", "best_val_loss")}},
+        "notes": kw["notes"],
+        "wall_time_s": kw["wall_s"],
+        "rows_detail": detail,
+    }

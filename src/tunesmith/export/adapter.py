@@ -1,0 +1,140 @@
+"""Adapter export: the PEFT files as trained, the tokenizer and chat template, and a model card.
+
+The adapter files are copied byte for byte (PEFT, transformers and vLLM read them as they are); the card
+says what the adapter needs and where it came from: the base model, the data hash, the settings, and
+the evaluation headline when the run was evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.config import RunConfig
+from tunesmith.models.load import ModelSource
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+EVAL_FILES = ("eval.json", "eval/eval.json")  # `tunesmith eval` writes eval.json into the run or a subfolder
+
+
+def estimate_bytes(weights_dir: Path) -> int:
+    return sum((weights_dir / f).stat().st_size for f in ADAPTER_FILES if (weights_dir / f).is_file()) + (32 << 20)
+
+
+def write_adapter(weights_dir: Path, tokenizer: Any, out: Path) -> None:
+    """The adapter files byte for byte, and the training tokenizer (its chat template travels with it).
+    The model card is written after the checks, which it quotes."""
+    for name in ADAPTER_FILES:
+        shutil.copyfile(weights_dir / name, out / name)
+    tokenizer.save_pretrained(out)
+
+
+def read_adapter(out: Path, base: ModelSource) -> tuple[Any, Any]:
+    """Load the export with plain transformers + PEFT, on a fresh copy of the base model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.models.load import load_gguf
+    from tunesmith.models.lora import quiet_peft
+
+    if base.kind == "gguf":  # transformers needs its GGUF reader (and its quantized marker cleared)
+        base_model = load_gguf(Path(base.path))[0]
+    else:
+        base_model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base_model, str(out)).eval()
+    return model, AutoTokenizer.from_pretrained(out)
+
+
+def _eval_headline(run_dir: Path) -> list[str]:
+    """A few top-level numbers from the run's evaluation, whatever its exact layout."""
+    for name in EVAL_FILES:
+        path = run_dir / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return [f"`{name}` exists but could not be read."]
+            return [f"From `{name}`:", "", *_numbers(data.get("headline", data))]
+    return []
+
+
+def _numbers(data: Any, prefix: str = "", limit: int = 12) -> list[str]:
+    rows: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if len(rows) >= limit:
+                break
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int | float):
+                rows.append(f"- {prefix}{key}: {value:.4g}")
+            elif isinstance(value, dict) and not prefix:  # one level down: base / tuned / ...
+                rows += _numbers(value, f"{key}.", limit - len(rows))
+    return rows
+
+
+def _validation_line(info: dict[str, Any]) -> str:
+    if info.get("hashes", {}).get("val_data"):
+        return f"- validation data sha256: `{info['hashes']['val_data']}`"
+    if info.get("counts", {}).get("val", {}).get("kept"):
+        return "- validation: a seeded share held out from the training data"
+    return "- validation: none"
+
+
+def model_card(run_dir: Path, info: dict[str, Any], cfg: RunConfig, base_path: str, checks: list[str]) -> str:
+    hashes = info.get("hashes", {})
+    t, lora = cfg.train, cfg.lora
+    hub_base = info["base_model"].count("/") == 1 and not Path(info["base_model"]).exists()
+    front = ["---", "library_name: peft", "tags: [tunesmith, lora]"]
+    if hub_base:
+        front.append(f"base_model: {info['base_model']}")
+    front.append("---")
+    val_loss = info.get("best_val_loss")
+    lines = [
+        *front,
+        f"# LoRA adapter: {run_dir.name}",
+        "",
+        f"Trained with tunesmith {info.get('versions', {}).get('tunesmith', '')} on {info.get('created', '?')}.",
+        "",
+        "## Base model",
+        f"- `{info['base_model']}` (loaded from `{base_path}`)",
+        f"- weights sha256 (first 16 hex digits): `{hashes.get('model', '?')}`",
+        "- The adapter was trained on exactly these weights; on other copies of the model it may behave "
+        "differently (the default `smollm2-135m` alias is SmolLM2-135M-Instruct dequantized from Q4_1).",
+        "",
+        "## Data",
+        f"- training data: `{cfg.data.train}`, sha256 `{hashes.get('train_data', '?')}`",
+        _validation_line(info),
+        f"- chat template sha256: `{hashes.get('chat_template', '?')}`; rows kept: "
+        f"{info.get('counts', {}).get('train', {}).get('kept', '?')}",
+        "",
+        "## Training settings",
+        f"- LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target modules: {lora.target_modules}",
+        f"- {info.get('steps')} steps ({t.epochs} epochs max), batch {t.batch_size} (micro {t.micro_batch_size}), "
+        f"learning rate {t.learning_rate}, warmup {t.warmup_ratio}, weight decay {t.weight_decay}, seed {t.seed}",
+        f"- max_len {cfg.data.max_len}, train_on {cfg.data.train_on}, precision {info.get('precision')}",
+        f"- final train loss {info.get('final_train_loss')}"
+        + (f", best validation loss {val_loss:.4f} at step {info.get('best_step')}" if val_loss else ""),
+        "",
+        "## Evaluation",
+        *(_eval_headline(run_dir) or ["Not evaluated (no eval.json in the run)."]),
+        "",
+        "## Use",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f'base = AutoModelForCausalLM.from_pretrained("{base_path}")',
+        'model = PeftModel.from_pretrained(base, "THIS_FOLDER")',
+        'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")  # the chat template used in training',
+        "```",
+        "",
+        "## Parity checks (from export.json)",
+        *[f"- {c}" for c in checks],
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,12 @@
+"""`tunesmith serve`: an OpenAI-compatible server for base and tuned models, plus a local fine-tuning jobs API.
+
+    app.py        FastAPI app factory: errors, auth, limits, inference routes
+    jobs_api.py   files and fine-tuning job routes
+    schemas.py    pydantic request models and the OpenAI error shape
+    registry.py   served names -> (engine, adapter); several adapters share one copy of their base
+    batching.py   the engine: continuous batching with a KV cache, per-row sampling, streaming
+    jobs.py       SQLite store for files, jobs, events and metrics under $TUNESMITH_HOME/serve
+    worker.py     job supervisor (one job at a time) and the training process it starts
+
+Everything here imports fastapi lazily from the CLI, so `tunesmith --help` stays instant.
+"""

@@ -1,0 +1,361 @@
+"""The FastAPI app: OpenAI's wire format in front of the engines in ``registry``.
+
+Routes: GET /health, GET /v1/models[/{id}], POST /v1/chat/completions, POST /v1/completions (both with
+SSE streaming), and the files and fine-tuning job routes of ``jobs_api``. Every error answers in OpenAI's
+shape with the status the official client maps to its exception classes: 400 bad parameter, 401 key,
+404 unknown model/file/job, 413 body too large, 422 invalid messages, 429 over the concurrency limit.
+Request bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from tunesmith.serve.batching import Event, GenRequest, Sampling
+from tunesmith.serve.registry import Registry, Served, stats
+from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found, parse_messages
+
+
+@dataclass
+class ServeSettings:
+    api_key: str | None = None
+    max_body_bytes: int = 4 << 20  # a chat request; uploads have their own limit
+    max_file_bytes: int = 256 << 20
+    max_tokens: int = 4096  # the most new tokens one request may ask for
+    max_concurrency: int = 64  # generation requests in flight; more are answered 429
+    jobs: bool = True
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than the server's limit of {limit} bytes")
+
+
+class Guard:
+    """ASGI middleware: API key (constant-time compare) and body size, checked before any route runs."""
+
+    def __init__(self, app: Any, settings: ServeSettings) -> None:
+        self.app, self.settings = app, settings
+        self.key = settings.api_key.encode() if settings.api_key else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self.key is not None and scope["path"].startswith("/v1"):
+            given = headers.get(b"authorization", b"")
+            token = given[7:] if given[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(token, self.key):
+                err = ApiError(401, "Incorrect or missing API key", param=None, code="invalid_api_key")
+                return await JSONResponse(err.body(), 401)(scope, receive, send)
+        limit = self.settings.max_file_bytes if scope["path"] == "/v1/files" else self.settings.max_body_bytes
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            err = ApiError(413, BodyTooLarge(limit).detail, code="request_too_large")
+            return await JSONResponse(err.body(), 413)(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:  # a chunked body without Content-Length
+                raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        param = ".".join(loc) or None
+        status = 422 if loc[:1] == ["messages"] else 400
+        message = f"{param}: {first.get('msg')}" if param else f"invalid request body: {first.get('msg')}"
+        return JSONResponse(ApiError(status, message, param=param, code="invalid_value").body(), status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return JSONResponse(ApiError(e.status_code, str(e.detail), type=kind).body(), e.status_code)
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, e: Exception) -> JSONResponse:
+        err = ApiError(500, "The server had an error while processing the request", type="server_error")
+        return JSONResponse(err.body(), 500)
+
+
+def create_app(registry: Registry, settings: ServeSettings | None = None, store: Any = None) -> FastAPI:
+    """The app for a registry whose models are already loaded (so load errors surface before serving)."""
+    settings = settings or ServeSettings()
+    supervisor = None
+    if settings.jobs and store is not None:
+        from tunesmith.serve.worker import Supervisor
+
+        supervisor = Supervisor(store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry.start()
+        jobs_running = supervisor.start() if supervisor else False
+        app.state.jobs_running = jobs_running
+        try:
+            yield
+        finally:
+            if supervisor and jobs_running:
+                supervisor.stop()
+            registry.stop()
+
+    app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Guard, settings=settings)
+    _install_errors(app)
+    app.state.active = 0
+    gen = _Generation(app, registry, settings)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": [s.name for s in registry.names()], "engine": stats(registry)}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [_model_object(s.name, s.created) for s in registry.names()]
+        if store is not None:
+            known = {d["id"] for d in data}
+            data += [
+                _model_object(j["fine_tuned_model"], j["finished_at"] or j["created_at"])
+                for j in store.list_jobs()
+                if j["status"] == "succeeded" and j["fine_tuned_model"] not in known
+            ]
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        served = await gen.lookup(model)
+        return _model_object(served.name, served.created)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> Any:
+        messages = parse_messages(body.messages)
+        if body.tools:
+            raise ApiError(400, "tools are not supported by this server", param="tools")
+        if (body.response_format or {}).get("type", "text") != "text":
+            raise ApiError(400, "response_format other than text is not supported", param="response_format")
+        served = await gen.lookup(body.model)
+        engine = served.engine
+
+        def render() -> list[int]:
+            with engine.tok_lock:
+                return engine.renderer.prompt_ids(messages)
+
+        try:
+            prompt = await run_in_threadpool(render)
+        except Exception as e:  # a chat template may refuse a conversation (e.g. role order)
+            raise ApiError(422, f"the model's chat template rejected the messages: {e}", param="messages") from None
+        return await gen.respond(body, served, [prompt], body.limit(), chat=True)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> Any:
+        if body.best_of not in (None, body.n or 1):
+            raise ApiError(400, "best_of is not supported (it must equal n)", param="best_of")
+        served = await gen.lookup(body.model)
+        prompts = await run_in_threadpool(_tokenize_prompts, served, body.prompt)
+        return await gen.respond(body, served, prompts, body.max_tokens or 16, chat=False)
+
+    if store is not None:
+        from tunesmith.serve.jobs_api import jobs_router
+
+        app.include_router(jobs_router(store, registry, settings))
+    return app
+
+
+def _model_object(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "tunesmith"}
+
+
+def _tokenize_prompts(served: Served, prompt: Any) -> list[list[int]]:
+    engine = served.engine
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if all(isinstance(p, int) for p in prompt):
+        prompt = [prompt]
+    out = []
+    vocab = len(engine.tokenizer)
+    for p in prompt:
+        if isinstance(p, str):
+            with engine.tok_lock:
+                ids = list(engine.tokenizer(p)["input_ids"])
+        else:
+            ids = list(p)
+            if any(not 0 <= t < vocab for t in ids):
+                raise ApiError(400, f"prompt token ids must be in [0, {vocab})", param="prompt")
+        if not ids:
+            raise ApiError(400, "the prompt is empty", param="prompt")
+        out.append(ids)
+    return out
+
+
+class _Generation:
+    """Admission (limits, lookups) and the two response shapes (JSON or SSE) over engine events."""
+
+    def __init__(self, app: FastAPI, registry: Registry, settings: ServeSettings) -> None:
+        self.app, self.registry, self.settings = app, registry, settings
+
+    async def lookup(self, name: str) -> Served:
+        served = self.registry.served.get(name) or await run_in_threadpool(self.registry.get, name)
+        if served is None:
+            raise not_found("model", name, param="model", code="model_not_found")
+        return served
+
+    def _sampling(self, body: _Request, served: Served, prompts: list[list[int]], limit: int | None) -> Sampling:
+        if limit is not None and limit > self.settings.max_tokens:
+            raise ApiError(400, f"max_tokens is larger than this server's limit ({self.settings.max_tokens})",
+                           param="max_tokens", code="invalid_value")  # fmt: skip
+        room = served.engine.context - max(len(p) for p in prompts)
+        if room < 1:
+            raise ApiError(400, f"the prompt is longer than the model's context ({served.engine.context} tokens)",
+                           param="messages", code="context_length_exceeded")  # fmt: skip
+        if body.logprobs:
+            raise ApiError(400, "logprobs are not supported by this server", param="logprobs")
+        return Sampling(
+            max_tokens=min(limit or self.settings.max_tokens, room),
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            seed=body.seed,
+            stop=body.stops(),
+        )
+
+    async def respond(self, body: _Request, served: Served, prompts: list[list[int]], limit: int | None, chat: bool):
+        sampling = self._sampling(body, served, prompts, limit)
+        if self.app.state.active >= self.settings.max_concurrency:
+            raise ApiError(429, f"more than {self.settings.max_concurrency} requests in flight; retry shortly",
+                           type="rate_limit_error", code="rate_limit_exceeded")  # fmt: skip
+        n = body.n or 1
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        reqs = []
+        for p, ids in enumerate(prompts):
+            for j in range(n):
+                seeded = (
+                    sampling if sampling.seed is None else Sampling(**{**sampling.__dict__, "seed": sampling.seed + j})
+                )
+                reqs.append(GenRequest(ids, seeded, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
+                                       served.adapter, index=p * n + j))  # fmt: skip
+        self.app.state.active += 1
+        for r in reqs:
+            served.engine.submit(r)
+        meta = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
+            "created": int(time.time()),
+            "model": served.name,
+        }
+        stream = _drain(self.app, events, reqs)
+        if body.stream:
+            return StreamingResponse(_sse(stream, meta, chat, n, body.include_usage()),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})  # fmt: skip
+        texts, reasons, usage = [""] * len(reqs), [None] * len(reqs), _Usage()
+        async for ev in stream:
+            texts[ev.index] += ev.text
+            if ev.finish_reason:
+                reasons[ev.index] = ev.finish_reason
+                usage.add(ev, n)
+        if "error" in reasons:
+            raise ApiError(500, "generation failed on the server", type="server_error")
+        if chat:
+            choices = [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": r, "logprobs": None}
+                for i, (t, r) in enumerate(zip(texts, reasons, strict=True))
+            ]
+            return {**meta, "object": "chat.completion", "choices": choices, "usage": usage.as_dict()}
+        if getattr(body, "echo", False):
+            texts = [await run_in_threadpool(_decode, served, prompts[i // n]) + t for i, t in enumerate(texts)]
+        choices = [
+            {"index": i, "text": t, "finish_reason": r, "logprobs": None}
+            for i, (t, r) in enumerate(zip(texts, reasons, strict=True))
+        ]
+        return {**meta, "object": "text_completion", "choices": choices, "usage": usage.as_dict()}
+
+
+def _decode(served: Served, ids: list[int]) -> str:
+    with served.engine.tok_lock:
+        return served.engine.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class _Usage:
+    def __init__(self) -> None:
+        self.prompt = self.completion = 0
+
+    def add(self, ev: Event, n: int) -> None:
+        # A prompt is counted once however many choices it has, as OpenAI does.
+        self.prompt += ev.prompt_tokens if ev.index % n == 0 else 0
+        self.completion += ev.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+        }
+
+
+async def _drain(app: FastAPI, events: asyncio.Queue[Event], reqs: list[GenRequest]) -> AsyncIterator[Event]:
+    """Engine events until every row has finished. Leaving early (client gone) cancels the rows."""
+    left = len(reqs)
+    try:
+        while left:
+            ev = await events.get()
+            left -= ev.finish_reason is not None
+            yield ev
+    finally:
+        for r in reqs:
+            r.cancelled = True
+        app.state.active -= 1
+
+
+async def _sse(events: AsyncIterator[Event], meta: dict, chat: bool, n: int, include_usage: bool):
+    def chunk(choices: list[dict], **extra: Any) -> str:
+        obj = {**meta, "object": "chat.completion.chunk" if chat else "text_completion", "choices": choices, **extra}
+        return f"data: {json.dumps(obj)}\n\n"
+
+    usage, started = _Usage(), set()
+    async for ev in events:
+        if ev.finish_reason == "error":
+            err = ApiError(500, "generation failed on the server", type="server_error")
+            yield f"data: {json.dumps(err.body())}\n\n"
+            return
+        if chat and ev.index not in started:
+            started.add(ev.index)
+            yield chunk([{"index": ev.index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        if ev.text or ev.finish_reason:
+            if chat:
+                delta = {"content": ev.text} if ev.text else {}
+                yield chunk([{"index": ev.index, "delta": delta, "finish_reason": ev.finish_reason, "logprobs": None}])
+            else:
+                yield chunk([{"index": ev.index, "text": ev.text, "finish_reason": ev.finish_reason, "logprobs": None}])
+        if ev.finish_reason:
+            usage.add(ev, n)
+    if include_usage:
+        yield chunk([], usage=usage.as_dict())
+    yield "data: [DONE]\n\n"

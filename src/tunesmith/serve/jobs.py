@@ -1,0 +1,261 @@
+"""Files, fine-tuning jobs, their events and metrics: one embedded SQLite database.
+
+    $TUNESMITH_HOME/serve/
+      state.db                 files, jobs, events, metrics (WAL: the server and the training process share it)
+      files/file-<hex>.jsonl   uploaded data; the name comes from the id we minted, never from the client
+      jobs/ftjob-<hex>/        the job's run folder (a normal `tunesmith train` run: config, checkpoints, run.json)
+      jobs/ftjob-<hex>.log     what the training process printed
+      jobs/ftjob-<hex>.error   why it failed (one JSON object), written by the training process
+      jobs/ftjob-<hex>.lock    held by the training process: two can never train the same job
+
+Every path is built from an id that matched ``FILE_ID`` / ``JOB_ID`` first, so no request can name a path
+outside this folder. Each call opens its own connection: simple, and safe across threads and processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tunesmith.paths import home
+from tunesmith.serve.schemas import FILE_ID, JOB_ID
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+  id TEXT PRIMARY KEY, filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL,
+  created_at INTEGER NOT NULL, rows INTEGER NOT NULL, format TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, model TEXT NOT NULL, base_source TEXT NOT NULL,
+  training_file TEXT NOT NULL, validation_file TEXT, hyperparameters TEXT NOT NULL, options TEXT NOT NULL,
+  suffix TEXT, seed INTEGER NOT NULL, status TEXT NOT NULL, fine_tuned_model TEXT UNIQUE, error TEXT,
+  finished_at INTEGER, trained_tokens INTEGER, attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
+  created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  job_id TEXT NOT NULL, step INTEGER NOT NULL, created_at INTEGER NOT NULL, data TEXT NOT NULL,
+  PRIMARY KEY (job_id, step)
+);
+"""
+
+ACTIVE = ("validating_files", "queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def _row(cur: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cur.description, row, strict=True)}
+
+
+class Store:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else home() / "serve"
+        self.files_dir = self.root / "files"
+        self.jobs_dir = self.root / "jobs"
+        for d in (self.files_dir, self.jobs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.db = self.root / "state.db"
+        with self._conn() as c:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        conn.row_factory = _row
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            yield conn
+        finally:
+            conn.close()
+
+    # -- paths: only ever from a validated id -------------------------------------------------------------
+    def file_path(self, file_id: str) -> Path:
+        if not FILE_ID.match(file_id):
+            raise ValueError("bad file id")
+        return self.files_dir / f"{file_id}.jsonl"
+
+    def job_path(self, job_id: str, ext: str = "") -> Path:
+        if not JOB_ID.match(job_id) or ext not in ("", ".log", ".error", ".lock"):
+            raise ValueError("bad job id")
+        return self.jobs_dir / f"{job_id}{ext}"
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def add_file(self, file_id: str, filename: str, purpose: str, size: int, rows: int, fmt: str | None) -> None:
+        with self._conn() as c:
+            c.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (file_id, filename, purpose, size, int(time.time()), rows, fmt),
+            )
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        if not FILE_ID.match(file_id):
+            return None
+        with self._conn() as c:
+            return c.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+
+    def list_files(self, purpose: str | None = None) -> list[dict[str, Any]]:
+        with self._conn() as c:
+            if purpose:
+                return c.execute(
+                    "SELECT * FROM files WHERE purpose = ? ORDER BY created_at DESC", (purpose,)
+                ).fetchall()
+            return c.execute("SELECT * FROM files ORDER BY created_at DESC").fetchall()
+
+    def delete_file(self, file_id: str) -> bool:
+        with self._conn() as c:
+            gone = c.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
+        self.file_path(file_id).unlink(missing_ok=True)
+        return gone
+
+    def file_in_use(self, file_id: str) -> bool:
+        marks = ",".join("?" * len(ACTIVE))
+        with self._conn() as c:
+            q = f"SELECT 1 FROM jobs WHERE status IN ({marks}) AND (training_file = ? OR validation_file = ?)"
+            return c.execute(q, (*ACTIVE, file_id, file_id)).fetchone() is not None
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+    def create_job(self, job: dict[str, Any]) -> None:
+        row = {**job, "hyperparameters": json.dumps(job["hyperparameters"]), "options": json.dumps(job["options"])}
+        keys = ", ".join(row)
+        with self._conn() as c:
+            c.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+    @staticmethod
+    def _decode(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        for key in ("hyperparameters", "options", "error"):
+            if row.get(key) is not None:
+                row[key] = json.loads(row[key])
+        return row
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        if not JOB_ID.match(job_id):
+            return None
+        with self._conn() as c:
+            return self._decode(c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        with self._conn() as c:
+            rows = c.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC").fetchall()
+        return [self._decode(r) for r in rows]
+
+    def update_job(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **fields: Any) -> bool:
+        """Set fields; with ``only_if``, only while the job's status is one of those (a compare-and-set)."""
+        if "error" in fields and fields["error"] is not None:
+            fields["error"] = json.dumps(fields["error"])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        where, args = "id = ?", [*fields.values(), job_id]
+        if only_if:
+            where += f" AND status IN ({','.join('?' * len(only_if))})"
+            args += list(only_if)
+        with self._conn() as c:
+            return c.execute(f"UPDATE jobs SET {sets} WHERE {where}", args).rowcount > 0
+
+    def next_job(self) -> dict[str, Any] | None:
+        """The job to run next: an interrupted one first (it resumes), then the oldest queued."""
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT * FROM jobs WHERE status IN ('running', 'queued') "
+                "ORDER BY status = 'running' DESC, created_at, rowid LIMIT 1"
+            ).fetchone()
+        return self._decode(row)
+
+    def find_fine_tuned(self, model: str) -> dict[str, Any] | None:
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT * FROM jobs WHERE fine_tuned_model = ? AND status = 'succeeded'", (model,)
+            ).fetchone()
+        return self._decode(row)
+
+    # -- events and metrics --------------------------------------------------------------------------------
+    def add_event(self, job_id: str, message: str, level: str = "info") -> None:
+        with self._conn() as c:
+            c.execute(
+                "INSERT INTO events (id, job_id, created_at, level, message) VALUES (?, ?, ?, ?, ?)",
+                (new_id("ftevent"), job_id, int(time.time()), level, message),
+            )
+
+    def put_metrics(self, job_id: str, points: dict[int, dict[str, Any]]) -> None:
+        # A resumed run recomputes the steps after its checkpoint: new values replace old ones, and points
+        # that did not change keep their time (so events stay in the order they happened).
+        now = int(time.time())
+        with self._conn() as c:
+            c.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?) ON CONFLICT (job_id, step) DO UPDATE SET "
+                "data = excluded.data, created_at = excluded.created_at WHERE data != excluded.data",
+                [(job_id, step, now, json.dumps(data, sort_keys=True)) for step, data in points.items()],
+            )
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """Message and metrics events, newest first (the order OpenAI's API lists them in)."""
+        with self._conn() as c:
+            msgs = c.execute("SELECT * FROM events WHERE job_id = ?", (job_id,)).fetchall()
+            points = c.execute("SELECT * FROM metrics WHERE job_id = ?", (job_id,)).fetchall()
+        out = [{**m, "type": "message", "data": None, "_order": (m["created_at"], 1, m["seq"])} for m in msgs] + [
+            {
+                "id": f"ftevent-{job_id[6:]}-step{p['step']}",
+                "created_at": p["created_at"],
+                "level": "info",
+                "message": _metrics_message(json.loads(p["data"])),
+                "type": "metrics",
+                "data": json.loads(p["data"]),
+                "_order": (p["created_at"], 0, p["step"]),
+            }
+            for p in points
+        ]
+        out.sort(key=lambda e: e["_order"], reverse=True)
+        return out
+
+    def metrics(self, job_id: str) -> dict[int, dict[str, Any]]:
+        with self._conn() as c:
+            rows = c.execute("SELECT step, data FROM metrics WHERE job_id = ?", (job_id,)).fetchall()
+        return {r["step"]: json.loads(r["data"]) for r in rows}
+
+
+def _metrics_message(d: dict[str, Any]) -> str:
+    parts = [f"Step {d['step']}" + (f"/{d['total_steps']}" if d.get("total_steps") else "")]
+    if d.get("train_loss") is not None:
+        parts.append(f"training loss={d['train_loss']:.4f}")
+    if d.get("valid_loss") is not None:
+        parts.append(f"validation loss={d['valid_loss']:.4f}")
+    return ", ".join(parts[:1]) + (": " + ", ".join(parts[1:]) if parts[1:] else "")
+
+
+def read_metrics(metrics_file: Path) -> dict[int, dict[str, Any]]:
+    """metrics.jsonl (one line per step, plus validation lines) -> OpenAI-named metrics per step."""
+    points: dict[int, dict[str, Any]] = {}
+    try:
+        lines = metrics_file.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return points
+    for ln in lines:
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            continue  # a line being written right now
+        point = points.setdefault(int(rec["step"]), {"step": int(rec["step"])})
+        if "loss" in rec:
+            point["train_loss"] = rec["loss"]
+        if "val_loss" in rec:
+            point["valid_loss"] = rec["val_loss"]
+        for ours, theirs in (
+            ("token_accuracy", "train_mean_token_accuracy"),
+            ("val_token_accuracy", "valid_mean_token_accuracy"),
+        ):
+            if ours in rec:
+                point[theirs] = rec[ours]
+    return points

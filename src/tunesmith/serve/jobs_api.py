@@ -1,0 +1,294 @@
+"""Files and fine-tuning job routes, in OpenAI's shapes, over the SQLite ``Store``.
+
+Uploads are parsed with the same reader as `tunesmith train` (``data.formats.parse_file``) and refused
+with the problems listed; creating a job runs the dataset doctor (``data.checks``) with the base model's
+tokenizer and refuses error-level findings, so a job that is accepted can train. The training itself
+happens in ``worker``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from tunesmith import runs
+from tunesmith.serve.jobs import ACTIVE, Store, new_id
+from tunesmith.serve.registry import Registry
+from tunesmith.serve.schemas import ApiError, JobRequest, not_found
+from tunesmith.serve.worker import job_overrides
+
+MAX_LIST = 100
+SHOWN_PROBLEMS = 3
+
+
+def _file_object(f: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f["id"],
+        "object": "file",
+        "bytes": f["bytes"],
+        "created_at": f["created_at"],
+        "filename": f["filename"],
+        "purpose": f["purpose"],
+        "status": "processed",
+        "status_details": None,
+        "expires_at": None,
+    }
+
+
+def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
+    if not 1 <= limit <= MAX_LIST:
+        raise ApiError(400, f"limit must be between 1 and {MAX_LIST}", param="limit")
+    if after is not None:
+        ids = [i["id"] for i in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
+
+
+def _problems(messages: list[str], tmp: Path, filename: str) -> str:
+    shown = [m.replace(str(tmp), filename) for m in messages[:SHOWN_PROBLEMS]]
+    more = f" (and {len(messages) - SHOWN_PROBLEMS} more)" if len(messages) > SHOWN_PROBLEMS else ""
+    return "; ".join(shown) + more
+
+
+def _validate_upload(tmp: Path, filename: str) -> tuple[int, str | None]:
+    from tunesmith.data.formats import parse_file
+
+    parsed = parse_file(tmp)
+    if parsed.problems:
+        message = _problems([str(p) for p in parsed.problems], tmp, filename)
+        raise ApiError(400, f"invalid training file: {message}", param="file", code="invalid_file")
+    return len(parsed.examples), parsed.format
+
+
+def _check_job_data(store: Store, job: dict[str, Any], cfg: Any) -> None:
+    """The dataset doctor's error-level findings, with the base model's tokenizer and the job's settings."""
+    try:
+        from tunesmith.data.checks import check_dataset
+    except ImportError:  # an install without the doctor still has parse_file's checks from the upload
+        return
+    from tunesmith.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(job["base_source"])
+    val = store.file_path(job["validation_file"]) if job["validation_file"] else None
+    report = check_dataset(
+        store.file_path(job["training_file"]),
+        val,
+        tokenizer=tokenizer,
+        max_len=cfg.data.max_len,
+        overlong=cfg.data.overlong,
+        train_on=cfg.data.train_on,
+    )
+    errors = [str(f) for f in report.errors]
+    if errors:
+        raise ApiError(
+            400, f"the training data has errors: {'; '.join(errors[:SHOWN_PROBLEMS])}", param="training_file"
+        )
+
+
+def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
+    hp = dict(job["hyperparameters"])
+    resolved = store.job_path(job["id"]) / runs.CONFIG_YAML
+    if resolved.is_file():  # after training started: the values actually used
+        from tunesmith.config import load_config
+        from tunesmith.train.auto import FULL_LR, LORA_LR
+
+        t = load_config(resolved).train
+        default_lr = LORA_LR if t.method == "lora" else FULL_LR
+        hp = {
+            "n_epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "learning_rate_multiplier": round((t.learning_rate or default_lr) / default_lr, 6),
+        }
+    return {
+        "object": "fine_tuning.job",
+        "id": job["id"],
+        "created_at": job["created_at"],
+        "model": job["model"],
+        "training_file": job["training_file"],
+        "validation_file": job["validation_file"],
+        "hyperparameters": hp,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}, "tunesmith": job["options"]},
+        "status": job["status"],
+        "fine_tuned_model": job["fine_tuned_model"],
+        "finished_at": job["finished_at"],
+        "error": job["error"],
+        "trained_tokens": job["trained_tokens"],
+        "result_files": [],
+        "seed": job["seed"],
+        "suffix": job["suffix"],
+        "organization_id": "tunesmith",
+        "integrations": [],
+        "estimated_finish": None,
+    }
+
+
+def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
+    r = APIRouter(prefix="/v1")
+
+    def get_job(job_id: str) -> dict[str, Any]:
+        job = store.get_job(job_id)
+        if job is None:
+            raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
+        return job
+
+    # -- files ---------------------------------------------------------------------------------------------
+    @r.post("/files")
+    async def upload(request: Request) -> dict[str, Any]:
+        form = await request.form(max_files=1, max_fields=8)
+        upload, purpose = form.get("file"), form.get("purpose")
+        if purpose != "fine-tune":
+            raise ApiError(400, "purpose must be 'fine-tune'", param="purpose")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(400, "a 'file' part is required", param="file")
+        filename = (upload.filename or "upload.jsonl")[-255:]
+        filename = filename if filename.isprintable() else "upload.jsonl"
+        file_id = new_id("file")
+        with tempfile.NamedTemporaryFile(dir=store.files_dir, prefix=".upload-", suffix=".jsonl", delete=False) as out:
+            tmp = Path(out.name)
+            await run_in_threadpool(shutil.copyfileobj, upload.file, out)
+        try:
+            rows, fmt = await run_in_threadpool(_validate_upload, tmp, filename)
+            tmp.replace(store.file_path(file_id))
+        finally:
+            tmp.unlink(missing_ok=True)
+        store.add_file(file_id, filename, purpose, store.file_path(file_id).stat().st_size, rows, fmt)
+        return _file_object(store.get_file(file_id))
+
+    @r.get("/files")
+    async def list_files(purpose: str | None = None, after: str | None = None, limit: int = 100) -> dict[str, Any]:
+        return _page([_file_object(f) for f in store.list_files(purpose)], after, limit)
+
+    def get_file(file_id: str) -> dict[str, Any]:
+        f = store.get_file(file_id)
+        if f is None:
+            raise not_found("file", file_id, param="file_id")
+        return f
+
+    @r.get("/files/{file_id}")
+    async def retrieve_file(file_id: str) -> dict[str, Any]:
+        return _file_object(get_file(file_id))
+
+    @r.get("/files/{file_id}/content")
+    async def file_content(file_id: str) -> FileResponse:
+        get_file(file_id)
+        return FileResponse(store.file_path(file_id), media_type="application/jsonl")
+
+    @r.delete("/files/{file_id}")
+    async def delete_file(file_id: str) -> dict[str, Any]:
+        get_file(file_id)
+        if store.file_in_use(file_id):
+            raise ApiError(400, "the file is used by a job that has not finished", param="file_id")
+        store.delete_file(file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+    @r.post("/fine_tuning/jobs")
+    async def create_job(body: JobRequest) -> dict[str, Any]:
+        hp, options = body.resolved()
+        base = _base_source(registry, body.model)
+        for param, file_id in (("training_file", body.training_file), ("validation_file", body.validation_file)):
+            if file_id is not None and store.get_file(file_id) is None:
+                raise ApiError(
+                    400, f"{param} '{file_id[:64]}' is not an uploaded file", param=param, code="invalid_file"
+                )
+        job = {
+            "id": new_id("ftjob"),
+            "created_at": int(time.time()),
+            "model": body.model,
+            "base_source": base,
+            "training_file": body.training_file,
+            "validation_file": body.validation_file,
+            "hyperparameters": hp.model_dump(),
+            "options": options.model_dump(exclude_none=True),
+            "suffix": body.suffix,
+            "seed": body.seed if body.seed is not None else random.randrange(2**31),
+            "status": "validating_files",
+        }
+        from tunesmith.config import load_config
+        from tunesmith.errors import UserError
+
+        try:
+            cfg = load_config(None, job_overrides(job, store))
+            await run_in_threadpool(_check_job_data, store, job, cfg)
+        except UserError as e:
+            raise ApiError(
+                400, str(e).replace(str(store.root), "$TUNESMITH_HOME/serve"), param="hyperparameters"
+            ) from None
+        job["status"] = "queued"
+        store.create_job(job)
+        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+        return _job_object(store, store.get_job(job["id"]))
+
+    @r.get("/fine_tuning/jobs")
+    async def list_jobs(after: str | None = None, limit: int = 20) -> dict[str, Any]:
+        return _page([_job_object(store, j) for j in store.list_jobs()], after, limit)
+
+    @r.get("/fine_tuning/jobs/{job_id}")
+    async def retrieve_job(job_id: str) -> dict[str, Any]:
+        return _job_object(store, get_job(job_id))
+
+    @r.post("/fine_tuning/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        job = get_job(job_id)
+        if not store.update_job(job_id, only_if=ACTIVE, status="cancelled", finished_at=int(time.time())):
+            raise ApiError(400, f"the job has already {job['status']}", param="fine_tuning_job_id")
+        store.add_event(job_id, "Job cancelled")
+        return _job_object(store, get_job(job_id))
+
+    @r.get("/fine_tuning/jobs/{job_id}/events")
+    async def events(job_id: str, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+        get_job(job_id)
+        items = [
+            {"object": "fine_tuning.job.event", **{k: v for k, v in e.items() if k not in ("_order", "seq", "job_id")}}
+            for e in store.events(job_id)
+        ]
+        return _page(items, after, limit)
+
+    @r.get("/fine_tuning/jobs/{job_id}/checkpoints")
+    async def checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict[str, Any]:
+        job = get_job(job_id)
+        return _page(_checkpoints(store, job), after, limit)
+
+    return r
+
+
+def _base_source(registry: Registry, model: str) -> str:
+    """What a job trains: a base model this server serves, or an embedded alias."""
+    from tunesmith.models.defaults import EMBEDDED
+
+    served = registry.served.get(model)
+    if served is not None and served.kind == "base":
+        return served.source
+    if model in EMBEDDED:
+        return model
+    raise not_found("base model", model, param="model", code="model_not_found")
+
+
+def _checkpoints(store: Store, job: dict[str, Any]) -> list[dict[str, Any]]:
+    from tunesmith.train.checkpoint import list_checkpoints
+
+    metrics = store.metrics(job["id"])
+    name = job["fine_tuned_model"] or f"ft:{job['model']}:{job['suffix'] or ''}:{job['id'][6:14]}"
+    out = []
+    for folder in reversed(list_checkpoints(store.job_path(job["id"]) / runs.CHECKPOINTS)):
+        step = int(folder.name.split("-")[-1])
+        out.append(
+            {
+                "object": "fine_tuning.job.checkpoint",
+                "id": f"ftckpt-{job['id'][6:]}-{step}",
+                "created_at": int(folder.stat().st_mtime),
+                "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
+                "fine_tuning_job_id": job["id"],
+                "metrics": metrics.get(step, {"step": step}),
+                "step_number": step,
+            }
+        )
+    return out

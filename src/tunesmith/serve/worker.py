@@ -1,0 +1,252 @@
+"""Fine-tuning jobs run one at a time, each in a training process of its own.
+
+    server process                                   training process (python -m tunesmith.serve.worker JOB)
+    Supervisor thread: picks the next job ──spawn──► lock the job, run_training(cfg, jobs/ID, resume=...)
+                       copies metrics.jsonl to SQLite    exits 0 when run.json + weights are written,
+                       cancel -> terminate the process    else writes jobs/ID.error and exits non-zero
+                       exit 0 + weights on disk -> succeeded
+
+Training never shares the serving process (a crash or an out-of-memory there cannot take the API down),
+and a cancel is a plain terminate. When the server dies, the training process notices its parent is gone
+and exits; the restarted server finds the job still `running` and starts it again with resume, which
+continues from the newest valid checkpoint. A job is marked succeeded only when run.json and the weights
+are on disk. A home lock makes sure that only one server runs jobs for a $TUNESMITH_HOME.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tunesmith import runs
+from tunesmith.serve.jobs import Store, read_metrics
+
+MAX_ATTEMPTS = 3  # a job whose training process dies this often (not by our hand) is failed
+
+
+def weights_on_disk(run_dir: Path) -> bool:
+    if not runs.is_run(run_dir):
+        return False
+    info = runs.read_run(run_dir)
+    return any((run_dir / info.get("weights_dir", "")).glob("*.safetensors"))
+
+
+def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
+    """The job's OpenAI hyperparameters as tunesmith config overrides ("auto" leaves our default)."""
+    from tunesmith.train.auto import FULL_LR, LORA_LR
+
+    hp, opt = job["hyperparameters"], job["options"]
+    train: dict[str, Any] = {"method": opt.get("method", "lora"), "seed": job["seed"]}
+    if hp.get("n_epochs", "auto") != "auto":
+        train["epochs"] = hp["n_epochs"]
+    if hp.get("batch_size", "auto") != "auto":
+        train["batch_size"] = hp["batch_size"]
+    if hp.get("learning_rate_multiplier", "auto") != "auto":
+        train["learning_rate"] = hp["learning_rate_multiplier"] * (LORA_LR if train["method"] == "lora" else FULL_LR)
+    for key in ("max_steps", "save_every"):
+        if opt.get(key) is not None:
+            train[key] = opt[key]
+    data: dict[str, Any] = {"train": str(store.file_path(job["training_file"]))}
+    if job.get("validation_file"):
+        data["val"] = str(store.file_path(job["validation_file"]))
+    if opt.get("max_len"):
+        data["max_len"] = opt["max_len"]
+    lora = {k: opt[f"lora_{k}"] for k in ("r", "alpha") if opt.get(f"lora_{k}") is not None}
+    return {"model": {"name": job["base_source"]}, "data": data, "train": train, "lora": lora}
+
+
+class Supervisor:
+    def __init__(self, store: Store, poll_s: float = 0.5) -> None:
+        self.store = store
+        self.poll_s = poll_s
+        self.proc: subprocess.Popen | None = None
+        self.job_id: str | None = None
+        self._metrics_seen: tuple[str, float] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tunesmith-jobs", daemon=True)
+        self._home_lock: Any = None
+
+    def start(self) -> bool:
+        """Start supervising; False if another server already runs the jobs of this $TUNESMITH_HOME."""
+        self._home_lock = open(self.store.root / "worker.lock", "w")  # noqa: SIM115 (held for the server's life)
+        try:
+            fcntl.flock(self._home_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        """Stop supervising. A training process is stopped too; its job stays `running` and resumes later."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self._terminate()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.proc is None:
+                    job = self.store.next_job()
+                    if job is not None:
+                        self._launch(job)
+                else:
+                    self._watch()
+            except Exception as e:  # the supervisor must outlive any one bad job
+                print(f"tunesmith jobs: {e!r}", file=sys.stderr)
+            self._stop.wait(self.poll_s)
+
+    def _launch(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        resumed = job["status"] == "running"
+        if not self.store.update_job(job_id, only_if=("queued", "running"), status="running"):
+            return
+        run_dir = self.store.job_path(job_id)
+        self.store.add_event(
+            job_id,
+            "Job resumed from its last checkpoint" if resumed and run_dir.exists() else "Fine-tuning job started",
+        )
+        self.store.job_path(job_id, ".error").unlink(missing_ok=True)
+        log = open(self.store.job_path(job_id, ".log"), "ab")  # noqa: SIM115 (handed to the child)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "tunesmith.serve.worker", str(self.store.root), job_id, str(os.getpid())]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        self.job_id = job_id
+
+    def _sync_metrics(self, job_id: str) -> None:
+        path = self.store.job_path(job_id) / runs.METRICS
+        try:
+            stamp = (str(path), path.stat().st_mtime)
+        except OSError:
+            return
+        if stamp != self._metrics_seen:
+            self._metrics_seen = stamp
+            self.store.put_metrics(job_id, read_metrics(path))
+
+    def _watch(self) -> None:
+        assert self.proc is not None and self.job_id is not None
+        job_id = self.job_id
+        self._sync_metrics(job_id)
+        job = self.store.get_job(job_id)
+        if job is None or job["status"] == "cancelled":
+            self._terminate()
+            self.store.add_event(job_id, "Job cancelled; the training process was stopped")
+            return
+        rc = self.proc.poll()
+        if rc is None:
+            return
+        self.proc, self.job_id = None, None
+        run_dir = self.store.job_path(job_id)
+        if rc == 0 and weights_on_disk(run_dir):
+            info = runs.read_run(run_dir)
+            name = f"ft:{job['model']}:{job['suffix'] or ''}:{job_id[6:14]}"
+            done = self.store.update_job(
+                job_id,
+                only_if=("running",),
+                status="succeeded",
+                fine_tuned_model=name,
+                finished_at=int(time.time()),
+                trained_tokens=info.get("trained_tokens_seen"),
+            )
+            if done:
+                self.store.add_event(job_id, f"New fine-tuned model created: {name}")
+                self.store.add_event(job_id, "The job has successfully completed")
+            return
+        error = self._read_error(job_id)
+        if error is None and job["attempts"] + 1 < MAX_ATTEMPTS:  # died without a word (killed): try again
+            self.store.update_job(job_id, attempts=job["attempts"] + 1)
+            self.store.add_event(job_id, f"The training process exited with code {rc}; resuming", "warn")
+            return
+        if error is None:
+            error = {"code": "training_interrupted", "message": f"the training process died {MAX_ATTEMPTS} times"}
+        self._fail(job_id, error.get("code", "training_failed"), error.get("message", "training failed"))
+
+    def _read_error(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.job_path(job_id, ".error").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        error = {"code": code, "message": message, "param": None}
+        if self.store.update_job(
+            job_id, only_if=("queued", "running"), status="failed", error=error, finished_at=int(time.time())
+        ):
+            self.store.add_event(job_id, f"Job failed: {message}", "error")
+
+    def _terminate(self) -> None:
+        proc, self.proc, self.job_id = self.proc, None, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# -- the training process -------------------------------------------------------------------------------
+
+
+def _exit_with_parent(parent: int) -> None:
+    """If the server dies (even by SIGKILL) the training stops too, so a restarted server can resume it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(75)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def train_job(root: Path, job_id: str) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.errors import DataError, UserError
+    from tunesmith.train.checkpoint import list_checkpoints
+    from tunesmith.train.pipeline import run_training
+
+    store = Store(root)
+    job = store.get_job(job_id)
+    if job is None:
+        return 2
+    with open(store.job_path(job_id, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for an orphan of an earlier server to finish exiting
+        run_dir = store.job_path(job_id)
+        if weights_on_disk(run_dir):
+            return 0  # finished before the last server could record it
+        try:
+            cfg = load_config(None, job_overrides(job, store))
+            resume = (run_dir / runs.CONFIG_YAML).is_file() and bool(list_checkpoints(run_dir / runs.CHECKPOINTS))
+            run_training(cfg, run_dir, resume=resume, force=not resume)
+        except DataError as e:
+            _write_error(store, job_id, "invalid_training_file", str(e))
+            return 3
+        except UserError as e:
+            _write_error(store, job_id, "training_failed", str(e))
+            return 3
+        except Exception as e:
+            _write_error(store, job_id, "internal_error", f"{type(e).__name__}: {e}")
+            raise
+    return 0
+
+
+def _write_error(store: Store, job_id: str, code: str, message: str) -> None:
+    runs.write_text_atomic(store.job_path(job_id, ".error"), json.dumps({"code": code, "message": message}))
+
+
+if __name__ == "__main__":
+    root_arg, job_arg, parent_arg = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    _exit_with_parent(parent_arg)
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(train_job(Path(root_arg), job_arg))
+    sys.exit(130)

@@ -1,0 +1,280 @@
+"""Pre-flight estimate: time per epoch and peak memory of LoRA and of full fine-tuning, on this machine.
+
+Nothing comes from a static table. Two measured ingredients:
+  * the data's real token statistics: every kept row's length, cut into the very step plan that training
+    would use (auto-chosen batch and micro-batch, length-sorted micro-batches, padding included);
+  * a short probe: one or two real optimizer steps per method on real rows, through the same
+    ``prepare_model`` (``add_lora``) / ``accumulate_gradients`` / AdamW as the training loop. Its
+    micro-batches hold at most PROBE_TOKENS padded tokens, so the probe stays short on any model.
+
+    time per epoch  = (probe seconds per padded token) x (padded tokens in the epoch's plan)
+                    + (probe seconds per optimizer update) x (steps per epoch)
+    peak memory     = weights + gradients + AdamW state            (summed from the probe's real tensors)
+                    + activations autograd saved during the probe step (saved_tensors_hooks), scaled to
+                      the largest micro-batch: micro-batch size x longest row
+
+The probe runs with learning rate 0, so it never changes the weights it measures. Activations are what
+autograd keeps between forward and backward; the transient buffers of the backward pass come on top, so
+read the memory figure as a floor with ~10-20% headroom to add. Both figures assume this machine stays
+as busy (or idle) as it was during the probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from tunesmith.config import RunConfig
+from tunesmith.data.formats import Conversation
+from tunesmith.data.render import Rendered, Renderer
+from tunesmith.train import auto
+from tunesmith.train.batches import Row, StepPlan, plan_steps
+from tunesmith.train.loop import accumulate_gradients
+from tunesmith.train.optim import make_optimizer
+
+PROBE_STEPS = 2  # optimizer steps per method; the second (warm) one is the measurement when there is time
+PROBE_TOKENS = 512  # padded tokens per probe micro-batch at most (but at least one whole row)
+PROBE_BUDGET_S = 10.0  # no second step for a method whose first one took longer than this
+
+
+@dataclass
+class MethodEstimate:
+    method: str
+    precision: str
+    trainable_params: int
+    total_params: int
+    batch_size: int
+    micro_batch_size: int
+    packing: bool
+    epochs: int
+    steps_per_epoch: int
+    probe_steps: int
+    probe_tokens_per_s: float  # real (unpadded) tokens per second during the timed probe steps
+    seconds_per_epoch: float
+    seconds_total: float  # all epochs plus the validation passes
+    memory: dict[str, int] = field(default_factory=dict)  # bytes: weights, gradients, optimizer, activations, peak
+    cost_per_epoch: float | None = None
+    cost_total: float | None = None
+
+
+@dataclass
+class Estimate:
+    device: str
+    probe_seconds: float
+    methods: list[MethodEstimate]
+    price_per_hour: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def padded_tokens(rows: list[list[int]]) -> int:
+    """Positions a micro-batch computes: its rows (lengths of the examples in each) padded to the widest
+    (see batches.to_batch; unpacked, every row holds one example)."""
+    return len(rows) * max((sum(row) for row in rows), default=0)
+
+
+def _bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+class _SavedActivations:
+    """Counts what autograd saves for backward (parameters excluded) while a real training step runs, and
+    when the forward pass ended: the last tensor is saved by the loss, the last op of the forward."""
+
+    def __init__(self, model: Any) -> None:
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.saved: dict[int, int] = {}
+        self.last_pack = 0.0
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in self.params:
+            self.saved[storage.data_ptr()] = storage.nbytes()  # views of one storage are counted once
+        self.last_pack = time.perf_counter()
+        return t
+
+    def __enter__(self) -> _SavedActivations:
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hooks.__exit__(*exc)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.saved.values())
+
+
+def _probe_rows(plan: list[StepPlan], lengths: list[int]) -> list[list[Row]]:
+    """The probe's micro-batches: a real micro-batch of each of the first steps (the middle one by length),
+    trimmed to its middle rows only when it holds more than PROBE_TOKENS padded tokens. Probing with the
+    training's own micro-batch layout matters: per forward pass overhead weighs more on fewer rows."""
+    out = []
+    for step in (plan * PROBE_STEPS)[:PROBE_STEPS]:
+        mb = step.micro_batches[len(step.micro_batches) // 2]
+        widest = max(sum(lengths[i] for i in row) for row in mb)
+        keep = min(len(mb), max(1, PROBE_TOKENS // widest))
+        start = (len(mb) - keep) // 2
+        out.append(mb[start : start + keep])
+    return out
+
+
+def _sizes(mb: list[Row], lengths: list[int]) -> list[list[int]]:
+    return [[lengths[i] for i in row] for row in mb]
+
+
+@dataclass
+class _Timing:
+    fwd_bwd_s: float  # forward + backward of the micro-batch
+    forward_s: float  # the forward part alone
+    update_s: float  # clip + AdamW step + zero_grad
+    gradients: int  # bytes
+    activations: int  # bytes saved for backward
+    tokens: int  # real tokens
+    padded: int  # positions computed
+
+
+def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: list[int]) -> MethodEstimate:
+    from tunesmith.train.pipeline import choose_precision, prepare_model
+
+    lengths = rows.lengths
+    p95 = sorted(lengths)[int(0.95 * (len(lengths) - 1))]
+    resolved = auto.resolve(cfg.train.model_copy(update={"method": method}), len(lengths), p95, bool(val_lengths))
+    s = resolved.settings
+    batch, micro, epochs = s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1
+    bf16, _ = choose_precision(s.precision, method)
+    model = prepare_model(model, method, cfg.lora, bf16)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # lr 0: the probe measures the update's cost without changing the weights.
+    optimizer, _ = make_optimizer(params, 0.0, s.weight_decay, 1, 0, s.min_lr_ratio)
+    model.train()
+
+    def step(mb: list[Row], count_activations: bool) -> _Timing:
+        """One optimizer step on one micro-batch, exactly as the loop does it, measured."""
+        batch_rows = [rows.get(row) for row in mb]
+        saved = _SavedActivations(model)
+        t0 = time.perf_counter()
+        with saved if count_activations else contextlib.nullcontext():
+            accumulate_gradients(model, [batch_rows], rows.pad_id, bf16)
+        t1 = time.perf_counter()
+        grad_bytes = _bytes(p.grad for p in params)
+        torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        n = _sizes(mb, lengths)
+        tokens = sum(map(sum, n))
+        return _Timing(
+            t1 - t0, saved.last_pack - t0, time.perf_counter() - t1, grad_bytes, saved.bytes, tokens, padded_tokens(n)
+        )
+
+    plan = plan_steps(lengths, batch, micro, 1, s.seed, pack=s.packing, pack_len=s.pack_len)
+    # The first step counts the saved activations (a Python hook per saved tensor, which slows it) and pays
+    # for allocation and kernel selection; when there is time for a second step, that one is the timing.
+    started = time.perf_counter()
+    timings: list[_Timing] = []
+    for mb in _probe_rows(plan, lengths):
+        timings.append(step(mb, count_activations=not timings))
+        if time.perf_counter() - started > PROBE_BUDGET_S:
+            break
+    first, t = timings[0], timings[-1]
+    optimizer_bytes = _bytes(v for state in optimizer.state.values() for v in state.values())
+    weights = _bytes(model.parameters()) + _bytes(model.buffers())
+    # Saved activations grow with the positions of a micro-batch: scale to the largest one of the plan.
+    per_mb = [padded_tokens(_sizes(mb, lengths)) for st in plan for mb in st.micro_batches]
+    activations = round(first.activations / first.padded * max(per_mb))
+    epoch_padded = sum(per_mb)
+    seconds_per_epoch = t.fwd_bwd_s / t.padded * epoch_padded + t.update_s * len(plan)
+    # Validation is forward passes only (their share of a step measured in the first step); the loop
+    # validates about ten times a run.
+    forward_share = first.forward_s / first.fwd_bwd_s if first.fwd_bwd_s else 0.5
+    val_pass = forward_share * t.fwd_bwd_s / t.padded * _val_padded(val_lengths, micro)
+    n_evals = (resolved.total_steps // s.eval_every + 1) if val_lengths and s.eval_every else 0
+    for p in params:
+        p.grad = None
+    return MethodEstimate(
+        method=method,
+        precision="bf16 autocast" if bf16 else "fp32",
+        trainable_params=sum(p.numel() for p in params),
+        total_params=sum(p.numel() for p in model.parameters()),
+        batch_size=batch,
+        micro_batch_size=micro,
+        packing=s.packing,
+        epochs=epochs,
+        steps_per_epoch=len(plan),
+        probe_steps=len(timings),
+        probe_tokens_per_s=round(t.tokens / t.fwd_bwd_s, 1),
+        seconds_per_epoch=round(seconds_per_epoch, 2),
+        seconds_total=round(seconds_per_epoch * epochs + val_pass * n_evals, 2),
+        memory={
+            "weights": weights,
+            "gradients": first.gradients,
+            "optimizer": optimizer_bytes,
+            "activations": activations,
+            "peak": weights + first.gradients + optimizer_bytes + activations,
+        },
+    )
+
+
+def _val_padded(val_lengths: list[int], micro: int) -> int:
+    """Evaluation sorts rows by length and pads each micro-batch (see loop.evaluate)."""
+    ordered = sorted(val_lengths)
+    return sum(padded_tokens([[n] for n in ordered[i : i + micro]]) for i in range(0, len(ordered), micro))
+
+
+class _Rows:
+    """Renders only the rows the probe touches (a few steps' worth), each once."""
+
+    def __init__(self, renderer: Renderer, convs: list[Conversation], lengths: list[int], pad_id: int) -> None:
+        self.renderer, self.convs, self.lengths, self.pad_id = renderer, convs, lengths, pad_id
+        self.cache: dict[int, Rendered] = {}
+
+    def get(self, indices: list[int]) -> list[Rendered]:
+        for i in indices:
+            if i not in self.cache:
+                rendered, _ = self.renderer.render_all([self.convs[i]])  # the overlong policy, as in training
+                self.cache[i] = rendered[0]
+        return [self.cache[i] for i in indices]
+
+
+def estimate_training(
+    cfg: RunConfig,
+    kept: list[Conversation],
+    kept_lengths: list[int],
+    val_lengths: list[int],
+    *,
+    price_per_hour: float | None = None,
+) -> Estimate:
+    """Probe full fine-tuning, then LoRA, on one loaded copy of the model; ``kept`` are the training rows
+    that survive the overlong policy (from the dataset doctor), ``kept_lengths`` their token counts."""
+    from tunesmith.generate import stop_token_ids
+    from tunesmith.models.load import load_model
+
+    t0 = time.perf_counter()
+    model, tokenizer, _ = load_model(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    d = cfg.data
+    renderer = Renderer(
+        tokenizer,
+        max_len=d.max_len,
+        overlong=d.overlong,
+        train_on=d.train_on,
+        stop_token_ids=stop_token_ids(model, tokenizer),
+    )
+    rows = _Rows(renderer, kept, kept_lengths, tokenizer.pad_token_id)
+    methods = []
+    # Full first: it leaves the fp32 weights untouched (lr 0), so LoRA can then wrap the same model.
+    for method in ("full", "lora"):
+        methods.append(_probe(model, cfg, method, rows, val_lengths))
+        for p in model.parameters():
+            p.requires_grad_(False)
+    if price_per_hour is not None:
+        for m in methods:
+            m.cost_per_epoch = round(m.seconds_per_epoch / 3600 * price_per_hour, 4)
+            m.cost_total = round(m.seconds_total / 3600 * price_per_hour, 4)
+    device = f"CPU, {torch.get_num_threads()} threads"  # the training loop runs where collate puts tensors
+    return Estimate(device, round(time.perf_counter() - t0, 2), methods, price_per_hour)

@@ -1,0 +1,125 @@
+"""`tunesmith check` as one library call, and the gate that `tunesmith train` passes first.
+
+    RunConfig -> tokenizer + the model's stop tokens -> data.checks.check_dataset -> (estimate probe)
+
+It lives in ``train/`` because the estimate needs the training loop's pieces; the checks themselves are in
+``data/checks.py`` and need only a tokenizer, so they run before any model weights are loaded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from tunesmith import console, runs
+from tunesmith.config import RunConfig
+from tunesmith.data.checks import CheckReport, check_dataset
+from tunesmith.errors import DataError, UserError
+
+# Errors that only the doctor sees: training itself would run with them, so --skip-check can override them.
+# (Malformed rows, template failures and overlong: error stop training whatever the flag says.)
+SKIPPABLE = frozenset({"leak", "special-tokens", "no-stop-token"})
+MAX_LISTED = 20
+
+
+@dataclass
+class CheckResult:
+    report: CheckReport
+    estimate: Any = None  # train.estimate.Estimate, when the probe ran
+
+    def exit_code(self, strict: bool = False) -> int:
+        return self.report.exit_code(strict)
+
+    def as_dict(self, strict: bool = False) -> dict[str, Any]:
+        out = {"exit_code": self.exit_code(strict), **self.report.as_dict()}
+        out["estimate"] = self.estimate.as_dict() if self.estimate is not None else None
+        return out
+
+
+def model_stop_ids(name: str) -> list[int]:
+    """The EOS ids of the model's generation config, read without loading its weights.
+
+    Training renders with these (plus the tokenizer's EOS, which the Renderer always adds)."""
+    from transformers import GenerationConfig
+
+    from tunesmith.models.load import resolve
+
+    source = resolve(name)
+    path = source.path
+    if source.kind == "gguf":
+        return []  # load_gguf stops on the tokenizer's EOS, which the Renderer adds anyway
+    if source.kind == "run":
+        info = runs.read_run(Path(source.path))
+        if info["method"] != "full":
+            return model_stop_ids(info["base_model"])
+        path = str(Path(source.path) / info["weights_dir"])
+    try:
+        eos = GenerationConfig.from_pretrained(path, local_files_only=source.kind != "hub").eos_token_id
+    except (OSError, ValueError):
+        return []
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+def run_check(
+    cfg: RunConfig,
+    *,
+    near_threshold: float = 0.8,
+    show: int = 0,
+    estimate: bool = True,
+    price_per_hour: float | None = None,
+) -> CheckResult:
+    """Every check on ``cfg.data.train`` (and ``cfg.data.val``), rendered with ``cfg.model``'s tokenizer at
+    ``cfg.data`` settings; then, if asked and any row is trainable, the measured pre-flight estimate."""
+    from tunesmith.models.load import load_tokenizer
+
+    if cfg.data.train is None:
+        raise UserError("no training data: pass the training JSONL file")
+    if not 0.0 < near_threshold <= 1.0:
+        raise UserError(f"--near-threshold must be in (0, 1], got {near_threshold}")
+    tokenizer = load_tokenizer(cfg.model.name)
+    report = check_dataset(
+        cfg.data.train,
+        cfg.data.val,
+        tokenizer=tokenizer,
+        max_len=cfg.data.max_len,
+        overlong=cfg.data.overlong,
+        train_on=cfg.data.train_on,
+        stop_token_ids=model_stop_ids(cfg.model.name),
+        near_threshold=near_threshold,
+        show=show,
+    )
+    report.settings = {"model": cfg.model.name, **report.settings}
+    result = CheckResult(report)
+    if estimate and report.kept:
+        from tunesmith.train.estimate import estimate_training
+
+        result.estimate = estimate_training(
+            cfg, report.kept, report.kept_lengths, report.val_lengths, price_per_hour=price_per_hour
+        )
+    return result
+
+
+def refuse_on_errors(cfg: RunConfig) -> None:
+    """Run the checks; raise one DataError if any error was found, warn in one line about warnings."""
+    report = run_check(cfg, estimate=False).report
+    errors = report.errors
+    if errors:
+        if len(errors) > 1:
+            console.info(f"tunesmith check found {len(errors)} errors:")
+            for f in errors[:MAX_LISTED]:
+                console.info(f"  {escape(str(f))}")
+        more = len(errors) - 1
+        skip = "or pass --skip-check to train anyway" if any(f.code in SKIPPABLE for f in errors) else ""
+        if more:
+            also = f"; fix them, {skip}" if skip else ""
+            tail = f" (and {more} more problem{'s' if more > 1 else ''}; `tunesmith check` lists them all{also})"
+        else:
+            tail = f" (fix it, {skip})" if skip else ""
+        raise DataError(f"{errors[0]}{tail}")
+    if report.warnings:
+        counts = ", ".join(f"{n} {code}" for code, n in Counter(f.code for f in report.warnings).most_common())
+        console.warn(f"tunesmith check: {len(report.warnings)} warning(s) ({counts}); `tunesmith check` shows them")

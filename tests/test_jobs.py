@@ -1,0 +1,182 @@
+"""The local fine-tuning jobs API through the official openai client: upload, create, events, succeed,
+chat with the result; cancel; and a server killed mid-job whose job resumes and completes after restart."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from .conftest import chat_rows, write_jsonl
+from .test_serve import client, start_server, stop_server
+
+DONE = ("succeeded", "failed", "cancelled")
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 180, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def upload(c: openai.OpenAI, path: Path) -> str:
+    with open(path, "rb") as f:
+        return c.files.create(file=f, purpose="fine-tune").id
+
+
+def job_dir(home: Path, job_id: str) -> Path:
+    return home / "serve" / "jobs" / job_id
+
+
+def training_stopped(home: Path, job_id: str) -> bool:
+    """True once no training process holds the job's lock (the lock dies with its process)."""
+    lock = job_dir(home, job_id).with_suffix(".lock")
+    if not lock.exists():
+        return True
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return True
+
+
+@pytest.fixture(scope="module")
+def jobs_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[str, Path]]:
+    tmp = tmp_path_factory.mktemp("jobs")
+    proc, url = start_server([f"tiny={tiny_model_dir}"], tmp / "home", tmp / "server.log")
+    yield url, tmp / "home"
+    stop_server(proc)
+
+
+def test_full_jobs_flow(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, home = jobs_server
+    c = client(url, key="sk-unused")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "robot", "content": "hi"}]}\n', encoding="utf-8")
+    with pytest.raises(openai.BadRequestError, match="unknown role 'robot'"):
+        upload(c, bad)
+    file_id = upload(c, write_jsonl(tmp_path / "train.jsonl", chat_rows(24)))
+    assert c.files.retrieve(file_id).filename == "train.jsonl"
+    assert file_id in [f.id for f in c.files.list()]
+    with pytest.raises(openai.NotFoundError):
+        c.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id)
+    with pytest.raises(openai.BadRequestError):
+        c.fine_tuning.jobs.create(model="tiny", training_file="file-" + "0" * 24)
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve("../../etc/passwd")
+
+    job = c.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=file_id,
+        suffix="colours",
+        seed=3,
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 5}},
+            "tunesmith": {"method": "lora", "lora_r": 4},
+        },
+    )
+    assert job.status in ("queued", "running") and job.model == "tiny"
+    assert job.id in [j.id for j in c.fine_tuning.jobs.list()]
+    with pytest.raises(openai.BadRequestError, match="used by a job"):
+        c.files.delete(file_id)
+
+    job = wait_for("the job to finish", lambda: (j := c.fine_tuning.jobs.retrieve(job.id)).status in DONE and j)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:tiny:colours:{job.id[6:14]}"
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.learning_rate_multiplier == pytest.approx(5)
+    assert (job_dir(home, job.id) / "run.json").is_file()
+
+    events = c.fine_tuning.jobs.list_events(job.id, limit=100).data
+    metrics = [e for e in events if e.type == "metrics"]
+    assert [e.data["step"] for e in metrics] == list(range(12, 0, -1)), "12 steps, newest first"
+    assert all(isinstance(e.data["train_loss"], float) for e in metrics)
+    assert any("successfully completed" in e.message for e in events)
+    page = c.fine_tuning.jobs.list_events(job.id, limit=2)
+    assert len(page.data) == 2 and page.has_more
+    assert c.fine_tuning.jobs.list_events(job.id, after=page.data[-1].id, limit=1).data[0].id == events[2].id
+    checkpoints = c.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoints and checkpoints[0].step_number == 12 and checkpoints[0].metrics.train_loss is not None
+
+    # Servable at once, without a restart.
+    assert job.fine_tuned_model in [m.id for m in c.models.list()]
+    reply = c.chat.completions.create(
+        model=job.fine_tuned_model, messages=[{"role": "user", "content": "Paint the car red"}], max_tokens=8
+    )
+    assert reply.model == job.fine_tuned_model and reply.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.BadRequestError, match="already succeeded"):
+        c.fine_tuning.jobs.cancel(job.id)
+
+
+def test_cancel_stops_training(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, home = jobs_server
+    c = client(url, key="sk-unused")
+    file_id = upload(c, write_jsonl(tmp_path / "train.jsonl", chat_rows(24)))
+    job = c.fine_tuning.jobs.create(
+        model="tiny", training_file=file_id, hyperparameters={"n_epochs": 100}, method={"tunesmith": {"lora_r": 4}}
+    )
+    wait_for("training to start", lambda: (job_dir(home, job.id) / "metrics.jsonl").is_file(), timeout=120)
+    cancelled = c.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    wait_for("the training process to stop", lambda: training_stopped(home, job.id), timeout=30)
+    time.sleep(1)
+    after = c.fine_tuning.jobs.retrieve(job.id)
+    assert after.status == "cancelled" and after.fine_tuned_model is None
+    assert not (job_dir(home, job.id) / "run.json").exists()
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model=f"ft:tiny::{job.id[6:14]}", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_server_killed_mid_job_resumes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    home = tmp_path / "home"
+    proc, url = start_server([f"tiny={tiny_model_dir}"], home, tmp_path / "server1.log")
+    try:
+        c = client(url, key="sk-unused")
+        file_id = upload(c, write_jsonl(tmp_path / "train.jsonl", chat_rows(24)))
+        job = c.fine_tuning.jobs.create(
+            model="tiny",
+            training_file=file_id,
+            hyperparameters={"n_epochs": 8, "batch_size": 4},
+            method={"tunesmith": {"lora_r": 4, "save_every": 4}},
+        )
+        run = job_dir(home, job.id)
+        wait_for("a checkpoint", lambda: list(run.glob("checkpoints/step-*")), every=0.1)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    wait_for("the orphaned training process to exit", lambda: training_stopped(home, job.id), timeout=30)
+    assert not (run / "run.json").exists(), "killed mid-job: the run is not finished yet"
+    resume_step = max(int(p.name.split("-")[1]) for p in run.glob("checkpoints/step-*"))
+    before = (run / "metrics.jsonl").read_text().splitlines()[:resume_step]
+
+    proc, url = start_server([f"tiny={tiny_model_dir}"], home, tmp_path / "server2.log")
+    try:
+        c = client(url, key="sk-unused")
+        done = wait_for("the job to finish", lambda: (j := c.fine_tuning.jobs.retrieve(job.id)).status in DONE and j)
+        assert done.status == "succeeded", done.error
+        messages = [e.message for e in c.fine_tuning.jobs.list_events(job.id, limit=100).data]
+        assert any("resumed from its last checkpoint" in m for m in messages), messages
+        steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, 49)), "the resumed run continues its metrics without gaps or repeats"
+        after = (run / "metrics.jsonl").read_text().splitlines()[:resume_step]
+        assert after == before, f"steps 1-{resume_step} come from before the kill: the job resumed, not restarted"
+        reply = c.chat.completions.create(
+            model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+        )
+        assert reply.choices[0].message.role == "assistant"
+    finally:
+        stop_server(proc)
