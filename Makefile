@@ -33,6 +33,10 @@ test: $(STAMP) chromium
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
+# Side-by-side benchmarks against the usual stack (minutes; results go into BENCHMARKS.md by hand).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_vs_trl.py --json benchmarks/results-train.json
+
 lint: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks

@@ -353,7 +353,7 @@ def mixed_files(tmp: Path) -> tuple[Path, Path, list[tuple[str, str, int]]]:
     return train, val, expected
 
 
-def test_a_file_with_every_problem_reports_each_once(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_file_with_every_problem_reports_each_once(tmp_path: Path, capsys, tiny_model_dir: Path) -> None:
     train, val, expected = mixed_files(tmp_path)
     args = ["check", str(train), "--val", str(val), "--model", str(tiny_model_dir), "--max-len", "128"]
     t0 = time.perf_counter()
@@ -367,11 +367,11 @@ def test_a_file_with_every_problem_reports_each_once(tmp_path: Path, tiny_model_
     assert [m["method"] for m in report["estimate"]["methods"]] == ["full", "lora"]
     assert all(m["cost_total"] > 0 for m in report["estimate"]["methods"])
     assert time.perf_counter() - t0 < 120
-    text = tunesmith(*args, "--overlong", "truncate", "--no-estimate")
-    assert text.returncode == 2 and "Traceback" not in text.stdout + text.stderr
+    rc, out, err = run_cli(capsys, *args, "--overlong", "truncate", "--no-estimate")
+    assert rc == 2 and "Traceback" not in out + err
     for file, code, line in expected:
-        assert f"  {file}:{line}: " in text.stdout, (code, line)
-    assert "✗ 15 error(s), 6 warning(s)" in text.stdout
+        assert f"  {file}:{line}: " in out, (code, line)
+    assert "✗ 15 error(s), 6 warning(s)" in out
 
 
 def test_the_demo_data_is_clean() -> None:

@@ -58,8 +58,10 @@ def test_packed_loss_and_grads_equal_each_example_alone(lora_model, chat_file) -
 
     # Per example: keep one example's labels in the packed batch; its loss equals running it alone.
     for target in range(len(rows)):
-        only = [[e if rows.index(e) == target else replace(e, labels=[IGNORE] * len(e.labels)) for e in r]
-                for r in packed_rows]
+        only = [
+            [e if rows.index(e) == target else replace(e, labels=[IGNORE] * len(e.labels)) for e in r]
+            for r in packed_rows
+        ]
         loss_one, _ = token_loss_sum(model, collate_packed(only, tok.pad_token_id))
         torch.testing.assert_close(loss_one, alone[target][0], atol=1e-4, rtol=0)
 
@@ -114,13 +116,23 @@ def test_training_with_and_without_packing_gives_the_same_adapter(tmp_path, tiny
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(12, seed=5))
     adapters = []
     for packing in (True, False):
-        cfg = load_config(None, {
-            "model": {"name": str(tiny_model_dir)},
-            "data": {"train": str(data), "val_split": 0.0},
-            "lora": {"r": 4, "dropout": 0.0},
-            "train": {"max_steps": 3, "batch_size": 6, "micro_batch_size": 3, "learning_rate": 1e-2,
-                      "packing": packing, "pack_len": 200, "precision": "fp32"},
-        })
+        cfg = load_config(
+            None,
+            {
+                "model": {"name": str(tiny_model_dir)},
+                "data": {"train": str(data), "val_split": 0.0},
+                "lora": {"r": 4, "dropout": 0.0},
+                "train": {
+                    "max_steps": 3,
+                    "batch_size": 6,
+                    "micro_batch_size": 3,
+                    "learning_rate": 1e-2,
+                    "packing": packing,
+                    "pack_len": 200,
+                    "precision": "fp32",
+                },
+            },
+        )
         run_training(cfg, tmp_path / f"run-{packing}", skip_check=True)
         adapters.append(load_file(tmp_path / f"run-{packing}" / "adapter" / "adapter_model.safetensors"))
     for k in adapters[0]:

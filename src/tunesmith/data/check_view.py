@@ -98,8 +98,8 @@ def _status(found: list[Finding], applies: bool = True) -> Text:
         return Text("✓ none", style="green")
     errors = sum(1 for f in found if f.severity == "error")
     if errors:
-        return Text(f"✗ {len(found)} row(s)", style="bold red")
-    return Text(f"⚠ {len(found)} row(s)", style="yellow")
+        return Text(f"✗ {len(found)} found", style="bold red")
+    return Text(f"⚠ {len(found)} found", style="yellow")
 
 
 def _checks_table(report: CheckReport) -> Table:
@@ -131,9 +131,8 @@ def _tokens_table(report: CheckReport) -> Table:
     row("kept for training", lambda f: f.stats.kept)
     row("truncated to max_len", lambda f: f.stats.truncated)
     row("dropped (overlong / nothing trained)", lambda f: f"{f.stats.dropped_overlong} / {f.stats.dropped_untrained}")
-    row("tokens (kept rows)", lambda f: f"{f.stats.tokens:,}")
-    row("trained tokens (assistant)", lambda f: _share(f))
-    row("tokens per epoch", lambda f: f"{f.stats.tokens:,}" if f.role == "train" else "–")
+    row("tokens per epoch / per validation pass", lambda f: f"{f.stats.tokens:,}")
+    row("of which trained (assistant)", lambda f: _share(f))
     row("length p50 / p95 / max", lambda f: f"{f.percentile(0.5)} / {f.percentile(0.95)} / {max(f.lengths, default=0)}")
     return table
 

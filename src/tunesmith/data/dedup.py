@@ -72,19 +72,20 @@ class _NearIndex:
     """MinHash LSH over shingle sets; ``best`` confirms candidates with the exact Jaccard similarity."""
 
     def __init__(self, threshold: float) -> None:
-        from datasketch import MinHashLSH
+        from datasketch import MinHash, MinHashLSH
 
         self.threshold = threshold
         # Index at a lower threshold than we report: LSH misses some pairs just above its own threshold,
         # and the exact check below throws away the extra candidates.
         self.lsh = MinHashLSH(threshold=max(0.05, threshold - 0.15), num_perm=NUM_PERM)
         self.sets: dict[int, set[str]] = {}
+        # Drawing the random permutations is half the cost of a MinHash: draw them once (seeded).
+        self._minhash = MinHash
+        first = MinHash(num_perm=NUM_PERM, seed=1)
+        self._perms, self._scheme = first.permutations, first.scheme
 
-    @staticmethod
-    def minhash(items: set[str]) -> Any:
-        from datasketch import MinHash
-
-        m = MinHash(num_perm=NUM_PERM, seed=1)
+    def minhash(self, items: set[str]) -> Any:
+        m = self._minhash(num_perm=NUM_PERM, permutations=self._perms, scheme=self._scheme)
         m.update_batch([s.encode("utf-8") for s in items])
         return m
 

@@ -153,7 +153,11 @@ def _run_condition(
 ) -> dict[str, Any]:
     renderer = Renderer(tok, train_on="last", max_len=1 << 30, stop_token_ids=stop_token_ids(model, tok))
     completions, seconds = _generate_all(model, tok, renderer, prompts, max_new, bs, tick)
-    losses = reply_losses(model, renderer, prompts, refs, tok.pad_token_id)
+    # Loss is measured for base and tuned on the same plain prompts. Behind long instructions and shots it
+    # would cost as much again as generating, for a number the comparison does not need.
+    losses: list[tuple[float, int] | None] = [None] * len(prompts)
+    if name != "base_prompted":
+        losses = reply_losses(model, renderer, prompts, refs, tok.pad_token_id)
     return {
         "name": name,
         "label": label,

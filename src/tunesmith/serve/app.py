@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from tunesmith import console
 from tunesmith.serve.batching import Event, GenRequest, Sampling
 from tunesmith.serve.registry import Registry, Served, stats
 from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found, parse_messages
@@ -50,18 +51,22 @@ class Guard:
 
     def __init__(self, app: Any, settings: ServeSettings) -> None:
         self.app, self.settings = app, settings
-        self.key = settings.api_key.encode() if settings.api_key else None
+        self.key = settings.api_key
+
+    @staticmethod
+    def authorized(header: bytes, key: str | None) -> bool:
+        if not key:
+            return True
+        token = header[7:] if header[:7].lower() == b"bearer " else b""
+        return hmac.compare_digest(token, key.encode())  # constant time: no timing hints about the key
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self.key is not None and scope["path"].startswith("/v1"):
-            given = headers.get(b"authorization", b"")
-            token = given[7:] if given[:7].lower() == b"bearer " else b""
-            if not hmac.compare_digest(token, self.key):
-                err = ApiError(401, "Incorrect or missing API key", param=None, code="invalid_api_key")
-                return await JSONResponse(err.body(), 401)(scope, receive, send)
+        if scope["path"].startswith("/v1") and not self.authorized(headers.get(b"authorization", b""), self.key):
+            err = ApiError(401, "Incorrect or missing API key", param=None, code="invalid_api_key")
+            return await JSONResponse(err.body(), 401)(scope, receive, send)
         limit = self.settings.max_file_bytes if scope["path"] == "/v1/files" else self.settings.max_body_bytes
         try:
             declared = int(headers.get(b"content-length", b"0"))
@@ -121,7 +126,8 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry.start()
         jobs_running = supervisor.start() if supervisor else False
-        app.state.jobs_running = jobs_running
+        if supervisor and not jobs_running:
+            console.warn(f"another server runs the jobs of {store.root}; jobs created here will run there")
         try:
             yield
         finally:
@@ -132,11 +138,13 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
     app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(Guard, settings=settings)
     _install_errors(app)
-    app.state.active = 0
-    gen = _Generation(app, registry, settings)
+    gen = _Generation(registry, settings)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
+        # Open to liveness probes; what is served and the engine counters only with the key (if one is set).
+        if not Guard.authorized(request.headers.get("authorization", "").encode(), settings.api_key):
+            return {"status": "ok"}
         return {"status": "ok", "models": [s.name for s in registry.names()], "engine": stats(registry)}
 
     @app.get("/v1/models")
@@ -220,8 +228,8 @@ def _tokenize_prompts(served: Served, prompt: Any) -> list[list[int]]:
 class _Generation:
     """Admission (limits, lookups) and the two response shapes (JSON or SSE) over engine events."""
 
-    def __init__(self, app: FastAPI, registry: Registry, settings: ServeSettings) -> None:
-        self.app, self.registry, self.settings = app, registry, settings
+    def __init__(self, registry: Registry, settings: ServeSettings) -> None:
+        self.registry, self.settings = registry, settings
 
     async def lookup(self, name: str) -> Served:
         served = self.registry.served.get(name) or await run_in_threadpool(self.registry.get, name)
@@ -249,8 +257,10 @@ class _Generation:
 
     async def respond(self, body: _Request, served: Served, prompts: list[list[int]], limit: int | None, chat: bool):
         sampling = self._sampling(body, served, prompts, limit)
-        if self.app.state.active >= self.settings.max_concurrency:
-            raise ApiError(429, f"more than {self.settings.max_concurrency} requests in flight; retry shortly",
+        # Sequences in flight (running or queued) across engines: counted where they live, so a client that
+        # vanishes cannot leak a slot; its rows are dropped at the next step.
+        if sum(e.load() for e in self.registry.engines()) >= self.settings.max_concurrency:
+            raise ApiError(429, f"{self.settings.max_concurrency} sequences are already in flight; retry shortly",
                            type="rate_limit_error", code="rate_limit_exceeded")  # fmt: skip
         n = body.n or 1
         loop = asyncio.get_running_loop()
@@ -263,7 +273,6 @@ class _Generation:
                 )
                 reqs.append(GenRequest(ids, seeded, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
                                        served.adapter, index=p * n + j))  # fmt: skip
-        self.app.state.active += 1
         for r in reqs:
             served.engine.submit(r)
         meta = {
@@ -271,7 +280,7 @@ class _Generation:
             "created": int(time.time()),
             "model": served.name,
         }
-        stream = _drain(self.app, events, reqs)
+        stream = _drain(events, reqs)
         if body.stream:
             return StreamingResponse(_sse(stream, meta, chat, n, body.include_usage()),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})  # fmt: skip
@@ -320,7 +329,7 @@ class _Usage:
         }
 
 
-async def _drain(app: FastAPI, events: asyncio.Queue[Event], reqs: list[GenRequest]) -> AsyncIterator[Event]:
+async def _drain(events: asyncio.Queue[Event], reqs: list[GenRequest]) -> AsyncIterator[Event]:
     """Engine events until every row has finished. Leaving early (client gone) cancels the rows."""
     left = len(reqs)
     try:
@@ -331,7 +340,6 @@ async def _drain(app: FastAPI, events: asyncio.Queue[Event], reqs: list[GenReque
     finally:
         for r in reqs:
             r.cancelled = True
-        app.state.active -= 1
 
 
 async def _sse(events: AsyncIterator[Event], meta: dict, chat: bool, n: int, include_usage: bool):

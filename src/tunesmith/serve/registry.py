@@ -71,7 +71,7 @@ class Registry:
     # -- adding models -----------------------------------------------------------------------------------
     def add(self, spec: str) -> list[str]:
         """Add a CLI argument (`PATH`, `ALIAS`, `NAME=PATH`); returns the names it made servable."""
-        name, _, source = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        name, _, source = spec.partition("=") if "=" in spec else ("", "", spec)
         from tunesmith.models.load import resolve
 
         resolved = resolve(source)

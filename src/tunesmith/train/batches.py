@@ -13,7 +13,6 @@ import torch
 
 from tunesmith.data.render import IGNORE, Rendered
 
-
 Row = list[int]  # indices of the examples that share one sequence (one, unless packed)
 
 

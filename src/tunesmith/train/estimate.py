@@ -132,7 +132,7 @@ def _sizes(mb: list[Row], lengths: list[int]) -> list[list[int]]:
 @dataclass
 class _Timing:
     fwd_bwd_s: float  # forward + backward of the micro-batch
-    forward_s: float  # the forward part alone
+    forward_s: float  # the forward part alone (0 when activations were not counted)
     update_s: float  # clip + AdamW step + zero_grad
     gradients: int  # bytes
     activations: int  # bytes saved for backward
@@ -169,9 +169,8 @@ def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: li
         optimizer.zero_grad(set_to_none=True)
         n = _sizes(mb, lengths)
         tokens = sum(map(sum, n))
-        return _Timing(
-            t1 - t0, saved.last_pack - t0, time.perf_counter() - t1, grad_bytes, saved.bytes, tokens, padded_tokens(n)
-        )
+        forward = saved.last_pack - t0 if count_activations else 0.0  # only the hooked step sees the forward end
+        return _Timing(t1 - t0, forward, time.perf_counter() - t1, grad_bytes, saved.bytes, tokens, padded_tokens(n))
 
     plan = plan_steps(lengths, batch, micro, 1, s.seed, pack=s.packing, pack_len=s.pack_len)
     # The first step counts the saved activations (a Python hook per saved tensor, which slows it) and pays
@@ -238,7 +237,8 @@ class _Rows:
         for i in indices:
             if i not in self.cache:
                 rendered, _ = self.renderer.render_all([self.convs[i]])  # the overlong policy, as in training
-                self.cache[i] = rendered[0]
+                # (The doctor kept this row; were the model's stop tokens to change its length, time it whole.)
+                self.cache[i] = rendered[0] if rendered else self.renderer.render(self.convs[i])
         return [self.cache[i] for i in indices]
 
 

@@ -70,9 +70,7 @@ def evaluate(model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bo
     return total / max(1, count)
 
 
-def accumulate_gradients(
-    model: Any, micro_batches: list[list[list[Rendered]]], pad_id: int, bf16: bool
-) -> float:
+def accumulate_gradients(model: Any, micro_batches: list[list[list[Rendered]]], pad_id: int, bf16: bool) -> float:
     """Backward over every micro-batch (a list of rows of examples) of one optimizer step; returns the
     summed token loss.
 
@@ -127,6 +125,8 @@ def train(
     bf16: bool = False,
     resume: bool = False,
     stop_after: int | None = None,
+    flops_per_token: float = 0.0,
+    peak_flops: float = 0.0,
 ) -> LoopState:
     """Train ``model`` in place. ``stop_after`` ends the loop early (as a crash would), for tests."""
     params = _trainable(model)
@@ -225,7 +225,11 @@ def train(
                 "grad_norm": round(grad_norm, 6),
                 "tokens": n_tokens,
                 "trained_tokens": n_trained,
+                "padded_tokens": sum(
+                    len(mb) * max(sum(len(e.input_ids) for e in r) for r in mb) for mb in micro_batches
+                ),
                 "tokens_per_s": round(n_tokens / dt, 1),
+                "mfu": round(n_tokens / dt * flops_per_token / peak_flops, 4) if peak_flops else None,
                 "elapsed_s": round(state.elapsed_s, 3),
             }
             log.write(json.dumps(record) + "\n")

@@ -28,6 +28,7 @@ from tunesmith.models.load import load_model
 from tunesmith.train import auto
 from tunesmith.train.batches import plan_steps
 from tunesmith.train.loop import LoopState, train
+from tunesmith.train.perf import flops_per_token, measure_peak_flops
 
 AUTO_VAL_FRACTION, AUTO_VAL_MIN_ROWS, AUTO_VAL_MAX_ROWS = 0.1, 100, 200
 
@@ -207,6 +208,12 @@ def run_training(
         pack=cfg.train.packing,
         pack_len=cfg.train.pack_len,
     )
+    peak = measure_peak_flops(torch.bfloat16 if bf16 else torch.float32)
+    fpt = flops_per_token(model, sum(lengths) / len(lengths))
+    console.note(
+        f"MFU is measured against this machine's {'bf16' if bf16 else 'fp32'} GEMM peak: {peak / 1e12:.2f} TFLOP/s"
+    )
+    loop_started = time.perf_counter()
     loop = train(
         model,
         train_data,
@@ -220,6 +227,8 @@ def run_training(
         bf16=bf16,
         resume=resume,
         stop_after=stop_after,
+        flops_per_token=fpt,
+        peak_flops=peak,
     )
     if stop_after is not None and loop.step < resolved.total_steps:
         return TrainResult(out, cfg, loop, stats.as_dict(), reasons)
@@ -236,6 +245,7 @@ def run_training(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_time_s": round(time.time() - t_start, 1),
         "train_time_s": round(loop.elapsed_s, 1),
+        "loop_wall_s": round(time.perf_counter() - loop_started, 1),
         "steps": loop.step,
         "total_steps": resolved.total_steps,
         "stopped_early": loop.stopped_early,
@@ -246,6 +256,8 @@ def run_training(
         "tokens_seen": loop.tokens,
         "trained_tokens_seen": loop.trained_tokens,
         "tokens_per_s": round(loop.tokens / loop.elapsed_s, 1) if loop.elapsed_s else None,
+        "mfu": round(loop.tokens / loop.elapsed_s * fpt / peak, 4) if loop.elapsed_s and peak else None,
+        "peak_flops": {"value": peak, "dtype": "bf16" if bf16 else "fp32", "source": "GEMM probe at start-up"},
         "trainable_params": n_trainable,
         "total_params": n_total,
         "precision": "bf16-autocast" if bf16 else "fp32",

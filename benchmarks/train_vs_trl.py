@@ -1,0 +1,288 @@
+"""Training benchmark: tunesmith against transformers + PEFT + TRL's SFTTrainer, same machine, same run.
+
+Identical settings on both sides: the default model, max_len 512, LoRA r=16 / alpha 32 / dropout 0 on every
+linear layer, batch 8 examples (no accumulation), lr 1e-3 cosine with 10% warmup, one epoch, completion-only
+loss (TRL: conversational prompt-completion data), bf16 where the CPU supports it (TRL: use_cpu + bf16).
+
+Every run is a fresh subprocess (so peak RSS is per run), and runs are interleaved A/B/A/B. Reported per
+dataset: median non-pad tokens/s over the training loop, median peak RSS, padding fraction, and the
+validation loss after one epoch, computed for both adapters by the same code (tunesmith's `evaluate`, fp32).
+
+    python benchmarks/train_vs_trl.py                 # full: demo data + long replies, 3 repeats
+    python benchmarks/train_vs_trl.py --smoke         # tiny random model, a few steps (used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SETTINGS = {"max_len": 512, "r": 16, "alpha": 32, "batch": 8, "lr": 1e-3, "warmup_ratio": 0.1, "epochs": 1}
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _val_loss(base: str, adapter_dir: Path, val_file: Path) -> float:
+    """The same validation loss for both sides: fp32 base + the saved PEFT adapter, our evaluate()."""
+    from peft import PeftModel
+
+    from tunesmith.data.formats import read_examples
+    from tunesmith.data.render import Renderer
+    from tunesmith.models.load import load_model
+    from tunesmith.train.loop import evaluate
+
+    model, tok, _ = load_model(base)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    rows, _ = Renderer(tok, max_len=SETTINGS["max_len"]).render_all(read_examples(val_file).examples)
+    return evaluate(model, rows, 8, tok.pad_token_id, bf16=False)
+
+
+def child_tunesmith(model: str, train: Path, val: Path, out: Path, max_steps: int | None) -> dict:
+    from tunesmith.config import load_config
+    from tunesmith.train.pipeline import run_training
+
+    s = SETTINGS
+    cfg = load_config(
+        None,
+        {
+            "model": {"name": model},
+            "data": {"train": str(train), "val_split": 0.0, "max_len": s["max_len"]},
+            "lora": {"r": s["r"], "alpha": s["alpha"], "dropout": 0.0},
+            "train": {
+                "epochs": s["epochs"],
+                "batch_size": s["batch"],
+                "micro_batch_size": s["batch"],
+                "learning_rate": s["lr"],
+                "warmup_ratio": s["warmup_ratio"],
+                "min_lr_ratio": 0.0,
+                "max_steps": max_steps,
+            },
+        },
+    )
+    result = run_training(cfg, out / "run", skip_check=True)
+    rss = _peak_rss_mb()
+    steps = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in steps if "loss" in x]
+    tokens = sum(x["tokens"] for x in steps)
+    padded = sum(x["padded_tokens"] for x in steps)
+    return {
+        "tokens": tokens,
+        "seconds": result.summary["loop_wall_s"],
+        "peak_rss_mb": rss,
+        "padding_fraction": 1 - tokens / padded,
+        "adapter": str(out / "run" / "adapter"),
+    }
+
+
+def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | None) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from tunesmith.data.formats import read_examples
+    from tunesmith.models.load import load_tokenizer, resolve
+    from tunesmith.train.pipeline import bf16_supported
+
+    s = SETTINGS
+    rows = [{"prompt": c.as_dicts()[:-1], "completion": c.as_dicts()[-1:]} for c in read_examples(train).examples]
+    tok = load_tokenizer(model)
+    hf = AutoModelForCausalLM.from_pretrained(resolve(model).path, dtype=torch.float32)
+    config = SFTConfig(
+        output_dir=str(out / "trl"),
+        per_device_train_batch_size=s["batch"],
+        gradient_accumulation_steps=1,
+        learning_rate=s["lr"],
+        lr_scheduler_type="cosine",
+        # the same whole number of warmup steps as tunesmith's ceil(total x ratio)
+        warmup_steps=math.ceil((max_steps or math.ceil(len(rows) / s["batch"]) * s["epochs"]) * s["warmup_ratio"]),
+        num_train_epochs=s["epochs"],
+        max_steps=max_steps or -1,
+        max_length=s["max_len"],
+        packing=False,
+        completion_only_loss=True,
+        bf16=bf16_supported(),
+        use_cpu=True,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10,
+        dataloader_num_workers=0,
+        seed=42,
+        disable_tqdm=True,
+    )
+    peft_config = LoraConfig(
+        r=s["r"], lora_alpha=s["alpha"], lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    trainer = SFTTrainer(
+        model=hf, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config
+    )
+    counts = {"tokens": 0, "padded": 0}
+    collate = trainer.data_collator
+
+    def counting_collator(features):  # count real vs padded tokens as TRL actually batches them
+        batch = collate(features)
+        counts["tokens"] += (
+            int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        )
+        counts["padded"] += batch["input_ids"].numel()
+        return batch
+
+    trainer.data_collator = counting_collator
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    rss = _peak_rss_mb()
+    trainer.model.save_pretrained(out / "trl-adapter")
+    return {
+        "tokens": counts["tokens"],
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "padding_fraction": 1 - counts["tokens"] / max(1, counts["padded"]),
+        "adapter": str(out / "trl-adapter"),
+    }
+
+
+def run_child(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    fn = child_tunesmith if args.child == "tunesmith" else child_trl
+    result = fn(args.model, Path(args.train), Path(args.val), out, args.max_steps)
+    result["tokens_per_s"] = result["tokens"] / result["seconds"]
+    result["val_loss"] = _val_loss(args.model, Path(result["adapter"]), Path(args.val))
+    (out / "result.json").write_text(json.dumps(result))
+
+
+def one_run(tool: str, model: str, train: Path, val: Path, max_steps: int | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            tool,
+            "--model",
+            model,
+            "--train",
+            str(train),
+            "--val",
+            str(val),
+            "--out",
+            tmp,
+        ] + (["--max-steps", str(max_steps)] if max_steps else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{tool} run failed:\n{proc.stderr[-3000:]}")
+        return json.loads((Path(tmp) / "result.json").read_text())
+
+
+def compare(model: str, datasets: dict[str, tuple[Path, Path]], repeats: int, max_steps: int | None) -> dict:
+    results: dict[str, dict[str, list[dict]]] = {}
+    for name, (train, val) in datasets.items():
+        runs: dict[str, list[dict]] = {"tunesmith": [], "trl": []}
+        for rep in range(repeats):
+            order = ("tunesmith", "trl") if rep % 2 == 0 else ("trl", "tunesmith")  # A/B, then B/A
+            for tool in order:
+                runs[tool].append(one_run(tool, model, train, val, max_steps))
+                print(f"{name} #{rep + 1} {tool}: {runs[tool][-1]['tokens_per_s']:.0f} tok/s", file=sys.stderr)
+        results[name] = runs
+    return results
+
+
+def summarise(results: dict) -> tuple[dict, str]:
+    table = ["| data | metric | tunesmith | TRL SFTTrainer | ratio |", "|---|---|---|---|---|"]
+    summary: dict = {}
+    for name, runs in results.items():
+        med = {
+            tool: {
+                k: statistics.median(r[k] for r in rs)
+                for k in ("tokens_per_s", "peak_rss_mb", "padding_fraction", "val_loss")
+            }
+            for tool, rs in runs.items()
+        }
+        summary[name] = med
+        ts, trl = med["tunesmith"], med["trl"]
+        table.append(
+            f"| {name} | non-pad tokens/s | {ts['tokens_per_s']:.0f} | {trl['tokens_per_s']:.0f} | "
+            f"{ts['tokens_per_s'] / trl['tokens_per_s']:.2f}x |"
+        )
+        table.append(
+            f"| {name} | peak RSS (MB) | {ts['peak_rss_mb']:.0f} | {trl['peak_rss_mb']:.0f} | "
+            f"{ts['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x |"
+        )
+        table.append(f"| {name} | padding fraction | {ts['padding_fraction']:.1%} | {trl['padding_fraction']:.1%} | |")
+        table.append(f"| {name} | val loss after 1 epoch | {ts['val_loss']:.4f} | {trl['val_loss']:.4f} | |")
+    return summary, "\n".join(table)
+
+
+def smoke_model(tmp: Path) -> str:
+    """A tiny random Llama with the real SmolLM2 tokenizer, for the smoke mode."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunesmith.models.load import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    return str(tmp)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="Write the medians here.")
+    parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--train", help=argparse.SUPPRESS)
+    parser.add_argument("--val", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_child(args)
+    from tunesmith.demo import dataset_path
+
+    demo = dataset_path()
+    datasets = {
+        "demo (triage JSON)": (demo / "train.jsonl", demo / "test.jsonl"),
+        "long replies": (HERE / "data" / "long_replies_train.jsonl", HERE / "data" / "long_replies_test.jsonl"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        model, repeats, max_steps = args.model, args.repeats, None
+        if args.smoke:
+            model, repeats, max_steps = smoke_model(Path(tmp)), 1, 3
+            datasets = dict(list(datasets.items())[:1])
+        summary, table = summarise(compare(model, datasets, repeats, max_steps))
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "results": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The benchmarks run in smoke mode inside the suite, so they cannot rot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_vs_trl.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| non-pad tokens/s |" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    for tool in ("tunesmith", "trl"):
+        med = next(iter(results.values()))[tool]
+        assert med["tokens_per_s"] > 0 and med["peak_rss_mb"] > 0 and 0 <= med["padding_fraction"] < 1
+        assert med["val_loss"] > 0
