@@ -26,3 +26,17 @@ def test_train_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
         med = next(iter(results.values()))[tool]
         assert med["tokens_per_s"] > 0 and med["peak_rss_mb"] > 0 and 0 <= med["padding_fraction"] < 1
         assert med["val_loss"] > 0
+
+
+@pytest.mark.slow
+def test_generate_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
+    out = tmp_path / "gen.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "generate_vs_hf.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["tunesmith"]["decode_tokens_per_s"] > 0 and result["hf"]["ttft_s"] > 0 and result["ratio"] > 0

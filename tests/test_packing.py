@@ -137,3 +137,36 @@ def test_training_with_and_without_packing_gives_the_same_adapter(tmp_path, tiny
         adapters.append(load_file(tmp_path / f"run-{packing}" / "adapter" / "adapter_model.safetensors"))
     for k in adapters[0]:
         torch.testing.assert_close(adapters[0][k], adapters[1][k], atol=1e-5, rtol=0, msg=k)
+
+
+def test_bf16_and_checkpointing_keep_the_loss(tmp_path, tiny_model_dir) -> None:
+    """bf16 autocast moves the loss only within bf16's precision; gradient checkpointing not at all."""
+    from tunesmith.config import load_config
+    from tunesmith.train.pipeline import bf16_supported, run_training
+
+    from .conftest import chat_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "d.jsonl", chat_rows(8, seed=9))
+    losses = {}
+    for name, extra in {
+        "fp32": {"precision": "fp32"},
+        "ckpt": {"precision": "fp32", "gradient_checkpointing": True},
+        "bf16": {"precision": "bf16"},
+    }.items():
+        if name == "bf16" and not bf16_supported():
+            continue
+        cfg = load_config(
+            None,
+            {
+                "model": {"name": str(tiny_model_dir)},
+                "data": {"train": str(data), "val_split": 0.0},
+                "train": {"max_steps": 2, "batch_size": 4, "micro_batch_size": 4, **extra},
+            },
+        )
+        run_training(cfg, tmp_path / name, skip_check=True)
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        losses[name] = [__import__("json").loads(x)["loss"] for x in lines]
+    assert losses["ckpt"] == pytest.approx(losses["fp32"], abs=1e-5)
+    if "bf16" in losses:
+        assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+        assert losses["bf16"] != losses["fp32"], "bf16 really ran (its rounding shows)"

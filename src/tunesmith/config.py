@@ -89,6 +89,11 @@ class TrainSettings(_Strict):
     pack_len: int | None = Field(
         None, ge=16, description="Tokens per packed row; None: the longest example of each step."
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass: less memory, ~30% more compute. Off by default: "
+        "a small model's LoRA activations fit easily.",
+    )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
         description="auto: bf16 where the hardware supports it (checked at run time), else fp32. bf16 means "

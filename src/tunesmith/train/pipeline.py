@@ -195,6 +195,10 @@ def run_training(
 
     # ---- method: one branch, then the same loop -----------------------------------------------------
     model = prepare_model(model, cfg.train.method, cfg.lora, bf16)
+    if cfg.train.gradient_checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        reasons.append("gradient checkpointing: on (activations recomputed in the backward pass)")
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     _print_plan(cfg, source.name, stats, val_stats, resolved, reasons, n_trainable, n_total)

@@ -1,0 +1,117 @@
+"""Generation benchmark: tunesmith's generate (adapter merged in memory, batched, KV cache) against HF
+`generate` on an unmerged `PeftModel`, same prompts, same run, interleaved, medians.
+
+Both sides decode exactly ``--new-tokens`` tokens per row (EOS is ignored via min_new_tokens), greedy, batch 8.
+Reported: decode tokens/s and time to first token (a 1-token generate: the prefill).
+
+    python benchmarks/generate_vs_hf.py RUN_DIR            # a LoRA run, e.g. runs/demo
+    python benchmarks/generate_vs_hf.py --smoke            # tiny random model + a fresh 2-step run (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _inputs(tok, prompts: list[str]) -> dict[str, torch.Tensor]:
+    from tunesmith.data.render import Renderer
+
+    renderer = Renderer(tok)
+    ids = [renderer.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+    width = max(map(len, ids))
+    pad = tok.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+@torch.inference_mode()
+def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, pad: int) -> float:
+    t0 = time.perf_counter()
+    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad)
+    return time.perf_counter() - t0
+
+
+def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict:
+    from peft import PeftModel
+
+    from tunesmith import runs
+    from tunesmith.models.load import load_model
+
+    info = runs.read_run(Path(run_dir))
+    ours, tok, _ = load_model(run_dir)  # tunesmith's path: base + adapter, merged in memory
+    base, _, _ = load_model(info["base_model"])
+    hf = PeftModel.from_pretrained(base, str(Path(run_dir) / info["weights_dir"])).eval()  # the usual way
+    inputs = _inputs(tok, prompts)
+    pad = tok.pad_token_id
+    times: dict[str, dict[str, list[float]]] = {
+        "tunesmith": {"decode": [], "ttft": []},
+        "hf": {"decode": [], "ttft": []},
+    }
+    for rep in range(repeats):
+        order = [("tunesmith", ours), ("hf", hf)]
+        for name, model in order if rep % 2 == 0 else order[::-1]:
+            times[name]["ttft"].append(_time(model, inputs, 1, pad))
+            times[name]["decode"].append(_time(model, inputs, new_tokens, pad))
+    out = {}
+    for name, t in times.items():
+        decode = statistics.median(t["decode"])
+        ttft = statistics.median(t["ttft"])
+        out[name] = {"decode_tokens_per_s": len(prompts) * (new_tokens - 1) / (decode - ttft), "ttft_s": ttft}
+    out["ratio"] = out["tunesmith"]["decode_tokens_per_s"] / out["hf"]["decode_tokens_per_s"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", nargs="?")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    from tunesmith.demo import dataset_path
+
+    rows = (dataset_path() / "test.jsonl").read_text(encoding="utf-8").splitlines()[: args.batch]
+    prompts = [json.loads(r)["messages"][0]["content"] for r in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.run
+        if args.smoke:
+            run_dir = _smoke_run(Path(tmp))
+            args.new_tokens, args.repeats = 4, 1
+        if not run_dir:
+            sys.exit("give a LoRA run folder, or --smoke")
+        result = run(run_dir, prompts, args.new_tokens, args.repeats)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **result}, indent=2))
+
+
+def _smoke_run(tmp: Path) -> str:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_vs_trl import smoke_model
+
+    from tunesmith.config import load_config
+    from tunesmith.demo import dataset_path
+    from tunesmith.train.pipeline import run_training
+
+    model = smoke_model(tmp / "model")
+    cfg = load_config(
+        None,
+        {"model": {"name": model}, "data": {"train": str(dataset_path() / "train.jsonl")}, "train": {"max_steps": 2}},
+    )
+    run_training(cfg, tmp / "run", skip_check=True)
+    return str(tmp / "run")
+
+
+if __name__ == "__main__":
+    main()
