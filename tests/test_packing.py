@@ -85,7 +85,8 @@ def test_chunked_cross_entropy_equals_plain() -> None:
     targets = torch.randint(0, 300, (50,))
     plain = torch.nn.functional.cross_entropy(head(hidden), targets, reduction="sum")
     g_plain = torch.autograd.grad(plain, [hidden, head.weight])
-    chunked = linear_cross_entropy(head, hidden, targets, chunk_rows=7)
+    chunked, correct = linear_cross_entropy(head, hidden, targets, chunk_rows=7)
+    assert correct == int((head(hidden).argmax(-1) == targets).sum())
     g_chunked = torch.autograd.grad(chunked, [hidden, head.weight])
     torch.testing.assert_close(chunked, plain, atol=1e-5, rtol=0)
     for a, b in zip(g_chunked, g_plain, strict=True):

@@ -25,7 +25,7 @@ from tunesmith.data.render import Rendered
 from tunesmith.errors import UserError
 from tunesmith.train.batches import StepPlan, collate, to_batch
 from tunesmith.train.checkpoint import latest_valid, load_checkpoint, save_checkpoint
-from tunesmith.train.loss import token_loss_sum
+from tunesmith.train.loss import token_loss_and_accuracy
 from tunesmith.train.optim import make_optimizer
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
@@ -54,36 +54,47 @@ def autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:
 
 
 @torch.no_grad()
-def evaluate(model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bool) -> float:
-    """Mean loss per trained token over a whole dataset (micro-batched, length-sorted)."""
+def evaluate_with_accuracy(
+    model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bool
+) -> tuple[float, float]:
+    """(mean loss per trained token, share of trained tokens the argmax predicts) over a whole dataset."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data[i].input_ids))
-    total, count = 0.0, 0
+    total, count, right = 0.0, 0, 0
     for start in range(0, len(order), micro):
         batch = collate([data[i] for i in order[start : start + micro]], pad_id)
         with autocast(bf16):
-            loss, n = token_loss_sum(model, batch)
+            loss, n, correct = token_loss_and_accuracy(model, batch)
         total += float(loss)
         count += n
+        right += correct
     model.train(was_training)
-    return total / max(1, count)
+    return total / max(1, count), right / max(1, count)
 
 
-def accumulate_gradients(model: Any, micro_batches: list[list[list[Rendered]]], pad_id: int, bf16: bool) -> float:
+def evaluate(model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bool) -> float:
+    """Mean loss per trained token over a whole dataset (micro-batched, length-sorted)."""
+    return evaluate_with_accuracy(model, data, micro, pad_id, bf16)[0]
+
+
+def accumulate_gradients(
+    model: Any, micro_batches: list[list[list[Rendered]]], pad_id: int, bf16: bool
+) -> tuple[float, int]:
     """Backward over every micro-batch (a list of rows of examples) of one optimizer step; returns the
-    summed token loss.
+    summed token loss and how many trained tokens the argmax predicted.
 
     Each micro-batch's summed loss is divided by the trained tokens of the *whole step*, so the
     accumulated gradient equals that of one big batch however the step is cut (8x1 == 2x4)."""
     n_trained = sum(e.n_trained for mb in micro_batches for row in mb for e in row)
-    total = 0.0
+    total, right = 0.0, 0
     for mb in micro_batches:
         with autocast(bf16):
-            loss_sum, _ = token_loss_sum(model, to_batch(mb, pad_id))
+            loss_sum, _, correct = token_loss_and_accuracy(model, to_batch(mb, pad_id))
         (loss_sum / n_trained).backward()
         total += float(loss_sum.detach())
-    return total
+        right += correct
+    return total, right
 
 
 def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
@@ -195,7 +206,7 @@ def train(
             n_tokens = sum(len(e.input_ids) for e in examples)
             t0 = time.perf_counter()
             micro_batches = [[[train_data[i] for i in row] for row in mb] for mb in step_plan.micro_batches]
-            loss_total = accumulate_gradients(model, micro_batches, pad_id, bf16)
+            loss_total, correct = accumulate_gradients(model, micro_batches, pad_id, bf16)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), settings.max_grad_norm))
             if math.isfinite(grad_norm) and math.isfinite(loss_total):
                 optimizer.step()
@@ -228,6 +239,7 @@ def train(
                 "padded_tokens": sum(
                     len(mb) * max(sum(len(e.input_ids) for e in r) for r in mb) for mb in micro_batches
                 ),
+                "token_accuracy": round(correct / max(1, n_trained), 6),
                 "tokens_per_s": round(n_tokens / dt, 1),
                 "mfu": round(n_tokens / dt * flops_per_token / peak_flops, 4) if peak_flops else None,
                 "elapsed_s": round(state.elapsed_s, 3),
@@ -238,9 +250,14 @@ def train(
                 and settings.eval_every
                 and (state.step % settings.eval_every == 0 or state.step == total_steps)
             ):
-                state.last_val = evaluate(model, val_data, micro, pad_id, bf16)
+                state.last_val, val_accuracy = evaluate_with_accuracy(model, val_data, micro, pad_id, bf16)
                 state.history.append({"step": state.step, "val_loss": state.last_val})
-                log.write(json.dumps({"step": state.step, "val_loss": round(state.last_val, 6)}) + "\n")
+                val_line = {
+                    "step": state.step,
+                    "val_loss": round(state.last_val, 6),
+                    "val_token_accuracy": round(val_accuracy, 6),
+                }
+                log.write(json.dumps(val_line) + "\n")
                 if state.best_val is None or state.last_val < state.best_val:
                     state.best_val, state.best_step, state.bad_evals = state.last_val, state.step, 0
                     best_weights = _snapshot(params)

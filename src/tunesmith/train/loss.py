@@ -29,32 +29,38 @@ def causal_lm_parts(model: Any) -> tuple[Any, Any]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
-def _ce_sum(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _ce_sum(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(hidden)
     if logits.dtype in (torch.bfloat16, torch.float16):
         logits = logits.float()  # softmax over 49k classes wants fp32 even when the matmul ran in bf16
-    return F.cross_entropy(logits, targets, reduction="sum")
+    correct = (logits.detach().argmax(-1) == targets).sum()
+    return F.cross_entropy(logits, targets, reduction="sum"), correct
 
 
 def linear_cross_entropy(
     head: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk_rows: int = CHUNK_ROWS
-) -> torch.Tensor:
-    """sum_i CE(head(hidden_i), target_i), never holding more than ``chunk_rows`` rows of logits."""
+) -> tuple[torch.Tensor, int]:
+    """(sum_i CE(head(hidden_i), target_i), how many argmax predictions were right), never holding more than
+    ``chunk_rows`` rows of logits."""
     if hidden.shape[0] <= chunk_rows:
-        return _ce_sum(head, hidden, targets)
+        loss, correct = _ce_sum(head, hidden, targets)
+        return loss, int(correct)
     total = hidden.new_zeros((), dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32)
+    right = 0
     for start in range(0, hidden.shape[0], chunk_rows):
         h, t = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
-        total = total + checkpoint(_ce_sum, head, h, t, use_reentrant=False)
-    return total
+        loss, correct = checkpoint(_ce_sum, head, h, t, use_reentrant=False)
+        total, right = total + loss, right + int(correct)
+    return total, right
 
 
-def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over trained positions, and how many there were.
+def token_loss_and_accuracy(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+    """(sum of next-token cross-entropy over trained positions, how many there were, how many the model's
+    argmax got right). The last is OpenAI's "mean token accuracy" numerator.
 
     ``batch`` may be padded (2-D attention mask) or packed (4-D block-diagonal mask + position ids that
     restart at 0 for each example); labels never cross an example boundary in either layout, because the
-    last token of every example is either untrained (after end-of-turn) or followed by a label of -100."""
+    first label of every packed example is -100."""
     decoder, head = causal_lm_parts(model)
     hidden = decoder(
         input_ids=batch["input_ids"],
@@ -64,5 +70,11 @@ def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     ).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    loss = linear_cross_entropy(head, hidden[:, :-1][keep], targets[keep])
-    return loss, int(keep.sum())
+    loss, correct = linear_cross_entropy(head, hidden[:, :-1][keep], targets[keep])
+    return loss, int(keep.sum()), correct
+
+
+def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over trained positions, and how many there were."""
+    loss, n, _ = token_loss_and_accuracy(model, batch)
+    return loss, n
