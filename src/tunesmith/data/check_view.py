@@ -165,10 +165,10 @@ def _duration(s: float) -> str:
 def _estimate_table(est: dict[str, Any]) -> Table:
     table = Table(title=f"Pre-flight estimate on this machine ({est['device']})", title_justify="left")
     price = est.get("price_per_hour")
-    for col in ("method", "trained params", "per epoch", "whole run", "peak memory"):
+    for col in ("method", "trained", "per epoch", "whole run", "peak memory"):
         table.add_column(col, justify="left" if col == "method" else "right")
     if price is not None:
-        table.add_column(f"run cost at {price:g}/h", justify="right")
+        table.add_column("cost", justify="right")
     for m in est["methods"]:
         cells = [
             m["method"],
@@ -185,6 +185,8 @@ def _estimate_table(est: dict[str, Any]) -> Table:
 
 def _estimate_note(est: dict[str, Any]) -> list[str]:
     lines = [f"  measured: a {est['probe_seconds']:.0f} s probe (load, then 1-2 real optimizer steps per method)"]
+    if est.get("price_per_hour") is not None:
+        lines.append(f"  cost: the whole run at {est['price_per_hour']:g} per hour")
     for m in est["methods"]:
         mem = m["memory"]
         lines.append(

@@ -181,10 +181,6 @@ def _line(conv: Conversation) -> int:
     return int(conv.meta.get("line", 0))
 
 
-def _where(conv: Conversation) -> str:
-    return conv.source
-
-
 _DUP_MESSAGES = {
     "duplicate": "duplicate of line {line}",
     "conflict": "same prompt as line {line} with a different reply",
@@ -197,7 +193,7 @@ def _duplicate_findings(name: str, convs: Sequence[Conversation], threshold: flo
     for m in dedup.find_duplicates(convs, threshold):
         other = convs[m.other]
         msg = _DUP_MESSAGES[m.kind].format(line=_line(other), sim=m.similarity)
-        out.append(finding(m.kind, name, _line(convs[m.index]), msg, _where(other)))
+        out.append(finding(m.kind, name, _line(convs[m.index]), msg, other.source))
     return out
 
 
@@ -209,10 +205,10 @@ def _leak_findings(
         t = train[m.other]
         if m.kind == "leak":
             same = dedup.row_key(t) == dedup.row_key(val[m.index])
-            msg = f"{'the same row' if same else 'the same prompt'} is in the training data ({_where(t)})"
+            msg = f"{'the same row' if same else 'the same prompt'} is in the training data ({t.source})"
         else:
-            msg = f"near-duplicate of training row {_where(t)} (similarity {m.similarity:.2f})"
-        out.append(finding(m.kind, name, _line(val[m.index]), msg, _where(t)))
+            msg = f"near-duplicate of training row {t.source} (similarity {m.similarity:.2f})"
+        out.append(finding(m.kind, name, _line(val[m.index]), msg, t.source))
     return out
 
 

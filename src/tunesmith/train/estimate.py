@@ -3,9 +3,9 @@
 Nothing comes from a static table. Two measured ingredients:
   * the data's real token statistics: every kept row's length, cut into the very step plan that training
     would use (auto-chosen batch and micro-batch, length-sorted micro-batches, padding included);
-  * a short probe: one or two real optimizer steps per method on real rows, through the same
-    ``prepare_model`` (``add_lora``) / ``accumulate_gradients`` / AdamW as the training loop. Its
-    micro-batches hold at most PROBE_TOKENS padded tokens, so the probe stays short on any model.
+  * a short probe: one or two real optimizer steps per method, each on a real micro-batch of the plan,
+    through the same ``prepare_model`` (``add_lora``) / ``accumulate_gradients`` / AdamW as the training
+    loop; the second step only when the first was quick, so a slow model is probed once.
 
     time per epoch  = (probe seconds per padded token) x (padded tokens in the epoch's plan)
                     + (probe seconds per optimizer update) x (steps per epoch)
@@ -37,8 +37,8 @@ from tunesmith.train.loop import accumulate_gradients
 from tunesmith.train.optim import make_optimizer
 
 PROBE_STEPS = 2  # optimizer steps per method; the second (warm) one is the measurement when there is time
-PROBE_TOKENS = 512  # padded tokens per probe micro-batch at most (but at least one whole row)
-PROBE_BUDGET_S = 10.0  # no second step for a method whose first one took longer than this
+PROBE_TOKENS = 4096  # padded tokens per probe micro-batch at most (auto micro-batches aim at this size too)
+PROBE_BUDGET_S = 10.0  # no second step for a method whose first step took longer than this
 
 
 @dataclass
@@ -83,18 +83,24 @@ def _bytes(tensors: Any) -> int:
 
 
 class _SavedActivations:
-    """Counts what autograd saves for backward (parameters excluded) while a real training step runs, and
-    when the forward pass ended: the last tensor is saved by the loss, the last op of the forward."""
+    """Counts what autograd saves for backward while a real training step runs, and when the forward pass
+    ended (the last tensor is saved by the loss, the forward's last op).
+
+    Parameters themselves are not counted (they are "weights"). Tensors shaped like a parameter, such as
+    the bf16 copies autocast makes of fp32 weights, are counted as ``fixed``: they do not grow with the
+    tokens of a micro-batch, unlike everything else, which ``per_token`` scales."""
 
     def __init__(self, model: Any) -> None:
-        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.saved: dict[int, int] = {}
+        params = list(model.parameters())
+        self.param_ptrs = {p.untyped_storage().data_ptr() for p in params}
+        self.param_shapes = {tuple(p.shape) for p in params} | {tuple(reversed(p.shape)) for p in params}
+        self.saved: dict[int, tuple[int, bool]] = {}  # storage -> (bytes, fixed); views are counted once
         self.last_pack = 0.0
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        if storage.data_ptr() not in self.params:
-            self.saved[storage.data_ptr()] = storage.nbytes()  # views of one storage are counted once
+        if storage.data_ptr() not in self.param_ptrs:
+            self.saved[storage.data_ptr()] = (storage.nbytes(), tuple(t.shape) in self.param_shapes)
         self.last_pack = time.perf_counter()
         return t
 
@@ -106,17 +112,18 @@ class _SavedActivations:
     def __exit__(self, *exc: object) -> None:
         self.hooks.__exit__(*exc)
 
-    @property
-    def bytes(self) -> int:
-        return sum(self.saved.values())
+    def bytes(self, fixed: bool) -> int:
+        return sum(n for n, is_fixed in self.saved.values() if is_fixed == fixed)
 
 
 def _probe_rows(plan: list[StepPlan], lengths: list[int]) -> list[list[Row]]:
-    """The probe's micro-batches: a real micro-batch of each of the first steps (the middle one by length),
-    trimmed to its middle rows only when it holds more than PROBE_TOKENS padded tokens. Probing with the
-    training's own micro-batch layout matters: per forward pass overhead weighs more on fewer rows."""
+    """The probe's micro-batches: a real micro-batch of each of the plan's first steps (the middle one by
+    length), trimmed to its middle rows only beyond PROBE_TOKENS padded tokens. The size matters: a step
+    also pays costs that do not grow with its tokens (per-op overhead, kernel set-up for a new shape), so
+    only micro-batches laid out as training lays them out give its tokens per second."""
     out = []
-    for step in (plan * PROBE_STEPS)[:PROBE_STEPS]:
+    for k in range(PROBE_STEPS):
+        step = plan[k % len(plan)]
         mb = step.micro_batches[len(step.micro_batches) // 2]
         widest = max(sum(lengths[i] for i in row) for row in mb)
         keep = min(len(mb), max(1, PROBE_TOKENS // widest))
@@ -135,7 +142,8 @@ class _Timing:
     forward_s: float  # the forward part alone (0 when activations were not counted)
     update_s: float  # clip + AdamW step + zero_grad
     gradients: int  # bytes
-    activations: int  # bytes saved for backward
+    activations: int  # bytes saved for backward that grow with the micro-batch's positions
+    fixed: int  # bytes saved for backward that do not (weight copies)
     tokens: int  # real tokens
     padded: int  # positions computed
 
@@ -150,6 +158,9 @@ def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: li
     batch, micro, epochs = s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1
     bf16, _ = choose_precision(s.precision, method)
     model = prepare_model(model, method, cfg.lora, bf16)
+    if s.gradient_checkpointing:  # as run_training does: the saved activations shrink, the step slows
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     # lr 0: the probe measures the update's cost without changing the weights.
     optimizer, _ = make_optimizer(params, 0.0, s.weight_decay, 1, 0, s.min_lr_ratio)
@@ -170,11 +181,14 @@ def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: li
         n = _sizes(mb, lengths)
         tokens = sum(map(sum, n))
         forward = saved.last_pack - t0 if count_activations else 0.0  # only the hooked step sees the forward end
-        return _Timing(t1 - t0, forward, time.perf_counter() - t1, grad_bytes, saved.bytes, tokens, padded_tokens(n))
+        update = time.perf_counter() - t1
+        return _Timing(
+            t1 - t0, forward, update, grad_bytes, saved.bytes(False), saved.bytes(True), tokens, padded_tokens(n)
+        )
 
     plan = plan_steps(lengths, batch, micro, 1, s.seed, pack=s.packing, pack_len=s.pack_len)
-    # The first step counts the saved activations (a Python hook per saved tensor, which slows it) and pays
-    # for allocation and kernel selection; when there is time for a second step, that one is the timing.
+    # The first step counts the saved activations and pays for allocation (AdamW state); when it was quick,
+    # a second step is the timing. On a slow model the first step's rate stands: the warm-up share is small.
     started = time.perf_counter()
     timings: list[_Timing] = []
     for mb in _probe_rows(plan, lengths):
@@ -186,7 +200,7 @@ def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: li
     weights = _bytes(model.parameters()) + _bytes(model.buffers())
     # Saved activations grow with the positions of a micro-batch: scale to the largest one of the plan.
     per_mb = [padded_tokens(_sizes(mb, lengths)) for st in plan for mb in st.micro_batches]
-    activations = round(first.activations / first.padded * max(per_mb))
+    activations = first.fixed + round(first.activations / first.padded * max(per_mb))
     epoch_padded = sum(per_mb)
     seconds_per_epoch = t.fwd_bwd_s / t.padded * epoch_padded + t.update_s * len(plan)
     # Validation is forward passes only (their share of a step measured in the first step); the loop
