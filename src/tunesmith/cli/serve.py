@@ -35,10 +35,13 @@ def serve_command(
     max_file_bytes: Annotated[int, Opt("--max-file-bytes", min=1024, help="Largest uploaded file.")] = 256 << 20,
     max_tokens: Annotated[int, Opt("--max-tokens", min=1, help="Most new tokens one request may ask for.")] = 4096,
     max_concurrency: Annotated[
-        int, Opt("--max-concurrency", min=1, help="Generation requests in flight; more get 429.")
+        int, Opt("--max-concurrency", min=1, help="Sequences in flight (running or queued); more get 429.")
     ] = 64,
     max_batch: Annotated[int, Opt("--max-batch", min=1, help="Sequences decoded together per model.")] = 32,
     jobs: Annotated[bool, Opt("--jobs/--no-jobs", help="Serve the files and fine-tuning jobs API.")] = True,
+    threads: Annotated[
+        int | None, Opt("--threads", min=1, help="CPU threads for generation and jobs (default: torch's).")
+    ] = None,
 ) -> None:
     """Serve base and tuned models behind an OpenAI-compatible API (plus a local fine-tuning jobs API)."""
     from tunesmith import console
@@ -59,6 +62,13 @@ def serve_command(
     from tunesmith.serve.registry import Registry
     from tunesmith.serve.worker import weights_on_disk
 
+    if threads is not None:
+        import torch
+
+        # On a CPU shared with other work, fewer threads can be much faster: OpenMP threads spin-wait for
+        # each other, and a descheduled one stalls every layer.
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # training processes of jobs inherit it
     store = Store() if jobs else None
 
     def fine_tuned(name: str):

@@ -96,6 +96,9 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
+        if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
+            err = ApiError(400, "the request body must be a JSON object", code="invalid_json")
+            return JSONResponse(err.body(), 400)
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         param = ".".join(loc) or None
         status = 422 if loc[:1] == ["messages"] else 400
