@@ -10,6 +10,7 @@ import difflib
 import html
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -131,29 +132,32 @@ def metrics_chart(result: dict[str, Any]) -> str | None:
 
 def perplexity_chart(result: dict[str, Any]) -> str | None:
     """Perplexity on the references (lower: the model expects the right answer) and on general English
-    (the forgetting check), base against tuned, on a log scale."""
+    (the forgetting check), base against tuned, on a log scale. A condition without a number in a group
+    (no loss is measured behind long instructions) simply has no bar there."""
     forget = result["forgetting"]
+    task = {n: result["conditions"][n]["metrics"].get("perplexity") for n in names(result)}
     groups = {
-        "general English (forgetting check)": {"base": forget["base_perplexity"], "tuned": forget["tuned_perplexity"]}
+        "task references": task,
+        "general English (forgetting check)": {"base": forget["base_perplexity"], "tuned": forget["tuned_perplexity"]},
     }
-    if "perplexity" in result["conditions"]["tuned"]["metrics"]:
-        groups = {
-            "task references": {n: result["conditions"][n]["metrics"].get("perplexity") for n in names(result)},
-            **groups,
-        }
+    groups = {g: {n: v for n, v in vals.items() if v is not None and math.isfinite(v)} for g, vals in groups.items()}
+    groups = {g: vals for g, vals in groups.items() if vals}
+    if not groups:
+        return None
+    conds = [n for n in names(result) if any(n in vals for vals in groups.values())]
     fig = _figure(6.4, 2.8)
     ax = fig.add_subplot()
-    conds = names(result)
     width = 0.8 / len(conds)
     for j, name in enumerate(conds):
-        xs = [i + (j - (len(conds) - 1) / 2) * width for i in range(len(groups))]
-        values = [g.get(name) or 0.0 for g in groups.values()]
+        slots = [(i, vals[name]) for i, vals in enumerate(groups.values()) if name in vals]
+        xs = [i + (j - (len(conds) - 1) / 2) * width for i, _ in slots]
+        values = [v for _, v in slots]
         bars = ax.bar(xs, values, width=width * 0.92, color=COLOURS[name], label=label(result, name))
-        ax.bar_label(bars, labels=[fmt(v) if v else "" for v in values], padding=2, fontsize=8)
+        ax.bar_label(bars, labels=[fmt(v) for v in values], padding=2, fontsize=8)
     ax.set_xticks(range(len(groups)), list(groups))
     ax.set_yscale("log")
     # Perplexity is at least 1: bars that start there keep their heights honest on a log axis.
-    ax.set_ylim(bottom=1.0, top=max(max(g.values(), default=1.0) or 1.0 for g in groups.values()) * 3)
+    ax.set_ylim(bottom=1.0, top=max(max(v.values()) for v in groups.values()) * 3)
     ax.set_ylabel("perplexity (log scale)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds))
@@ -281,7 +285,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         parts += ["", "## Field accuracy", "", _md_table(["field", *(label(result, n) for n in conds)], rows)]
     s = result["savings"]
     if s:
-        money = "–" if s["saved_per_1m_requests"] is None else f"{s['saved_per_1m_requests']:,.2f}"
+        price = s["price_per_1k_input_tokens"]
+        money = (
+            " (pass --price-per-1k-input-tokens for the cost)"
+            if price is None
+            else f", worth {s['saved_per_1m_requests']:,.2f} at {price:g} per 1k input tokens"
+        )
         parts += [
             "",
             "## Token savings",
@@ -298,9 +307,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             ),
             "",
             f"Tokens saved per request: {fmt(s['tokens_saved_per_request'])}; per 1M requests: "
-            f"{s['tokens_saved_per_1m_requests']:,.0f} tokens, {money} at "
-            f"{s['price_per_1k_input_tokens'] if s['price_per_1k_input_tokens'] is not None else '(no price given)'} "
-            "per 1k input tokens.",
+            f"{s['tokens_saved_per_1m_requests']:,.0f} tokens{money}.",
         ]
     f = result["forgetting"]
     flag = "**REGRESSION**" if f["regressed"] else "ok"

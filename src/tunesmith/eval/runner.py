@@ -12,6 +12,7 @@ dict (what ``eval.json`` holds); ``report.py`` turns it into HTML, Markdown and 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -91,8 +92,6 @@ def _prompted(prompt: list[dict[str, str]], instructions: str, shots: list[dict[
 
 
 def _schema(options: EvalOptions, train_replies: list[str], refs: list[str]) -> tuple[dict | None, str | None]:
-    import json
-
     if options.schema is not None:
         try:
             return json.loads(Path(options.schema).read_text(encoding="utf-8")), f"given ({options.schema})"
@@ -191,8 +190,6 @@ def _progress() -> Any:
 
 
 def training_curves(run: Path) -> dict[str, list[list[float]]]:
-    import json
-
     train, val = [], []
     path = run / runs.METRICS
     if path.is_file():
