@@ -257,6 +257,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="Write the medians here.")
+    parser.add_argument("--only", choices=["demo", "long"], help="Run one data set instead of both.")
     parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--train", help=argparse.SUPPRESS)
@@ -273,6 +274,8 @@ def main() -> None:
         "demo (triage JSON)": (demo / "train.jsonl", demo / "test.jsonl"),
         "long replies": (HERE / "data" / "long_replies_train.jsonl", HERE / "data" / "long_replies_test.jsonl"),
     }
+    if args.only:
+        datasets = dict([list(datasets.items())[0 if args.only == "demo" else 1]])
     with tempfile.TemporaryDirectory() as tmp:
         model, repeats, max_steps = args.model, args.repeats, None
         if args.smoke:
