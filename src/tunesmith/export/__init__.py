@@ -170,16 +170,15 @@ def export_run(
             {"recorded": recorded, "in_run_folder": template_hash(tokenizer)},
         )
     ]
-    console.info(f"merging in fp32 and checking on {len(probes)} probes...")
+    console.info(f"merging in fp32, then checking on {len(probes)} probes...")
     merged = merging.merge(model)
-    if info["method"] == "lora":
-        check, reference = parity.check_merge(model, merged, inputs)
-        checks.append(check)
-    else:
-        reference = parity.greedy(merged, inputs)
     merging.refuse_nonfinite(merged.state_dict().items(), "the merged model", "nothing was written")
+    parity.set_reference(merged, inputs)
+    if info["method"] == "lora":
+        checks.append(parity.check_merge(model, merged, inputs))
     adapter_expected = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
-    del model
+    if fmt != "adapter":
+        model = None  # only the adapter export compares against the unmerged model; free it for the others
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -193,10 +192,11 @@ def export_run(
             merged=merged,
             tokenizer=tokenizer,
             inputs=inputs,
-            reference=reference,
+            adapter_model=model,
             dtype=dtype,
             renderer_kw=renderer_kw,
             adapter_expected=adapter_expected,
+            prior_checks=list(checks),
         )
         passed = all(c.passed for c in checks)
         report = {
@@ -211,6 +211,7 @@ def export_run(
             "files": {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()},
             "probes": [p.source for p in probes],
             "max_new_tokens": parity.MAX_NEW_TOKENS,
+            "reference_tokens": sum(len(c) for c in inputs.continuations),
             "notes": notes,
             "checks": [c.as_dict() for c in checks],
             "versions": _versions(),
@@ -229,9 +230,7 @@ def export_run(
     return ExportResult(out, fmt, dtype, checks, report)
 
 
-def _export_merged(
-    staging: Path, *, merged: Any, tokenizer: Any, inputs: Any, reference: Any, dtype: str, **kw: Any
-) -> list[Check]:
+def _export_merged(staging: Path, *, merged: Any, tokenizer: Any, inputs: Any, dtype: str, **kw: Any) -> list[Check]:
     from tunesmith.export import merge as merging
     from tunesmith.export import parity
 
@@ -240,7 +239,7 @@ def _export_merged(
     back, back_tok = merging.read_merged(staging)
     gen = merging.check_generation_config(back, back_tok, inputs.stops)
     return [
-        parity.check_readback("merged_readback", back, merged, inputs, reference, dtype, expected),
+        parity.check_readback("merged_readback", back, merged, inputs, dtype, expected),
         Check("generation_config", gen["stops_covered"], gen),
         parity.check_template("template_merged", tokenizer, back_tok, inputs, kw["renderer_kw"]),
     ]
@@ -258,10 +257,12 @@ def _export_adapter(
     back, back_tok = adapter_export.read_adapter(staging, base)
     inputs = kw["inputs"]
     checks = [
-        parity.check_readback("adapter_readback", back, merged, inputs, kw["reference"], "f32", kw["adapter_expected"]),
+        # Against the unmerged model: the same computation, so any difference is the files' doing.
+        parity.check_readback("adapter_readback", back, kw["adapter_model"], inputs, "f32", kw["adapter_expected"]),
         parity.check_template("template_adapter", tokenizer, back_tok, inputs, kw["renderer_kw"]),
     ]
-    card = adapter_export.model_card(run_dir, info, cfg, base.path, [c.summary() for c in checks])
+    summaries = [c.summary() for c in [*kw["prior_checks"], *checks]]
+    card = adapter_export.model_card(run_dir, info, cfg, base.path, summaries)
     (staging / "README.md").write_text(card, encoding="utf-8")
     return checks
 
@@ -279,7 +280,7 @@ def _export_gguf(
     # Read back before anything else lands in the folder: the reader must see the .gguf alone.
     back, back_tok = load_gguf(staging / name)
     checks = [
-        parity.check_readback("gguf_readback", back, merged, inputs, kw["reference"], dtype, expected),
+        parity.check_readback("gguf_readback", back, merged, inputs, dtype, expected),
         parity.check_template("template_gguf", tokenizer, back_tok, inputs, kw["renderer_kw"]),
     ]
     checks[0].detail["tensor_types"] = gguf_export.written_types(staging / name)

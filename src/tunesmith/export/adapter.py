@@ -51,7 +51,8 @@ def read_adapter(out: Path, base: ModelSource) -> tuple[Any, Any]:
 
 
 def _eval_headline(run_dir: Path) -> list[str]:
-    """A few top-level numbers from the run's evaluation, whatever its exact layout."""
+    """The headline of the run's evaluation: `tunesmith eval`'s rows (label, one value per condition,
+    verdict), or, for another layout, its top-level numbers."""
     for name in EVAL_FILES:
         path = run_dir / name
         if path.is_file():
@@ -59,8 +60,26 @@ def _eval_headline(run_dir: Path) -> list[str]:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 return [f"`{name}` exists but could not be read."]
-            return [f"From `{name}`:", "", *_numbers(data.get("headline", data))]
+            headline = data.get("headline") if isinstance(data, dict) else None
+            if isinstance(headline, list):
+                return [f"From `{name}`:", "", *_headline_rows(headline, data.get("conditions") or {})]
+            return [f"From `{name}`:", "", *_numbers(data)]
     return []
+
+
+def _headline_rows(rows: list[Any], conditions: dict[str, Any]) -> list[str]:
+    out = []
+    for row in rows[:12]:
+        if not isinstance(row, dict) or "label" not in row:
+            continue
+        values = [
+            f"{(conditions.get(n) or {}).get('label', n)} {row[n]:.4g}"
+            for n in conditions
+            if isinstance(row.get(n), int | float) and not isinstance(row.get(n), bool)
+        ]
+        verdict = f" ({row['verdict']})" if row.get("verdict") else ""
+        out.append(f"- {row['label']}: {', '.join(values)}{verdict}")
+    return out
 
 
 def _numbers(data: Any, prefix: str = "", limit: int = 12) -> list[str]:
