@@ -1,5 +1,7 @@
 """The local fine-tuning jobs API through the official openai client: upload, create, events, succeed,
-chat with the result; cancel; and a server killed mid-job whose job resumes and completes after restart."""
+chat with the result; cancel; a server killed (SIGKILL) mid-job whose job resumes and completes after
+restart; and a server killed mid-upload that leaves no half-registered file. After each kill the SQLite
+database passes PRAGMA integrity_check."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import fcntl
 import json
 import os
 import signal
+import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ import openai
 import pytest
 
 from .conftest import chat_rows, write_jsonl
-from .test_serve import client, start_server, stop_server
+from .serve_helpers import client, start_server, stop_server
 
 DONE = ("succeeded", "failed", "cancelled")
 
@@ -34,6 +38,11 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 180, every: f
 def upload(c: openai.OpenAI, path: Path) -> str:
     with open(path, "rb") as f:
         return c.files.create(file=f, purpose="fine-tune").id
+
+
+def integrity(home: Path) -> str:
+    with sqlite3.connect(home / "serve" / "state.db") as db:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
 def job_dir(home: Path, job_id: str) -> Path:
@@ -160,6 +169,9 @@ def test_server_killed_mid_job_resumes(tmp_path: Path, tiny_model_dir: Path) -> 
         proc.wait(timeout=30)
     wait_for("the orphaned training process to exit", lambda: training_stopped(home, job.id), timeout=30)
     assert not (run / "run.json").exists(), "killed mid-job: the run is not finished yet"
+    assert integrity(home) == "ok"
+    with sqlite3.connect(home / "serve" / "state.db") as db:
+        assert db.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchone() == ("running",)
     resume_step = max(int(p.name.split("-")[1]) for p in run.glob("checkpoints/step-*"))
     before = (run / "metrics.jsonl").read_text().splitlines()[:resume_step]
 
@@ -180,3 +192,59 @@ def test_server_killed_mid_job_resumes(tmp_path: Path, tiny_model_dir: Path) -> 
         assert reply.choices[0].message.role == "assistant"
     finally:
         stop_server(proc)
+    assert integrity(home) == "ok"
+
+
+def start_upload(url: str, line: bytes, total: int, sent: int) -> socket.socket:
+    """A multipart upload announcing `total` bytes of which only the first `sent` are sent (then it stalls)."""
+    boundary = "tunesmith-kill-test"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n").encode()  # fmt: skip
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(
+        f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer sk-unused\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {total}\r\n\r\n".encode()
+        + head
+    )
+    body = line * (sent // len(line))
+    sock.sendall(body)
+    return sock
+
+
+def test_server_killed_mid_upload(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """SIGKILL while a large upload streams in: after restart the database is intact, the upload that had
+    completed is still there byte for byte, and nothing of the cut one is registered or left on disk."""
+    home = tmp_path / "home"
+    files = home / "serve" / "files"
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(24))
+    proc, url = start_server([f"tiny={tiny_model_dir}"], home, tmp_path / "server1.log")
+    try:
+        kept = upload(client(url, key="sk-unused"), data)
+        line = (json.dumps(chat_rows(1)[0]) + "\n").encode()
+        sock = start_upload(url, line, total=64 << 20, sent=8 << 20)
+        time.sleep(1.0)  # the server is now holding 8 MB of an upload it will never finish
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    sock.close()
+    assert integrity(home) == "ok"
+    # What a kill at the two later moments of an upload leaves (after the temp file is written; after the
+    # rename but before the row): the next start must remove both.
+    (files / ".upload-cut.jsonl").write_bytes(line * 1000)
+    orphan = files / f"file-{'ab' * 12}.jsonl"
+    orphan.write_bytes(line * 1000)
+
+    proc, url = start_server([f"tiny={tiny_model_dir}"], home, tmp_path / "server2.log")
+    try:
+        c = client(url, key="sk-unused")
+        assert [f.id for f in c.files.list()] == [kept]
+        assert c.files.content(kept).content == data.read_bytes()
+        with pytest.raises(openai.NotFoundError):
+            c.files.retrieve(orphan.stem)
+        assert sorted(p.name for p in files.iterdir()) == sorted([f"{kept}.jsonl", ".lock"])
+        assert upload(c, data) != kept, "uploads work after the restart"
+    finally:
+        stop_server(proc)
+    assert integrity(home) == "ok"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,65 +19,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from openai import OpenAI
 
 from .conftest import chat_rows, write_jsonl
-
-KEY = "sk-test-" + "k" * 24
-ASK = [{"role": "user", "content": "Paint the kite teal please"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(args: list[str], home: Path, log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """`python -m tunesmith serve ARGS` on a free port; returns once /health answers (or fails the test)."""
-    port = free_port()
-    # One thread: the tiny model gains nothing from more, and on a shared CPU spinning OpenMP threads of the
-    # server and its training processes slow each other down many times over.
-    env = {**os.environ, "TUNESMITH_HOME": str(home), "TUNESMITH_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("TUNESMITH_API_KEY", None)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tunesmith", "serve", *args, "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    pytest.fail(f"server did not answer /health within {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def health(url: str) -> dict:
-    return httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
-
-
-def client(url: str, key: str = KEY) -> OpenAI:
-    return OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60)
+from .serve_helpers import ASK, KEY, client, free_port, health, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,18 @@
 """The FastAPI app: OpenAI's wire format in front of the engines in ``registry``.
 
 Routes: GET /health, GET /v1/models[/{id}], POST /v1/chat/completions, POST /v1/completions (both with
-SSE streaming), and the files and fine-tuning job routes of ``jobs_api``. Every error answers in OpenAI's
-shape with the status the official client maps to its exception classes: 400 bad parameter, 401 key,
+SSE streaming), and the files and fine-tuning job routes of ``jobs_api``; GET /openapi.json describes them
+all (``responses`` has the response shapes). Every error answers in OpenAI's shape with the status the
+official client maps to its exception classes: 400 bad parameter, unknown field or malformed body, 401 key,
 404 unknown model/file/job, 413 body too large, 422 invalid messages, 429 over the concurrency limit.
-Request bodies are never logged.
+Request bodies and keys are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import hmac
 import json
 import secrets
@@ -22,10 +25,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from tunesmith import console
+from tunesmith.serve import responses as doc
 from tunesmith.serve.batching import Event, GenRequest, Sampling
 from tunesmith.serve.registry import Registry, Served, stats
 from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found, parse_messages
@@ -58,7 +62,8 @@ class Guard:
         if not key:
             return True
         token = header[7:] if header[:7].lower() == b"bearer " else b""
-        return hmac.compare_digest(token, key.encode())  # constant time: no timing hints about the key
+        # Constant time, and on digests so that not even the key's length shows in the timing.
+        return hmac.compare_digest(hashlib.sha256(token).digest(), hashlib.sha256(key.encode()).digest())
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -94,21 +99,38 @@ def _install_errors(app: FastAPI) -> None:
         return JSONResponse(e.body(), e.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
         if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
-            err = ApiError(400, "the request body must be a JSON object", code="invalid_json")
+            ctype = request.headers.get("content-type", "")
+            message = "the request body must be a JSON object"
+            if "json" not in ctype.lower():  # FastAPI reads a body as JSON only when it is labelled so
+                message += f" sent as Content-Type: application/json (not {ctype[:60] or 'none'!r})"
+            return JSONResponse(ApiError(400, message, code="invalid_json").body(), 400)
+        where = tuple(first.get("loc", ()))
+        loc = [str(x) for x in (where[1:] if where[:1] in (("body",), ("query",), ("path",)) else where)]
+        # `param` names the top-level field, as OpenAI's does; the message has the whole path.
+        param, path = (loc[0] if loc else None), ".".join(loc)
+        if first.get("type") == "extra_forbidden" and len(loc) == 1:  # OpenAI's words for an unknown field
+            err = ApiError(
+                400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+            )
             return JSONResponse(err.body(), 400)
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        param = ".".join(loc) or None
-        status = 422 if loc[:1] == ["messages"] else 400
-        message = f"{param}: {first.get('msg')}" if param else f"invalid request body: {first.get('msg')}"
+        status = 422 if param == "messages" else 400
+        message = f"{path}: {first.get('msg')}" if path else f"invalid request body: {first.get('msg')}"
         return JSONResponse(ApiError(status, message, param=param, code="invalid_value").body(), status)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return JSONResponse(ApiError(e.status_code, str(e.detail), type=kind).body(), e.status_code)
+        message, code = str(e.detail), None
+        if e.status_code == 400 and message == "There was an error parsing the body":
+            # FastAPI's answer to a body json.loads cannot read at all: invalid UTF-8, nesting too deep.
+            message, code = (
+                "the request body is not valid JSON (UTF-8, nested at most a few hundred deep)",
+                "invalid_json",
+            )
+        return JSONResponse(ApiError(e.status_code, message, type=kind, code=code).body(), e.status_code)
 
     @app.exception_handler(Exception)
     async def crash(_: Request, e: Exception) -> JSONResponse:
@@ -127,6 +149,8 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None and (orphans := store.clean_orphans()):
+            console.warn(f"removed {len(orphans)} incomplete upload(s) left by a server that stopped mid-upload")
         registry.start()
         jobs_running = supervisor.start() if supervisor else False
         if supervisor and not jobs_running:
@@ -138,19 +162,19 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
                 supervisor.stop()
             registry.stop()
 
-    app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.add_middleware(Guard, settings=settings)
     _install_errors(app)
     gen = _Generation(registry, settings)
 
-    @app.get("/health")
+    @app.get("/health", response_model=None, responses={200: {"model": doc.Health, "description": "OK"}})
     async def health(request: Request) -> dict[str, Any]:
         # Open to liveness probes; what is served and the engine counters only with the key (if one is set).
         if not Guard.authorized(request.headers.get("authorization", "").encode(), settings.api_key):
             return {"status": "ok"}
         return {"status": "ok", "models": [s.name for s in registry.names()], "engine": stats(registry)}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=None, responses=doc.ok(doc.ModelList))
     async def models() -> dict[str, Any]:
         data = [_model_object(s.name, s.created) for s in registry.names()]
         if store is not None:
@@ -162,18 +186,15 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
             ]
         return {"object": "list", "data": data}
 
-    @app.get("/v1/models/{model:path}")
+    @app.get("/v1/models/{model:path}", response_model=None, responses=doc.ok(doc.Model))
     async def model(model: str) -> dict[str, Any]:
         served = await gen.lookup(model)
         return _model_object(served.name, served.created)
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Any:
+    @app.post("/v1/chat/completions", response_model=None, responses=doc.streamed(doc.ChatCompletion))
+    async def chat(body: ChatRequest, request: Request) -> Any:
         messages = parse_messages(body.messages)
-        if body.tools:
-            raise ApiError(400, "tools are not supported by this server", param="tools")
-        if (body.response_format or {}).get("type", "text") != "text":
-            raise ApiError(400, "response_format other than text is not supported", param="response_format")
+        body.refuse_unsupported()
         served = await gen.lookup(body.model)
         engine = served.engine
 
@@ -185,21 +206,41 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
             prompt = await run_in_threadpool(render)
         except Exception as e:  # a chat template may refuse a conversation (e.g. role order)
             raise ApiError(422, f"the model's chat template rejected the messages: {e}", param="messages") from None
-        return await gen.respond(body, served, [prompt], body.limit(), chat=True)
+        return await gen.respond(request, body, served, [prompt], body.limit(), chat=True)
 
-    @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> Any:
+    @app.post("/v1/completions", response_model=None, responses=doc.streamed(doc.Completion))
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        body.refuse_unsupported()
         if body.best_of not in (None, body.n or 1):
             raise ApiError(400, "best_of is not supported (it must equal n)", param="best_of")
         served = await gen.lookup(body.model)
         prompts = await run_in_threadpool(_tokenize_prompts, served, body.prompt)
-        return await gen.respond(body, served, prompts, body.max_tokens or 16, chat=False)
+        return await gen.respond(request, body, served, prompts, body.max_tokens or 16, chat=False)
 
     if store is not None:
         from tunesmith.serve.jobs_api import jobs_router
 
         app.include_router(jobs_router(store, registry, settings))
+    _document_limits(app, settings)
     return app
+
+
+def _document_limits(app: FastAPI, settings: ServeSettings) -> None:
+    """Put this server's own limits into /openapi.json, so that the document describes what it accepts."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = plain()
+            for model in ("ChatRequest", "CompletionRequest"):
+                props = spec.get("components", {}).get("schemas", {}).get(model, {}).get("properties", {})
+                for name in ("max_tokens", "max_completion_tokens"):
+                    for branch in props.get(name, {}).get("anyOf", []):
+                        if branch.get("type") == "integer":
+                            branch["maximum"] = settings.max_tokens
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _model_object(name: str, created: int) -> dict[str, Any]:
@@ -248,8 +289,6 @@ class _Generation:
         if room < 1:
             raise ApiError(400, f"the prompt is longer than the model's context ({served.engine.context} tokens)",
                            param="messages", code="context_length_exceeded")  # fmt: skip
-        if body.logprobs:
-            raise ApiError(400, "logprobs are not supported by this server", param="logprobs")
         return Sampling(
             max_tokens=min(limit or self.settings.max_tokens, room),
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -258,14 +297,26 @@ class _Generation:
             stop=body.stops(),
         )
 
-    async def respond(self, body: _Request, served: Served, prompts: list[list[int]], limit: int | None, chat: bool):
-        sampling = self._sampling(body, served, prompts, limit)
-        # Sequences in flight (running or queued) across engines: counted where they live, so a client that
-        # vanishes cannot leak a slot; its rows are dropped at the next step.
-        if sum(e.load() for e in self.registry.engines()) >= self.settings.max_concurrency:
-            raise ApiError(429, f"{self.settings.max_concurrency} sequences are already in flight; retry shortly",
+    def _admit(self, rows: int) -> None:
+        """The bounded queue: sequences in flight (running or queued) across engines, this request's included.
+
+        Counted by the engines, which release a sequence when it finishes, fails or is dropped because its
+        client left, so a vanished client cannot leak a slot. No await between this check and the submits
+        that follow: two requests cannot both take the last slot."""
+        limit = self.settings.max_concurrency
+        if rows > limit:
+            raise ApiError(400, f"this request asks for {rows} sequences (prompts x n); this server's limit is {limit}",
+                           param="n", code="invalid_value")  # fmt: skip
+        if sum(e.load() for e in self.registry.engines()) + rows > limit:
+            raise ApiError(429, f"{limit} sequences are already in flight; retry shortly",
                            type="rate_limit_error", code="rate_limit_exceeded")  # fmt: skip
+
+    async def respond(
+        self, request: Request, body: _Request, served: Served, prompts: list[list[int]], limit: int | None, chat: bool
+    ) -> Any:
+        sampling = self._sampling(body, served, prompts, limit)
         n = body.n or 1
+        self._admit(len(prompts) * n)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
         reqs = []
@@ -287,8 +338,11 @@ class _Generation:
         if body.stream:
             return StreamingResponse(_sse(stream, meta, chat, n, body.include_usage()),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})  # fmt: skip
+        collected = await _unless_disconnected(request, _collect(stream))
+        if collected is None:  # the client left: its rows were cancelled, and nobody reads an answer
+            return Response(status_code=499)
         texts, reasons, usage = [""] * len(reqs), [None] * len(reqs), _Usage()
-        async for ev in stream:
+        for ev in collected:
             texts[ev.index] += ev.text
             if ev.finish_reason:
                 reasons[ev.index] = ev.finish_reason
@@ -332,6 +386,30 @@ class _Usage:
         }
 
 
+async def _collect(stream: AsyncIterator[Event]) -> list[Event]:
+    return [ev async for ev in stream]
+
+
+async def _unless_disconnected(request: Request, work: Any, every_s: float = 0.5) -> Any:
+    """Await ``work``; None if the client disconnects first (then ``work`` is cancelled, and with it the rows).
+
+    A streamed reply notices a gone client when Starlette cancels it; a plain JSON reply would otherwise
+    keep its sequences decoding to max_tokens for nobody."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def _drain(events: asyncio.Queue[Event], reqs: list[GenRequest]) -> AsyncIterator[Event]:
     """Engine events until every row has finished. Leaving early (client gone) cancels the rows."""
     left = len(reqs)
@@ -351,22 +429,31 @@ async def _sse(events: AsyncIterator[Event], meta: dict, chat: bool, n: int, inc
         return f"data: {json.dumps(obj)}\n\n"
 
     usage, started = _Usage(), set()
-    async for ev in events:
-        if ev.finish_reason == "error":
-            err = ApiError(500, "generation failed on the server", type="server_error")
-            yield f"data: {json.dumps(err.body())}\n\n"
-            return
-        if chat and ev.index not in started:
-            started.add(ev.index)
-            yield chunk([{"index": ev.index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        if ev.text or ev.finish_reason:
-            if chat:
-                delta = {"content": ev.text} if ev.text else {}
-                yield chunk([{"index": ev.index, "delta": delta, "finish_reason": ev.finish_reason, "logprobs": None}])
-            else:
-                yield chunk([{"index": ev.index, "text": ev.text, "finish_reason": ev.finish_reason, "logprobs": None}])
-        if ev.finish_reason:
-            usage.add(ev, n)
+    try:
+        async for ev in events:
+            if ev.finish_reason == "error":
+                err = ApiError(500, "generation failed on the server", type="server_error")
+                yield f"data: {json.dumps(err.body())}\n\n"
+                return
+            if chat and ev.index not in started:
+                started.add(ev.index)
+                yield chunk([{"index": ev.index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            if ev.text or ev.finish_reason:
+                if chat:
+                    delta = {"content": ev.text} if ev.text else {}
+                    yield chunk(
+                        [{"index": ev.index, "delta": delta, "finish_reason": ev.finish_reason, "logprobs": None}]
+                    )
+                else:
+                    yield chunk(
+                        [{"index": ev.index, "text": ev.text, "finish_reason": ev.finish_reason, "logprobs": None}]
+                    )
+            if ev.finish_reason:
+                usage.add(ev, n)
+    finally:
+        # However this generator ends (client gone, cancelled, closed), close the drain now, not at garbage
+        # collection: its own `finally` cancels the rows still decoding.
+        await events.aclose()  # type: ignore[attr-defined]
     if include_usage:
         yield chunk([], usage=usage.as_dict())
     yield "data: [DONE]\n\n"

@@ -114,6 +114,11 @@ class Engine:
         # Fast tokenizers are not safe to share across threads while one encodes: one lock for both sides.
         self.tok_lock = threading.Lock()
         self.stats = {"steps": 0, "prefills": 0, "max_rows": 0, "generated_tokens": 0}
+        # Requests submitted and not yet gone (finished, cancelled or failed): what admission counts. Kept
+        # as one counter under a lock, because a request moving from the queue into a prefill is briefly in
+        # neither, and a count of both would let a burst slip past the limit.
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
         self._pending: queue.Queue[GenRequest] = queue.Queue()
         self._commands: queue.Queue[tuple[Callable[[], Any], concurrent.futures.Future]] = queue.Queue()
         self._rows: list[_Row] = []
@@ -133,11 +138,30 @@ class Engine:
             self._thread.join(timeout=10)
 
     def submit(self, req: GenRequest) -> None:
+        with self._count_lock:
+            self._in_flight += 1
         self._pending.put(req)
 
     def load(self) -> int:
-        """Rows running plus rows waiting: what the concurrency limit counts."""
-        return len(self._rows) + self._pending.qsize()
+        """Requests running or waiting: what the concurrency limit counts."""
+        return self._in_flight
+
+    def _release(self, n: int) -> None:
+        if n:
+            with self._count_lock:
+                self._in_flight -= n
+
+    def gauges(self) -> dict[str, int]:
+        """What is held right now: all zero once every request is gone (no leaked rows or KV cache)."""
+        rows, mask = self._rows, self._mask  # read once: the engine thread replaces them, never mutates
+        cache = self._cache
+        return {
+            "in_flight": self._in_flight,
+            "queued": self._pending.qsize(),
+            "active_sequences": len(rows),
+            "kv_cache_tokens": 0 if mask is None else int(mask.shape[0] * mask.shape[1]),
+            "kv_cache_layers": 0 if cache is None else len(getattr(cache, "layers", ())),
+        }
 
     def call(self, fn: Callable[[], Any], timeout: float = 600) -> Any:
         """Run ``fn`` on the engine thread between two steps (e.g. attaching an adapter) and return its result."""
@@ -164,6 +188,7 @@ class Engine:
                 failed = [r.req for r in self._rows if not r.done] + [q for q in new if id(q) not in admitted]
                 for q in failed:
                     q.emit(Event(q.index, finish_reason="error"))
+                self._release(len(self._rows) + len(new) - len(admitted & {id(q) for q in new}))
                 self._rows, self._cache, self._mask = [], None, None
         for r in self._rows:
             r.req.emit(Event(r.req.index, finish_reason="error"))
@@ -201,7 +226,9 @@ class Engine:
                 new.append(self._pending.get_nowait())
             except queue.Empty:
                 break
-        return [r for r in new if not r.cancelled]
+        live = [r for r in new if not r.cancelled]
+        self._release(len(new) - len(live))  # their clients left while they waited: gone without a prefill
+        return live
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, rows: list[_Row]):
         extra: dict[str, Any] = {self._cache_arg: cache}
@@ -315,8 +342,10 @@ class Engine:
         keep = [i for i, r in enumerate(self._rows) if not r.done]
         if len(keep) == len(self._rows):
             return
+        gone = len(self._rows) - len(keep)
         if not keep:
             self._rows, self._cache, self._mask = [], None, None
+            self._release(gone)
             return
         idx = torch.tensor(keep, device=self.device)
         mask = self._mask[idx]
@@ -325,6 +354,7 @@ class Engine:
         self._mask = mask[:, first:]
         self._cache = self._rebuild([(k[idx, :, first:], v[idx, :, first:]) for k, v in self._kv(self._cache)])
         self._rows = [self._rows[i] for i in keep]
+        self._release(gone)  # only now: if the rebuild failed, the error path releases these rows instead
 
     def _merge(self, cache: Any, mask: torch.Tensor) -> None:
         """Append a freshly prefilled batch to the running one, left-padding whichever is shorter."""

@@ -3,6 +3,8 @@
     $TUNESMITH_HOME/serve/
       state.db                 files, jobs, events, metrics (WAL: the server and the training process share it)
       files/file-<hex>.jsonl   uploaded data; the name comes from the id we minted, never from the client
+      files/.upload-*          an upload being received (renamed to file-<hex>.jsonl once complete and fsynced)
+      files/.lock              held shared by uploads in progress, exclusively by the orphan clean-up
       jobs/ftjob-<hex>/        the job's run folder (a normal `tunesmith train` run: config, checkpoints, run.json)
       jobs/ftjob-<hex>.log     what the training process printed
       jobs/ftjob-<hex>.error   why it failed (one JSON object), written by the training process
@@ -10,11 +12,17 @@
 
 Every path is built from an id that matched ``FILE_ID`` / ``JOB_ID`` first, so no request can name a path
 outside this folder. Each call opens its own connection: simple, and safe across threads and processes.
+
+An upload is registered only once its file is complete: temp file, fsync, rename, fsync of the folder, and
+only then the row. A server killed at any moment leaves either a registered, complete file or an orphan
+(a temp file, or a file without a row), which ``clean_orphans`` removes at the next start. Deleting goes the
+other way round: the row first, then the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import secrets
 import sqlite3
@@ -93,6 +101,30 @@ class Store:
         return self.jobs_dir / f"{job_id}{ext}"
 
     # -- files ---------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def uploading(self) -> Iterator[None]:
+        """Held from an upload's first byte on disk until its row is written: clean-up leaves it alone."""
+        with open(self.files_dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+
+    def clean_orphans(self) -> list[str]:
+        """Remove what uploads cut short left behind; the names removed. Skipped while any upload runs."""
+        with open(self.files_dir / ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return []  # an upload is in progress (in this or another server): its files are not orphans
+            with self._conn() as c:
+                known = {r["id"] for r in c.execute("SELECT id FROM files").fetchall()}
+            removed = []
+            for path in self.files_dir.iterdir():
+                temp = path.name.startswith(".upload-")
+                if temp or (path.suffix == ".jsonl" and FILE_ID.match(path.stem) and path.stem not in known):
+                    path.unlink(missing_ok=True)
+                    removed.append(path.name)
+            return removed
+
     def add_file(self, file_id: str, filename: str, purpose: str, size: int, rows: int, fmt: str | None) -> None:
         with self._conn() as c:
             c.execute(

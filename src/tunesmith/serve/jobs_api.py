@@ -3,23 +3,26 @@
 Uploads are parsed with the same reader as `tunesmith train` (``data.formats.parse_file``) and refused
 with the problems listed; creating a job runs the dataset doctor (``data.checks``) with the base model's
 tokenizer and refuses error-level findings, so a job that is accepted can train. The training itself
-happens in ``worker``.
+happens in ``worker``. An upload is written durably and only then registered (see ``jobs``); the name the
+client gave is kept as a label only (its last path component), never used as a path.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
 import time
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunesmith import runs
+from tunesmith.serve import responses as doc
 from tunesmith.serve.jobs import ACTIVE, Store, new_id
 from tunesmith.serve.registry import Registry
 from tunesmith.serve.schemas import ApiError, JobRequest, not_found
@@ -56,6 +59,32 @@ def _problems(messages: list[str], tmp: Path, filename: str) -> str:
     shown = [m.replace(str(tmp), filename) for m in messages[:SHOWN_PROBLEMS]]
     more = f" (and {len(messages) - SHOWN_PROBLEMS} more)" if len(messages) > SHOWN_PROBLEMS else ""
     return "; ".join(shown) + more
+
+
+def _safe_filename(name: str | None) -> str:
+    """The client's file name as a label: its last component, printable, at most 255 characters."""
+    base = PurePosixPath((name or "").replace("\\", "/")).name[-255:]
+    return base if base and base.isprintable() and base not in (".", "..") else "upload.jsonl"
+
+
+def _write_temp(store: Store, src: BinaryIO) -> Path:
+    """Copy an upload into a temp file beside its final place, flushed to disk."""
+    with tempfile.NamedTemporaryFile(dir=store.files_dir, prefix=".upload-", suffix=".jsonl", delete=False) as out:
+        try:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        except BaseException:
+            Path(out.name).unlink(missing_ok=True)
+            raise
+    return Path(out.name)
+
+
+def _publish(tmp: Path, final: Path) -> int:
+    size = tmp.stat().st_size
+    tmp.replace(final)
+    runs.fsync_dir(final.parent)  # the rename itself survives a crash before the row is written
+    return size
 
 
 def _validate_upload(tmp: Path, filename: str) -> tuple[int, str | None]:
@@ -140,7 +169,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         return job
 
     # -- files ---------------------------------------------------------------------------------------------
-    @r.post("/files")
+    @r.post("/files", response_model=None, responses=doc.ok(doc.FileObject), openapi_extra=doc.UPLOAD_BODY)
     async def upload(request: Request) -> dict[str, Any]:
         form = await request.form(max_files=1, max_fields=8)
         upload, purpose = form.get("file"), form.get("purpose")
@@ -148,21 +177,19 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
             raise ApiError(400, "purpose must be 'fine-tune'", param="purpose")
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "a 'file' part is required", param="file")
-        filename = (upload.filename or "upload.jsonl")[-255:]
-        filename = filename if filename.isprintable() else "upload.jsonl"
+        filename = _safe_filename(upload.filename)
         file_id = new_id("file")
-        with tempfile.NamedTemporaryFile(dir=store.files_dir, prefix=".upload-", suffix=".jsonl", delete=False) as out:
-            tmp = Path(out.name)
-            await run_in_threadpool(shutil.copyfileobj, upload.file, out)
-        try:
-            rows, fmt = await run_in_threadpool(_validate_upload, tmp, filename)
-            tmp.replace(store.file_path(file_id))
-        finally:
-            tmp.unlink(missing_ok=True)
-        store.add_file(file_id, filename, purpose, store.file_path(file_id).stat().st_size, rows, fmt)
+        with store.uploading():
+            tmp = await run_in_threadpool(_write_temp, store, upload.file)
+            try:
+                rows, fmt = await run_in_threadpool(_validate_upload, tmp, filename)
+                size = await run_in_threadpool(_publish, tmp, store.file_path(file_id))
+            finally:
+                tmp.unlink(missing_ok=True)
+            store.add_file(file_id, filename, purpose, size, rows, fmt)
         return _file_object(store.get_file(file_id))
 
-    @r.get("/files")
+    @r.get("/files", response_model=None, responses=doc.ok(doc.FileList))
     async def list_files(purpose: str | None = None, after: str | None = None, limit: int = 100) -> dict[str, Any]:
         return _page([_file_object(f) for f in store.list_files(purpose)], after, limit)
 
@@ -172,16 +199,18 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
             raise not_found("file", file_id, param="file_id")
         return f
 
-    @r.get("/files/{file_id}")
+    @r.get("/files/{file_id}", response_model=None, responses=doc.ok(doc.FileObject))
     async def retrieve_file(file_id: str) -> dict[str, Any]:
         return _file_object(get_file(file_id))
 
-    @r.get("/files/{file_id}/content")
+    content = {"content": {"application/jsonl": {"schema": {"type": "string"}}}}
+
+    @r.get("/files/{file_id}/content", response_class=FileResponse, responses={200: content, **doc.ERRORS})
     async def file_content(file_id: str) -> FileResponse:
         get_file(file_id)
         return FileResponse(store.file_path(file_id), media_type="application/jsonl")
 
-    @r.delete("/files/{file_id}")
+    @r.delete("/files/{file_id}", response_model=None, responses=doc.ok(doc.FileDeleted))
     async def delete_file(file_id: str) -> dict[str, Any]:
         get_file(file_id)
         if store.file_in_use(file_id):
@@ -190,7 +219,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         return {"id": file_id, "object": "file", "deleted": True}
 
     # -- jobs ----------------------------------------------------------------------------------------------
-    @r.post("/fine_tuning/jobs")
+    @r.post("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.Job))
     async def create_job(body: JobRequest) -> dict[str, Any]:
         hp, options = body.resolved()
         base = _base_source(registry, body.model)
@@ -227,15 +256,15 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
         return _job_object(store, store.get_job(job["id"]))
 
-    @r.get("/fine_tuning/jobs")
+    @r.get("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.JobList))
     async def list_jobs(after: str | None = None, limit: int = 20) -> dict[str, Any]:
         return _page([_job_object(store, j) for j in store.list_jobs()], after, limit)
 
-    @r.get("/fine_tuning/jobs/{job_id}")
+    @r.get("/fine_tuning/jobs/{job_id}", response_model=None, responses=doc.ok(doc.Job))
     async def retrieve_job(job_id: str) -> dict[str, Any]:
         return _job_object(store, get_job(job_id))
 
-    @r.post("/fine_tuning/jobs/{job_id}/cancel")
+    @r.post("/fine_tuning/jobs/{job_id}/cancel", response_model=None, responses=doc.ok(doc.Job))
     async def cancel_job(job_id: str) -> dict[str, Any]:
         job = get_job(job_id)
         if not store.update_job(job_id, only_if=ACTIVE, status="cancelled", finished_at=int(time.time())):
@@ -243,7 +272,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         store.add_event(job_id, "Job cancelled")
         return _job_object(store, get_job(job_id))
 
-    @r.get("/fine_tuning/jobs/{job_id}/events")
+    @r.get("/fine_tuning/jobs/{job_id}/events", response_model=None, responses=doc.ok(doc.JobEventList))
     async def events(job_id: str, after: str | None = None, limit: int = 20) -> dict[str, Any]:
         get_job(job_id)
         items = [
@@ -252,7 +281,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         ]
         return _page(items, after, limit)
 
-    @r.get("/fine_tuning/jobs/{job_id}/checkpoints")
+    @r.get("/fine_tuning/jobs/{job_id}/checkpoints", response_model=None, responses=doc.ok(doc.CheckpointList))
     async def checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict[str, Any]:
         job = get_job(job_id)
         return _page(_checkpoints(store, job), after, limit)

@@ -178,8 +178,9 @@ class Registry:
 
 
 def stats(registry: Registry) -> dict[str, Any]:
+    """Counters since start (steps, prefills...) and gauges of what is held now (in_flight, kv_cache_tokens...)."""
     totals: dict[str, int] = {}
     for e in registry.engines():
-        for k, v in e.stats.items():
+        for k, v in (e.stats | e.gauges()).items():
             totals[k] = max(totals.get(k, 0), v) if k == "max_rows" else totals.get(k, 0) + v
     return totals

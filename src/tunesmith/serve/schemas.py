@@ -1,22 +1,26 @@
 """Request models for the OpenAI wire format, and its error shape.
 
-Only what changes a reply is modelled; other fields the official client may send (``user``,
-``metadata``...) are accepted and ignored, the way OpenAI ignores them. A request that asks for something
-we cannot do (tools, logprobs) is refused with 400 rather than silently answered differently.
+Every field of OpenAI's request bodies is declared, and an unknown one is refused with 400 "Unrecognized
+request argument supplied: NAME", as OpenAI does: a misspelt ``max_token`` must not be silently ignored.
+Fields that do not change a reply here (``user``, ``metadata``, ``store``...) are accepted and ignored, the
+way OpenAI ignores them. A field that asks for something this server cannot do (tools, logprobs,
+penalties...) is accepted only at its neutral value and refused with 400 otherwise, rather than answered
+as if it had been applied. The models double as the server's OpenAPI document (/openapi.json).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 # Ids we mint are matched strictly before any path is built from them (see jobs.py).
 FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 JOB_ID = re.compile(r"^ftjob-[0-9a-f]{24}$")
 SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 MAX_STOP = 4
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
 class ApiError(Exception):
@@ -44,8 +48,15 @@ def not_found(what: str, ident: str, param: str | None = None, code: str | None 
     return ApiError(404, f"The {what} '{shown}' does not exist", param=param, code=code)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None  # OpenAI pads chunks against side channels; nothing to pad here
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1)
@@ -53,10 +64,32 @@ class _Request(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int | None = Field(None, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # torch generators take 64 bits
     stream: bool | None = False
-    stream_options: dict[str, Any] | None = None
-    logprobs: bool | int | None = None
+    stream_options: StreamOptions | None = None
+    # Accepted and ignored: they do not change a reply.
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    # Not available here: accepted only at their neutral value (see NEUTRAL).
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+
+    NEUTRAL: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "frequency_penalty": (0,),
+        "presence_penalty": (0,),
+        "logit_bias": ({},),
+        "logprobs": (False, 0),
+    }
+
+    def refuse_unsupported(self) -> None:
+        """400 for a feature asked for that this server does not have (a neutral value is no request)."""
+        for name, neutral in self.NEUTRAL.items():
+            value = getattr(self, name)
+            if value is not None and value not in neutral:
+                raise ApiError(400, f"{name} is not supported by this server", param=name, code="unsupported_parameter")
 
     @field_validator("stop")
     @classmethod
@@ -72,27 +105,84 @@ class _Request(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def include_usage(self) -> bool:
-        return bool((self.stream_options or {}).get("include_usage"))
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+_TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+}
+MESSAGES_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "properties": {
+            "role": {"enum": list(ROLES)},
+            "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]},
+            "name": {"type": "string"},
+        },
+        "required": ["role", "content"],
+    },
+}
 
 
 class ChatRequest(_Request):
-    # Typed loosely on purpose: a malformed conversation is a 422 (invalid messages), not a 400.
-    messages: Any = None
+    # Validated by parse_messages, not pydantic: a malformed conversation is a 422 (invalid messages) with a
+    # message that names the message at fault. The schema documents the same rules.
+    messages: Annotated[Any, WithJsonSchema(MESSAGES_SCHEMA)]
     max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    web_search_options: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+
+    NEUTRAL: ClassVar[dict[str, tuple[Any, ...]]] = {
+        **_Request.NEUTRAL,
+        "top_logprobs": (0,),
+        "response_format": ({"type": "text"},),
+        "tools": ([],),
+        "tool_choice": ("none",),
+        "functions": ([],),
+        "function_call": ("none",),
+        "audio": (),
+        "modalities": (["text"],),
+        "prediction": (),
+        "reasoning_effort": (),
+        "verbosity": (),
+        "web_search_options": (),
+    }
 
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
+_TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
 class CompletionRequest(_Request):
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
+    prompt: (
+        str | Annotated[list[str], Field(min_length=1)] | _TokenIds | Annotated[list[_TokenIds], Field(min_length=1)]
+    )
     echo: bool | None = False
-    best_of: int | None = None
+    best_of: int | None = Field(None, ge=1, le=16)
+    logprobs: int | None = Field(None, ge=0, le=5)
+    suffix: str | None = None
 
-
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+    NEUTRAL: ClassVar[dict[str, tuple[Any, ...]]] = {**_Request.NEUTRAL, "suffix": ("",)}
 
 
 def _content_text(content: Any, i: int) -> str:
@@ -170,15 +260,24 @@ class TunesmithOptions(BaseModel):
 
 
 class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256)
-    training_file: str
-    validation_file: str | None = None
+    training_file: str = Field(max_length=256)
+    validation_file: str | None = Field(None, max_length=256)
     hyperparameters: Hyperparameters | None = None
     suffix: str | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     method: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None  # accepted and ignored
+    integrations: list[dict[str, Any]] | None = None  # only none: there is no Weights & Biases here
+
+    @field_validator("integrations")
+    @classmethod
+    def _no_integrations(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v:
+            raise ValueError("integrations are not supported by this server")
+        return v
 
     @field_validator("suffix")
     @classmethod

@@ -1,0 +1,231 @@
+"""Response shapes, for the OpenAPI document only (/openapi.json).
+
+The routes build plain dicts (the hot path pays for no second validation); these models describe them so
+that the document tells the truth about every answer, errors included. tests/test_serve_fuzz.py holds
+the two together: schemathesis checks each real response against this document.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+FinishReason = Literal["stop", "length"]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_WHY = {
+    400: "Invalid request (bad parameter, unknown field, malformed JSON)",
+    401: "Missing or wrong API key",
+    404: "Unknown model, file or job",
+    413: "Request body larger than the server's limit",
+    422: "Invalid messages",
+    429: "Too many sequences in flight; retry shortly",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": why} for code, why in _WHY.items()
+}
+
+
+def ok(model: type[BaseModel], **extra: Any) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: this model on 200, and the errors every /v1 route may answer."""
+    return {200: {"model": model, "description": "OK", **extra}, **ERRORS}
+
+
+def streamed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """A route answering JSON, or server-sent events when the request says `stream: true`."""
+    sse = {"text/event-stream": {"schema": {"type": "string", "description": "data: <chunk JSON> lines, then [DONE]"}}}
+    return ok(model, content=sse)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    models: list[str] | None = None
+    engine: dict[str, int] | None = None
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+
+
+class ChatMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = Field(ge=0)
+    message: ChatMessage
+    finish_reason: FinishReason
+    logprobs: None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int = Field(ge=0)
+    text: str
+    finish_reason: FinishReason
+    logprobs: None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"]
+    bytes: int = Field(ge=0)
+    created_at: int
+    filename: str
+    purpose: Literal["fine-tune"]
+    status: Literal["processed"]
+    status_details: None
+    expires_at: None
+
+
+class FileList(BaseModel):
+    object: Literal["list"]
+    data: list[FileObject]
+    has_more: bool
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"]
+    deleted: bool
+
+
+class JobHyperparameters(BaseModel):
+    n_epochs: int | Literal["auto"]
+    batch_size: int | Literal["auto"]
+    learning_rate_multiplier: float | Literal["auto"]
+
+
+class JobMethod(BaseModel):
+    type: Literal["supervised"]
+    supervised: dict[str, JobHyperparameters]
+    tunesmith: dict[str, Any]
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None
+
+
+class Job(BaseModel):
+    object: Literal["fine_tuning.job"]
+    id: str
+    created_at: int
+    model: str
+    training_file: str
+    validation_file: str | None
+    hyperparameters: JobHyperparameters
+    method: JobMethod
+    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    fine_tuned_model: str | None
+    finished_at: int | None
+    error: JobError | None
+    trained_tokens: int | None
+    result_files: list[str]
+    seed: int
+    suffix: str | None
+    organization_id: str
+    integrations: list[Any]
+    estimated_finish: int | None
+
+
+class JobList(BaseModel):
+    object: Literal["list"]
+    data: list[Job]
+    has_more: bool
+
+
+class JobEvent(BaseModel):
+    object: Literal["fine_tuning.job.event"]
+    id: str
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any] | None
+
+
+class JobEventList(BaseModel):
+    object: Literal["list"]
+    data: list[JobEvent]
+    has_more: bool
+
+
+class Checkpoint(BaseModel):
+    object: Literal["fine_tuning.job.checkpoint"]
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+
+class CheckpointList(BaseModel):
+    object: Literal["list"]
+    data: list[Checkpoint]
+    has_more: bool
+
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["fine-tune"]},
+                    },
+                    "required": ["file", "purpose"],
+                }
+            }
+        },
+    }
+}
