@@ -123,7 +123,7 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        message, code = str(e.detail), None
+        message, code = str(e.detail), "request_too_large" if isinstance(e, BodyTooLarge) else None
         if e.status_code == 400 and message == "There was an error parsing the body":
             # FastAPI's answer to a body json.loads cannot read at all: invalid UTF-8, nesting too deep.
             message, code = (
@@ -191,7 +191,7 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
         served = await gen.lookup(model)
         return _model_object(served.name, served.created)
 
-    @app.post("/v1/chat/completions", response_model=None, responses=doc.streamed(doc.ChatCompletion))
+    @app.post("/v1/chat/completions", response_model=None, responses=doc.streamed(doc.ChatCompletion, doc.CHAT_CHUNK))
     async def chat(body: ChatRequest, request: Request) -> Any:
         messages = parse_messages(body.messages)
         body.refuse_unsupported()
@@ -208,7 +208,7 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
             raise ApiError(422, f"the model's chat template rejected the messages: {e}", param="messages") from None
         return await gen.respond(request, body, served, [prompt], body.limit(), chat=True)
 
-    @app.post("/v1/completions", response_model=None, responses=doc.streamed(doc.Completion))
+    @app.post("/v1/completions", response_model=None, responses=doc.streamed(doc.Completion, doc.COMPLETION_CHUNK))
     async def completions(body: CompletionRequest, request: Request) -> Any:
         body.refuse_unsupported()
         if body.best_of not in (None, body.n or 1):

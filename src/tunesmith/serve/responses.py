@@ -43,10 +43,93 @@ def ok(model: type[BaseModel], **extra: Any) -> dict[int | str, dict[str, Any]]:
     return {200: {"model": model, "description": "OK", **extra}, **ERRORS}
 
 
-def streamed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    """A route answering JSON, or server-sent events when the request says `stream: true`."""
-    sse = {"text/event-stream": {"schema": {"type": "string", "description": "data: <chunk JSON> lines, then [DONE]"}}}
-    return ok(model, content=sse)
+def streamed(model: type[BaseModel], chunk: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """A route answering JSON, or server-sent events when the request says `stream: true`.
+
+    Per OpenAPI 3.1 the event-stream schema describes one event: its `data` is a chunk (or, if generation
+    fails mid-stream, an error) as JSON, and the last one is the literal `[DONE]`."""
+    payload = {"contentMediaType": "application/json", "contentSchema": {"anyOf": [chunk, _ERROR]}}
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"type": "string", "if": {"const": "[DONE]"}, "then": True, "else": payload}},
+    }
+    return ok(model, content={"text/event-stream": {"schema": event}})
+
+
+# Chunk schemas are written out flat (no $ref): they sit inside `contentSchema`, where a reference would
+# resolve against the whole document.
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_USAGE = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {
+        k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    },
+}
+
+
+def _chunk(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": kind},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": choice},
+            "usage": _USAGE,  # only in the last chunk, with stream_options.include_usage (and no choices)
+        },
+    }
+
+
+_FINISH = {"enum": ["stop", "length", None]}
+CHAT_CHUNK = _chunk(
+    "chat.completion.chunk",
+    {
+        "type": "object",
+        "required": ["index", "delta", "finish_reason"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "delta": {
+                "type": "object",
+                "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+                "additionalProperties": False,
+            },
+            "finish_reason": _FINISH,
+            "logprobs": {"type": "null"},
+        },
+    },
+)
+COMPLETION_CHUNK = _chunk(
+    "text_completion",
+    {
+        "type": "object",
+        "required": ["index", "text", "finish_reason"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "text": {"type": "string"},
+            "finish_reason": _FINISH,
+            "logprobs": {"type": "null"},
+        },
+    },
+)
 
 
 class Health(BaseModel):

@@ -48,22 +48,25 @@ def not_found(what: str, ident: str, param: str | None = None, code: str | None 
     return ApiError(404, f"The {what} '{shown}' does not exist", param=param, code=code)
 
 
+_Stop = Annotated[str, Field(min_length=1)]
+
+
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     include_usage: bool | None = None
     include_obfuscation: bool | None = None  # OpenAI pads chunks against side channels; nothing to pad here
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int | None = Field(None, ge=1, le=16)
-    stop: str | list[str] | None = None
+    stop: _Stop | Annotated[list[_Stop], Field(max_length=MAX_STOP)] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # torch generators take 64 bits
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -90,16 +93,6 @@ class _Request(BaseModel):
             value = getattr(self, name)
             if value is not None and value not in neutral:
                 raise ApiError(400, f"{name} is not supported by this server", param=name, code="unsupported_parameter")
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
-        items = [v] if isinstance(v, str) else (v or [])
-        if len(items) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
-        if any(not s for s in items):
-            raise ValueError("stop sequences must not be empty")
-        return v
 
     def stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -215,6 +208,8 @@ def parse_messages(raw: Any) -> list[dict[str, str]]:
             raise _invalid(f"messages[{i}].role {role!r} is not one of system, developer, user, assistant")
         if m.get("tool_calls") or m.get("function_call"):
             raise _invalid(f"messages[{i}]: tool calls are not supported")
+        if not isinstance(m.get("name", ""), str):
+            raise _invalid(f"messages[{i}].name must be a string")
         out.append({"role": ROLES[role], "content": _content_text(m.get("content"), i)})
     if out[-1]["role"] == "assistant":
         raise _invalid("the last message must not be an assistant message (continuing a reply is not supported)")
@@ -224,32 +219,21 @@ def parse_messages(raw: Any) -> list[dict[str, str]]:
 # -- fine-tuning jobs ------------------------------------------------------------------------------------
 
 
+_Count = Annotated[int, Field(ge=1, le=256)]
+
+
 class Hyperparameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    n_epochs: int | Literal["auto"] = "auto"
-    batch_size: int | Literal["auto"] = "auto"
-    learning_rate_multiplier: float | Literal["auto"] = "auto"
-
-    @field_validator("n_epochs", "batch_size")
-    @classmethod
-    def _positive(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 256:
-            raise ValueError("must be between 1 and 256")
-        return v
-
-    @field_validator("learning_rate_multiplier")
-    @classmethod
-    def _multiplier(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and not 0 < v <= 100:
-            raise ValueError("must be > 0 and <= 100")
-        return v
+    n_epochs: _Count | Literal["auto"] = "auto"
+    batch_size: _Count | Literal["auto"] = "auto"
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] = "auto"
 
 
 class TunesmithOptions(BaseModel):
     """tunesmith's extension of `method`: LoRA or full fine-tuning, and a few settings worth exposing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     method: Literal["lora", "full"] = "lora"
     lora_r: int | None = Field(None, ge=1, le=1024)
@@ -259,16 +243,32 @@ class TunesmithOptions(BaseModel):
     save_every: int | None = Field(None, ge=1)
 
 
+class Supervised(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(BaseModel):
+    """OpenAI's `method` (supervised only), plus tunesmith's own options under `tunesmith`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["supervised"] = "supervised"
+    supervised: Supervised | None = None
+    tunesmith: TunesmithOptions | None = None
+
+
 class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1, max_length=256)
     training_file: str = Field(max_length=256)
     validation_file: str | None = Field(None, max_length=256)
     hyperparameters: Hyperparameters | None = None
-    suffix: str | None = None
+    suffix: str | None = Field(None, pattern=SUFFIX.pattern)  # letters, digits, '-', '_': part of a model name
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    method: dict[str, Any] | None = None
+    method: Method | None = None
     metadata: dict[str, str] | None = None  # accepted and ignored
     integrations: list[dict[str, Any]] | None = None  # only none: there is no Weights & Biases here
 
@@ -279,23 +279,8 @@ class JobRequest(BaseModel):
             raise ValueError("integrations are not supported by this server")
         return v
 
-    @field_validator("suffix")
-    @classmethod
-    def _suffix(cls, v: str | None) -> str | None:
-        if v is not None and not SUFFIX.match(v):
-            raise ValueError("suffix must be 1-40 letters, digits, '-' or '_'")
-        return v
-
     def resolved(self) -> tuple[Hyperparameters, TunesmithOptions]:
         """Hyperparameters from `method.supervised.hyperparameters` (new style) or the top level (old style)."""
-        method = self.method or {}
-        kind = method.get("type", "supervised")
-        if kind != "supervised":
-            raise ApiError(400, f"method.type {kind!r} is not supported; use 'supervised'", param="method.type")
-        hp = (method.get("supervised") or {}).get("hyperparameters")
-        try:
-            params = Hyperparameters.model_validate(hp) if hp is not None else self.hyperparameters
-            options = TunesmithOptions.model_validate(method.get("tunesmith") or {})
-        except ValueError as e:
-            raise ApiError(400, f"invalid method: {e}", param="method") from None
-        return params or Hyperparameters(), options
+        method = self.method or Method()
+        params = method.supervised.hyperparameters if method.supervised else None
+        return params or self.hyperparameters or Hyperparameters(), method.tunesmith or TunesmithOptions()
