@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -93,6 +94,9 @@ class Guard:
         await self.app(scope, limited, send)
 
 
+_UNION_TAG = re.compile(r"(constrained-)?(str|int|float|bool|dict|list|none)(\[.*\])?|.*\[.*\]|literal\[.*")
+
+
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
@@ -100,15 +104,22 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        first = e.errors()[0]
-        if first.get("type") == "json_invalid" or tuple(first.get("loc", ())) == ("body",):
+        errors = e.errors()
+        # Of a union's errors, "not a string" for the string branch is noise: report the one that explains.
+        first = next((x for x in errors if not str(x.get("type", "")).endswith("_type")), errors[0])
+        if first.get("type") == "json_invalid":
+            err = ApiError(400, f"the request body is not valid JSON: {first.get('msg')}", code="invalid_json")
+            return JSONResponse(err.body(), 400)
+        if tuple(first.get("loc", ())) == ("body",):
             ctype = request.headers.get("content-type", "")
             message = "the request body must be a JSON object"
             if "json" not in ctype.lower():  # FastAPI reads a body as JSON only when it is labelled so
                 message += f" sent as Content-Type: application/json (not {ctype[:60] or 'none'!r})"
             return JSONResponse(ApiError(400, message, code="invalid_json").body(), 400)
         where = tuple(first.get("loc", ()))
+        # Drop where it came from (body, query) and pydantic's union member tags ("constrained-str", "list[int]").
         loc = [str(x) for x in (where[1:] if where[:1] in (("body",), ("query",), ("path",)) else where)]
+        loc = [x for x in loc if not _UNION_TAG.fullmatch(x)]
         # `param` names the top-level field, as OpenAI's does; the message has the whole path.
         param, path = (loc[0] if loc else None), ".".join(loc)
         if first.get("type") == "extra_forbidden" and len(loc) == 1:  # OpenAI's words for an unknown field
