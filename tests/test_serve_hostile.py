@@ -57,6 +57,7 @@ def chat(url: str, **fields) -> httpx.Response:
 def test_fuzz_against_own_openapi_schema(server) -> None:
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
@@ -94,10 +95,12 @@ def test_fuzz_against_own_openapi_schema(server) -> None:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
                 fuzzer(op, mode)()
+            except Unsatisfiable:  # no invalid request exists (no parameters, or only free-form strings)
+                assert mode == GenerationMode.NEGATIVE, op.label
             except Exception as e:  # collect all operations' failures, then report them together
                 failures.append(f"{op.label} [{mode.value}]: {str(e)[:1500]}")
     assert not failures, "\n\n".join(failures)
-    assert len(statuses) >= 13, sorted(statuses)
+    assert len(statuses) == 16, sorted(statuses)
     # The fuzzing reached generation, not only the error paths.
     assert 200 in statuses["POST /v1/chat/completions"] and 200 in statuses["POST /v1/completions"], statuses
 
