@@ -33,6 +33,7 @@ from tunesmith.generate import stop_token_ids
 
 log = logging.getLogger("tunesmith.serve")
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy (the API allows any temperature in [0, 2])
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,7 @@ class Engine:
         self._retire()
 
     def _generator(self, s: Sampling) -> torch.Generator | None:
-        if s.temperature <= 0:
+        if s.temperature < MIN_TEMPERATURE:
             return None
         gen = torch.Generator(device=self.device)
         if s.seed is None:
@@ -294,7 +295,7 @@ class Engine:
         out = logits.argmax(-1).tolist()
         for i, r in enumerate(rows):
             s = r.req.sampling
-            if s.temperature <= 0:
+            if s.temperature < MIN_TEMPERATURE:  # greedy is the limit; dividing by ~0 would give inf, then NaN
                 continue
             probs = torch.softmax(logits[i] / s.temperature, dim=-1)
             if s.top_p < 1.0:
