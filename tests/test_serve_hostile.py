@@ -206,6 +206,10 @@ def test_neutral_and_ignored_fields_are_accepted(server) -> None:
         c.chat.completions.create(model="tiny", messages=ASK, max_tokens=4, extra_body={"colour": "red"})
     r = c.completions.create(model="tiny", prompt=[[1, 2, 3]], max_tokens=4, suffix="")
     assert r.choices[0].finish_reason in ("stop", "length")
+    # A temperature of almost zero is greedy (dividing the logits by it would give inf, then NaN).
+    tiny_t = c.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, temperature=5e-324)
+    greedy = c.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, temperature=0)
+    assert tiny_t.choices[0].message.content == greedy.choices[0].message.content
 
 
 IMAGE = [{"role": "user", "content": [{"type": "image_url"}]}]
