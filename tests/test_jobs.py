@@ -5,12 +5,14 @@ database passes PRAGMA integrity_check."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -214,25 +216,37 @@ def start_upload(url: str, line: bytes, total: int, sent: int) -> socket.socket:
 
 
 def test_server_killed_mid_upload(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """SIGKILL while a large upload streams in: after restart the database is intact, the upload that had
-    completed is still there byte for byte, and nothing of the cut one is registered or left on disk."""
+    """SIGKILL while one large upload still streams in and another is being written to disk: after restart the
+    database is intact, the upload that had completed is there byte for byte, and nothing of the two cut
+    ones is registered or left on disk."""
     home = tmp_path / "home"
     files = home / "serve" / "files"
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(24))
+    line = (json.dumps(chat_rows(1)[0]) + "\n").encode()
+    big = line * ((24 << 20) // len(line))
     proc, url = start_server([f"tiny={tiny_model_dir}"], home, tmp_path / "server1.log")
     try:
         kept = upload(client(url, key="sk-unused"), data)
-        line = (json.dumps(chat_rows(1)[0]) + "\n").encode()
-        sock = start_upload(url, line, total=64 << 20, sent=8 << 20)
-        time.sleep(1.0)  # the server is now holding 8 MB of an upload it will never finish
+        stalled = start_upload(url, line, total=64 << 20, sent=8 << 20)  # 8 MB of 64 MB, then nothing
+
+        def send_big() -> None:
+            with contextlib.suppress(openai.APIConnectionError):
+                client(url, key="sk-unused").files.create(file=("big.jsonl", big), purpose="fine-tune")
+
+        sender = threading.Thread(target=send_big, daemon=True)
+        sender.start()
+        # The complete upload is being written to its temp file: kill now.
+        wait_for("the upload's temp file", lambda: any(files.glob(".upload-*")), timeout=120, every=0.005)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    sock.close()
+    stalled.close()
+    sender.join(timeout=30)
+    assert any(files.glob(".upload-*")), "killed while the temp file was there"
     assert integrity(home) == "ok"
-    # What a kill at the two later moments of an upload leaves (after the temp file is written; after the
-    # rename but before the row): the next start must remove both.
-    (files / ".upload-cut.jsonl").write_bytes(line * 1000)
+    with sqlite3.connect(home / "serve" / "state.db") as db:
+        assert db.execute("SELECT id FROM files").fetchall() == [(kept,)]
+    # The one moment too short to hit by timing (renamed into place, row not yet written) leaves this:
     orphan = files / f"file-{'ab' * 12}.jsonl"
     orphan.write_bytes(line * 1000)
 
