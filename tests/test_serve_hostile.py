@@ -99,6 +99,10 @@ def test_fuzz_against_own_openapi_schema(server) -> None:
                 assert mode == GenerationMode.NEGATIVE, op.label
             except Exception as e:  # collect all operations' failures, then report them together
                 failures.append(f"{op.label} [{mode.value}]: {str(e)[:1500]}")
+    print(
+        f"\nfuzzed {FUZZ_EXAMPLES} examples per operation and mode; statuses seen:",
+        {k: sorted(v) for k, v in statuses.items()},
+    )
     assert not failures, "\n\n".join(failures)
     assert len(statuses) == 16, sorted(statuses)
     # The fuzzing reached generation, not only the error paths.
