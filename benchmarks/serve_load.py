@@ -11,7 +11,7 @@ complete. Every client sends the same number of requests. Tokens are the server'
 
 --soak: every client loops until the time is up, cycling through four kinds of request: two plain, one
 streamed to the end, and one stream it drops after two chunks (a client disconnecting mid-stream). A 429
-is counted and retried after 50 ms. It prints the answers by status, the completed requests per second
+is counted and retried after 200 ms. It prints the answers by status, the completed requests per second
 and their latency percentiles (from sending to the last byte).
 """
 
@@ -96,7 +96,7 @@ def soak(url: str, key: str, model: str, convs: list, clients: int, seconds: flo
                     latencies.append(time.perf_counter() - start)
             except openai.RateLimitError:
                 status = "429"
-                time.sleep(0.05)
+                time.sleep(0.2)  # a short back-off, as a client would (the official one waits longer)
             except openai.APIStatusError as e:
                 status = str(e.status_code)
             except openai.APIError as e:  # a connection or stream error: never expected
