@@ -8,7 +8,9 @@ the KV-cache merge and the adapter routing cannot drift from what `tunesmith gen
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -275,3 +277,37 @@ def test_over_the_concurrency_limit_is_429(in_process_server) -> None:
     assert e.value.status_code == 413
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model="tiny", messages=ASK, max_tokens=33)
+
+
+def test_client_gone_before_its_turn_costs_no_compute(in_process_server) -> None:
+    """A client that disconnects while its request waits (plain or streamed) frees its slot without a prefill."""
+    url, engine = in_process_server
+    host, port = url.removeprefix("http://").split(":")
+    for stream in (False, True):
+        paused, release = threading.Event(), threading.Event()
+
+        def pause(paused=paused, release=release) -> None:
+            paused.set()
+            release.wait(30)
+
+        threading.Thread(target=engine.call, args=(pause,), daemon=True).start()
+        assert paused.wait(30), "the engine thread is now waiting, between two steps"
+        prefills = engine.stats["prefills"]
+        body = json.dumps({"model": "tiny", "messages": ASK, "max_tokens": 8, "stream": stream}).encode()
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 30
+        while engine.load() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.load() == 1, "the request is queued behind the paused engine"
+        sock.close()
+        time.sleep(1.5)  # the server notices a gone client within its 0.5 s poll (at once when streaming)
+        release.set()
+        while engine.load() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.load() == 0 and engine.gauges()["active_sequences"] == 0
+        assert engine.stats["prefills"] == prefills, f"stream={stream}: a request nobody waits for was computed"
