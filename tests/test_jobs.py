@@ -215,6 +215,7 @@ def start_upload(url: str, line: bytes, total: int, sent: int) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 def test_server_killed_mid_upload(tmp_path: Path, tiny_model_dir: Path) -> None:
     """SIGKILL while one large upload still streams in and another is being written to disk: after restart the
     database is intact, the upload that had completed is there byte for byte, and nothing of the two cut

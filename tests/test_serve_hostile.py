@@ -54,6 +54,7 @@ def chat(url: str, **fields) -> httpx.Response:
 # -- 1. fuzzing against the server's own OpenAPI document -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fuzz_against_own_openapi_schema(server) -> None:
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
