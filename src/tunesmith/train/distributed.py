@@ -19,8 +19,9 @@
   rows than ranks, or rows that do not divide evenly) leaves some ranks with fewer micro-batches: they run a
   placeholder forward/backward with weight 0, so every rank makes the same collective calls.
 * Loss: every rank knows the step's global trained-token count from the plan, and each micro-batch
-  contributes (summed token loss) x world / (global trained tokens), because DDP and FSDP2 *average*
-  gradients over the ranks. The update equals the single-process one up to float summation order.
+  contributes (summed token loss) / (global trained tokens); DDP *averages* gradients over the ranks, so
+  there it is multiplied by the world size, while FSDP2 is set to sum them. The update equals the
+  single-process one up to float summation order.
 * Evaluation is sharded the same way and the sums are all-reduced; logging, metrics, the progress bar and
   LoRA checkpoints are rank 0's alone.
 """
@@ -164,7 +165,12 @@ def launch(config_yaml: str, train_args: list[str], nproc: int) -> int:
 
 
 def _how(exitcode: int) -> str:
-    return f"signal {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exit code {exitcode}"
+    if exitcode >= 0:
+        return f"exit code {exitcode}"
+    try:
+        return f"signal {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f"signal {-exitcode}"
 
 
 # ---- the engine: how the loop runs one model on this process ------------------------------------------
@@ -284,7 +290,7 @@ class DDPEngine(Engine):
 class FSDPEngine(Engine):
     def __init__(self, model: Any, bf16: bool) -> None:
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
         mesh = init_device_mesh(device().type, (world(),))
         policy = (
@@ -298,8 +304,15 @@ class FSDPEngine(Engine):
         wrapper = TokenLoss(model)
         # The root holds what no layer owns (embeddings, final norm, output head, tied or not).
         fully_shard(wrapper, mesh=mesh, mp_policy=policy)
+        # Sum the gradients instead of averaging them: gloo has no AVG reduction (FSDP2 would ask for it in
+        # fp32), and with a sum the loss needs no x world factor.
+        for m in wrapper.modules():
+            if isinstance(m, FSDPModule):
+                m.set_force_sum_reduction_for_comms(True)
+                m.set_gradient_divide_factor(1.0)
         super().__init__(model, sharded_checkpoints=True)
         self.module = wrapper
+        self.grad_scale = 1.0
 
     def save_pretrained(self, out: Path) -> None:
         """Consolidate: gather every full tensor to rank 0's CPU (one collective), rank 0 writes."""
