@@ -24,7 +24,7 @@ TOL = 1e-4
 
 
 def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "TUNESMITH_DIST_TIMEOUT": "60"}
+    env = {**os.environ, "COLUMNS": "200", "TUNESMITH_DIST_TIMEOUT": "60", "TUNESMITH_QUIET": "0"}
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -118,6 +118,7 @@ def assert_same_run(a: Path, b: Path, steps: range) -> None:
         torch.testing.assert_close(wb[k], wa[k], atol=TOL, rtol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_ddp_lora_equals_one_process(setup: dict[str, Path]) -> None:
     one, two = trained(setup, "lora-1"), trained(setup, "lora-2")
     assert_same_run(one, two, range(1, STEPS + 1))
@@ -128,6 +129,7 @@ def test_ddp_lora_equals_one_process(setup: dict[str, Path]) -> None:
     assert any(t.abs().max() > 1e-3 for k, t in weights(two).items() if "lora_B" in k)
 
 
+@pytest.mark.slow
 def test_fsdp2_full_finetune_equals_one_process(setup: dict[str, Path]) -> None:
     one, two = trained(setup, "full-1"), trained(setup, "full-2")
     assert_same_run(one, two, range(1, STEPS + 1))
@@ -152,6 +154,7 @@ def crashed_copy(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "start", "resume"), [("lora", 2, 1), ("lora", 1, 2), ("full", 2, 1)])
 def test_resume_with_another_process_count(setup: dict[str, Path], method: str, start: int, resume: int) -> None:
     reference = trained(setup, f"{method}-{start}")
@@ -178,6 +181,7 @@ def _rank_of(pid: int) -> str | None:
     return next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"RANK=")), None)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks through /proc")
 def test_killing_one_rank_stops_the_job(setup: dict[str, Path]) -> None:
     cfg = yaml.safe_load(setup["lora"].read_text())
@@ -248,3 +252,37 @@ def test_estimate_per_process_memory(tmp_path: Path, tiny_model_dir: Path) -> No
     assert lr["weights"] == lora.memory["weights"] and lr["gradients"] == 2 * lora.memory["gradients"]
     assert fr["peak"] < full.memory["peak"] and lr["peak"] > lora.memory["peak"]
     assert fr["peak"] == sum(fr[k] for k in ("weights", "gradients", "optimizer", "unsharded", "activations"))
+
+
+@pytest.mark.parametrize("pack", [False, True])
+@pytest.mark.parametrize("world", [2, 3, 8])
+def test_each_step_is_dealt_without_loss_or_duplication(pack: bool, world: int) -> None:
+    """Every row of every step goes to exactly one rank, every rank makes the same number of forward passes,
+    and none is larger than the step's largest single-process micro-batch."""
+    import random
+
+    from tunesmith.train.batches import plan_steps
+    from tunesmith.train.distributed import Engine
+
+    rng = random.Random(world)
+    lengths = [rng.randint(5, 120) for _ in range(37)]
+    plan = plan_steps(lengths, 8, 2, 2, seed=3, pack=pack)
+    engines = []
+    for r in range(world):
+        e = Engine(torch.nn.Linear(1, 1))
+        e.rank, e.world = r, world
+        engines.append(e)
+
+    def size(mb: list[list[int]]) -> int:
+        return len(mb) * max(sum(lengths[i] for i in row) for row in mb)
+
+    for step in plan:
+        shares = [e.shard(step.micro_batches, lengths) for e in engines]
+        assert len({len(mbs) for mbs, _ in shares}) == 1, "same number of forward passes on every rank"
+        dealt = [row for mbs, live in shares for mb in mbs[:live] for row in mb]
+        assert sorted(dealt) == sorted(row for mb in step.micro_batches for row in mb)
+        budget = max(size(mb) for mb in step.micro_batches)
+        assert all(size(mb) <= budget for mbs, _ in shares for mb in mbs)
+        # Rows are dealt round-robin, so no rank holds more than its share (rounded up).
+        n_rows = sum(len(mb) for mb in step.micro_batches)
+        assert all(sum(len(mb) for mb in mbs[:live]) <= -(-n_rows // world) for mbs, live in shares)

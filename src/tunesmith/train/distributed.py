@@ -196,7 +196,7 @@ class Engine:
         self.module: Any = None  # the wrapped TokenLoss (DDP / FSDP2)
         self.sharded_checkpoints = sharded_checkpoints  # full fine-tuning: torch.distributed.checkpoint
         self.rank, self.world = rank(), world()
-        self.grad_scale = float(self.world)  # DDP and FSDP2 average gradients over ranks; we want the sum
+        self.grad_scale = float(self.world)  # DDP averages gradients over the ranks; the update wants the sum
         first = next(model.parameters(), None)
         self.device = first.device if first is not None else torch.device("cpu")
 

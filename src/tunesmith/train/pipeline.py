@@ -223,7 +223,8 @@ def run_training(
         pack=cfg.train.packing,
         pack_len=cfg.train.pack_len,
     )
-    peak = measure_peak_flops(torch.bfloat16 if bf16 else torch.float32)
+    # Each process measures its own share of the machine (its threads, its GPU); tokens/s counts them all.
+    peak = measure_peak_flops(torch.bfloat16 if bf16 else torch.float32) * distributed.world()
     fpt = flops_per_token(model, sum(lengths) / len(lengths))
     # Moves the model to this process's device; with peers, wraps it in DDP (LoRA) or shards it (full).
     engine = distributed.make_engine(model, cfg.train.method, bf16)
