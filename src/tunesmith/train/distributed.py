@@ -314,12 +314,25 @@ class FSDPEngine(Engine):
         self.module = wrapper
         self.grad_scale = 1.0
 
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+        out = super().forward(batch)
+        if not torch.is_grad_enabled():
+            # The root keeps its weights gathered after a forward, for the backward that follows in training.
+            # Evaluation has no backward: shard them again, or the model would hold plain (unsharded)
+            # tensors where the optimizer and checkpoints expect its shards.
+            self.module.reshard()
+        return out
+
     def save_pretrained(self, out: Path) -> None:
         """Consolidate: gather every full tensor to rank 0's CPU (one collective), rank 0 writes."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.is_main:
+            # Gathered tied weights (embeddings = output head) come back as two tensors: keep the one name
+            # named_parameters() keeps, as an unsharded model's save would.
+            names = {n for n, _ in self.model.named_parameters()} | {n for n, _ in self.model.named_buffers()}
+            full = {k: v for k, v in full.items() if k in names}
             self.model.save_pretrained(out, state_dict=full, safe_serialization=True)
 
 
