@@ -100,7 +100,7 @@ def train_command(
     ] = None,
 ) -> None:
     """Fine-tune a model on JSONL examples (LoRA or full)."""
-    from tunesmith import console, runs
+    from tunesmith import console
     from tunesmith.config import load_config
     from tunesmith.train import distributed
     from tunesmith.train.pipeline import run_training
@@ -132,7 +132,11 @@ def train_command(
         code = _launch(cfg, out, nproc, resume=resume, force=force, skip_check=skip_check)
         if code:
             raise typer.Exit(code)
-        s = runs.read_run(out)
+        if eval_data is not None:  # (rank 0 already said "done")
+            from tunesmith.eval.report import evaluate_and_report
+
+            evaluate_and_report(out, eval_data, out / "eval")
+        return
     else:
         if nproc and distributed.launched() and nproc != distributed.env_world_size():
             console.warn(f"--nproc {nproc} ignored: torchrun started {distributed.env_world_size()} processes")

@@ -18,10 +18,13 @@ commit point, so a crash mid-write leaves only a temporary folder that resume ig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +142,14 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
 # ---- sharded checkpoints (full fine-tuning) -----------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _one_process_is_fine() -> Iterator[None]:
+    """torch.distributed.checkpoint warns when no process group exists; one process is a supported case."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def is_sharded(folder: Path) -> bool:
     return (folder / ".metadata").is_file()
 
@@ -176,7 +187,8 @@ def save_sharded(
     }
     if best_weights is not None:
         content["best"] = best_weights
-    dcp.save(content, checkpoint_id=tmp)  # returns once every rank's shard and the metadata are written
+    with _one_process_is_fine():
+        dcp.save(content, checkpoint_id=tmp)  # returns once every rank's shard and the metadata are written
     if not main:
         return None
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
@@ -201,7 +213,8 @@ def load_sharded(
     best = {n: torch.empty_like(p.detach()) for n, p in weights.items()} if state.get("has_best") else None
     if best is not None:
         content["best"] = best
-    dcp.load(content, checkpoint_id=folder)
+    with _one_process_is_fine():
+        dcp.load(content, checkpoint_id=folder)
     set_optimizer_state_dict(model, optimizer, content["optimizer"])
     return {
         "weights": None,
