@@ -155,7 +155,9 @@ def crashed_copy(run_dir: Path, dest: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "start", "resume"), [("lora", 2, 1), ("lora", 1, 2), ("full", 2, 1)])
+@pytest.mark.parametrize(
+    ("method", "start", "resume"), [("lora", 2, 1), ("lora", 1, 2), ("full", 2, 1), ("full", 1, 2)]
+)
 def test_resume_with_another_process_count(setup: dict[str, Path], method: str, start: int, resume: int) -> None:
     reference = trained(setup, f"{method}-{start}")
     out = crashed_copy(reference, setup["tmp"] / f"{method}-{start}-then-{resume}")
