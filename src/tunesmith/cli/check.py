@@ -24,6 +24,9 @@ def check_command(
     near: Annotated[float, Opt("--near-threshold", help="Similarity that counts as a near-duplicate.")] = 0.8,
     estimate: Annotated[bool, Opt("--estimate/--no-estimate", help="Probe time and memory per epoch.")] = True,
     price: Annotated[float | None, Opt("--price-per-hour", min=0.0, help="Also estimate the cost.")] = None,
+    nproc: Annotated[
+        int, Opt("--nproc", min=1, help="Also estimate each process's memory with N processes (DDP / FSDP2).")
+    ] = 1,
 ) -> None:
     """Find what would spoil a fine-tune before any compute is spent: the dataset doctor."""
     import contextlib
@@ -40,7 +43,7 @@ def check_command(
         raise UserError(f"--format must be text or json, not {output!r}")
     overrides = _overrides(model=model, data=data, val=val, max_len=max_len, overlong=overlong, train_on=train_on)
     cfg = load_config(None, overrides)
-    kwargs = {"near_threshold": near, "show": show, "estimate": estimate, "price_per_hour": price}
+    kwargs = {"near_threshold": near, "show": show, "estimate": estimate, "price_per_hour": price, "nproc": nproc}
     if output == "json":
         # Only the JSON document may reach stdout: anything the library prints on the way goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,23 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return out
 
 
+def _launch(cfg: Any, out: Path, nproc: int, *, resume: bool, force: bool, skip_check: bool) -> int:
+    """Check what can be checked once, then start ``nproc`` processes on the resolved config."""
+    from tunesmith.errors import UserError
+    from tunesmith.train import distributed
+    from tunesmith.train.pipeline import check_run_dir
+
+    if cfg.data.train is None:
+        raise UserError("no training data: pass --data FILE.jsonl")
+    check_run_dir(out, resume=resume, force=force)
+    if not skip_check:
+        from tunesmith.train.preflight import refuse_on_errors
+
+        refuse_on_errors(cfg)
+    args = ["--out", str(out), "--skip-check"] + ["--resume"] * resume + ["--force"] * force
+    return distributed.launch(cfg.to_yaml(), args, nproc)
+
+
 def train_command(
     out: Annotated[Path, Opt("--out", help="Run folder to write (runs/NAME).")],
     data: Annotated[Path | None, Opt("--data", help="Training JSONL.")] = None,
@@ -76,10 +94,15 @@ def train_command(
     eval_data: Annotated[
         Path | None, Opt("--eval-data", help="Held-out JSONL: run `tunesmith eval` on it after training.")
     ] = None,
+    nproc: Annotated[
+        int | None,
+        Opt("--nproc", min=1, help="Train in N local processes via torchrun (LoRA: DDP, full: FSDP2)."),
+    ] = None,
 ) -> None:
     """Fine-tune a model on JSONL examples (LoRA or full)."""
     from tunesmith import console
     from tunesmith.config import load_config
+    from tunesmith.train import distributed
     from tunesmith.train.pipeline import run_training
 
     overrides = _overrides(
@@ -105,8 +128,23 @@ def train_command(
         packing=packing,
     )
     cfg = load_config(config, overrides)
-    result = run_training(cfg, out, resume=resume, force=force, skip_check=skip_check)
-    s = result.summary
+    if nproc and nproc > 1 and not distributed.launched():
+        code = _launch(cfg, out, nproc, resume=resume, force=force, skip_check=skip_check)
+        if code:
+            raise typer.Exit(code)
+        if eval_data is not None:  # (rank 0 already said "done")
+            from tunesmith.eval.report import evaluate_and_report
+
+            evaluate_and_report(out, eval_data, out / "eval")
+        return
+    else:
+        if nproc and distributed.launched() and nproc != distributed.env_world_size():
+            console.warn(f"--nproc {nproc} ignored: torchrun started {distributed.env_world_size()} processes")
+        with distributed.session():
+            result = run_training(cfg, out, resume=resume, force=force, skip_check=skip_check)
+        if os.environ.get("RANK", "0") != "0":
+            return  # rank 0 reports, and evaluates
+        s = result.summary
     best = f", best validation loss {s['best_val_loss']:.4f} at step {s['best_step']}" if s["best_val_loss"] else ""
     console.info(
         f"[green]done[/green] in {s['wall_time_s']:.0f}s: {s['steps']} steps, "

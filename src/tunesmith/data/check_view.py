@@ -169,6 +169,9 @@ def _estimate_table(est: dict[str, Any]) -> Table:
         table.add_column(col, justify="left" if col == "method" else "right")
     if price is not None:
         table.add_column("cost", justify="right")
+    ranked = [m["per_rank"] for m in est["methods"] if m.get("per_rank")]
+    if ranked:
+        table.add_column(f"per process (x{ranked[0]['nproc']})", justify="right")
     for m in est["methods"]:
         cells = [
             m["method"],
@@ -179,6 +182,9 @@ def _estimate_table(est: dict[str, Any]) -> Table:
         ]
         if price is not None:
             cells.append(f"{m['cost_total']:.2f}")
+        if ranked:
+            r = m.get("per_rank") or {}
+            cells.append(f"{_gib(r['peak'])} ({r['strategy']})" if r else "-")
         table.add_row(*cells)
     return table
 
@@ -195,6 +201,12 @@ def _estimate_note(est: dict[str, Any]) -> list[str]:
             f"{_gib(mem['weights'])} + gradients {_gib(mem['gradients'])} + AdamW {_gib(mem['optimizer'])} "
             f"+ activations {_gib(mem['activations'])}"
         )
+        r = m.get("per_rank")
+        if r:
+            parts = " + ".join(
+                f"{k} {_gib(r[k])}" for k in ("weights", "gradients", "optimizer", "unsharded", "activations") if k in r
+            )
+            lines.append(f"  {m['method']} per process, {r['strategy']} over {r['nproc']}: {parts}")
     return lines
 
 

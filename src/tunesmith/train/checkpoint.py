@@ -8,16 +8,23 @@
       state.json            step, scheduler, early-stopping state, elapsed time
       manifest.json         SHA-256 of every file above; a checkpoint that fails it is skipped
 
+Full fine-tuning writes its weights, best weights and AdamW state with torch.distributed.checkpoint instead
+(``.metadata`` + one ``__R_0.distcp`` shard file per rank, keyed by parameter name), from one process or
+many alike; a later run with any number of processes loads it, resharding as needed (``save_sharded``).
+
 A checkpoint is written to a temporary folder, fsynced, then renamed into place; the rename is the
 commit point, so a crash mid-write leaves only a temporary folder that resume ignores and removes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +70,11 @@ def save_checkpoint(
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+    return _commit(checkpoints_dir, tmp, final, step, keep)
+
+
+def _commit(checkpoints_dir: Path, tmp: Path, final: Path, step: int, keep: int) -> Path:
+    """Manifest, fsync, rename into place (the commit point), prune."""
     files = sorted(p.name for p in tmp.iterdir())
     manifest = {"step": step, "files": {name: _sha256(tmp / name) for name in files}}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -124,4 +136,90 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
         "optimizer": torch.load(folder / "optimizer.pt", weights_only=True),
         "rng": torch.load(folder / "rng.pt", weights_only=True),
         "state": json.loads((folder / "state.json").read_text(encoding="utf-8")),
+    }
+
+
+# ---- sharded checkpoints (full fine-tuning) -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _one_process_is_fine() -> Iterator[None]:
+    """torch.distributed.checkpoint warns when no process group exists; one process is a supported case."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def is_sharded(folder: Path) -> bool:
+    return (folder / ".metadata").is_file()
+
+
+def save_sharded(
+    checkpoints_dir: Path,
+    step: int,
+    *,
+    model: Any,
+    weights: dict[str, torch.Tensor],
+    best_weights: dict[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    keep: int,
+) -> Path | None:
+    """Every rank writes its own shard into one temporary folder; rank 0 then adds state.json, rng.pt and
+    the manifest and commits, as ``save_checkpoint`` does. Called by every rank (it is a collective)."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    peers = dist.is_available() and dist.is_initialized()
+    main = not peers or dist.get_rank() == 0
+    final = checkpoints_dir / f"{PREFIX}{step:06d}"
+    tmp = checkpoints_dir / f".tmp-{PREFIX}{step:06d}-sharded"  # the same name on every rank
+    if main:
+        checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    if peers:
+        dist.barrier()  # nobody writes into the folder before it is fresh
+    content: dict[str, Any] = {
+        "weights": {n: p.detach() for n, p in weights.items()},
+        "optimizer": get_optimizer_state_dict(model, optimizer),  # keyed by parameter name, not position
+    }
+    if best_weights is not None:
+        content["best"] = best_weights
+    with _one_process_is_fine():
+        dcp.save(content, checkpoint_id=tmp)  # returns once every rank's shard and the metadata are written
+    if not main:
+        return None
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    state = {**state, "has_best": best_weights is not None}
+    (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+    return _commit(checkpoints_dir, tmp, final, step, keep)
+
+
+def load_sharded(
+    folder: Path, model: Any, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Load a sharded checkpoint in place into ``weights`` (this process's shards of them) and the optimizer;
+    returns the rest in ``load_checkpoint``'s shape, with "weights" and "optimizer" None."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    content: dict[str, Any] = {
+        "weights": {n: p.detach() for n, p in weights.items()},
+        "optimizer": get_optimizer_state_dict(model, optimizer),  # allocates the AdamW state to load into
+    }
+    best = {n: torch.empty_like(p.detach()) for n, p in weights.items()} if state.get("has_best") else None
+    if best is not None:
+        content["best"] = best
+    with _one_process_is_fine():
+        dcp.load(content, checkpoint_id=folder)
+    set_optimizer_state_dict(model, optimizer, content["optimizer"])
+    return {
+        "weights": None,
+        "optimizer": None,
+        "best_weights": best,
+        "rng": torch.load(folder / "rng.pt", weights_only=True),
+        "state": state,
     }

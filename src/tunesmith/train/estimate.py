@@ -13,6 +13,16 @@ Nothing comes from a static table. Two measured ingredients:
                     + activations autograd saved during the probe step (saved_tensors_hooks), scaled to
                       the largest micro-batch: micro-batch size x longest row
 
+With ``nproc`` > 1 (``tunesmith check --nproc N``), each method also gets the memory of one of N processes,
+from the same measured parts (distributed.py says how each method is spread):
+    LoRA, DDP       a full replica: weights + gradients x 2 (DDP's all-reduce buckets hold a second copy)
+                    + AdamW state + activations
+    full, FSDP2     (weights + gradients + AdamW state) / N
+                    + what is unsharded at a time: two decoder layers' weights (the one computing and the
+                      one prefetched) and one layer's gradients, plus the root's weights and gradients
+                      (embeddings, final norm, output head), in the compute dtype
+                    + activations (no rank's micro-batch is larger than the single-process one)
+
 The probe runs with learning rate 0, so it never changes the weights it measures. Activations are what
 autograd keeps between forward and backward; the transient buffers of the backward pass come on top, so
 read the memory figure as a floor with ~10-20% headroom to add. Both figures assume this machine stays
@@ -59,6 +69,7 @@ class MethodEstimate:
     memory: dict[str, int] = field(default_factory=dict)  # bytes: weights, gradients, optimizer, activations, peak
     cost_per_epoch: float | None = None
     cost_total: float | None = None
+    per_rank: dict[str, Any] | None = None  # nproc, strategy, and the memory parts of one process (bytes)
 
 
 @dataclass
@@ -148,7 +159,44 @@ class _Timing:
     padded: int  # positions computed
 
 
-def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: list[int]) -> MethodEstimate:
+def per_rank_memory(
+    method: str, nproc: int, memory: dict[str, int], layer_bytes: int, root_bytes: int, bf16: bool
+) -> dict[str, Any]:
+    """One process's share of ``memory`` (a single-process estimate) under DDP (LoRA) or FSDP2 (full)."""
+    if method == "lora":
+        parts = {
+            "weights": memory["weights"],
+            "gradients": 2 * memory["gradients"],
+            "optimizer": memory["optimizer"],
+            "activations": memory["activations"],
+        }
+        strategy = "ddp"
+    else:
+        compute = 0.5 if bf16 else 1.0  # the mixed-precision policy gathers fp32 weights as bf16
+        unsharded = round((2 * layer_bytes + root_bytes) * compute + (layer_bytes + root_bytes) * compute)
+        parts = {
+            "weights": memory["weights"] // nproc,
+            "gradients": memory["gradients"] // nproc,
+            "optimizer": memory["optimizer"] // nproc,
+            "unsharded": unsharded,
+            "activations": memory["activations"],
+        }
+        strategy = "fsdp2"
+    return {"nproc": nproc, "strategy": strategy, **parts, "peak": sum(parts.values())}
+
+
+def _layer_bytes(model: Any) -> tuple[int, int]:
+    """(bytes of the largest decoder layer, bytes outside the decoder layers) of the weights."""
+    from tunesmith.train.loss import causal_lm_parts
+
+    layers = getattr(causal_lm_parts(model)[0], "layers", [])
+    sizes = [_bytes(layer.parameters()) for layer in layers]
+    return max(sizes, default=0), _bytes(model.parameters()) - sum(sizes)
+
+
+def _probe(
+    model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: list[int], nproc: int = 1
+) -> MethodEstimate:
     from tunesmith.train.pipeline import choose_precision, prepare_model
 
     lengths = rows.lengths
@@ -210,6 +258,14 @@ def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: li
     n_evals = (resolved.total_steps // s.eval_every + 1) if val_lengths and s.eval_every else 0
     for p in params:
         p.grad = None
+    memory = {
+        "weights": weights,
+        "gradients": first.gradients,
+        "optimizer": optimizer_bytes,
+        "activations": activations,
+        "peak": weights + first.gradients + optimizer_bytes + activations,
+    }
+    per_rank = per_rank_memory(method, nproc, memory, *_layer_bytes(model), bf16) if nproc > 1 else None
     return MethodEstimate(
         method=method,
         precision="bf16 autocast" if bf16 else "fp32",
@@ -224,13 +280,8 @@ def _probe(model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: li
         probe_tokens_per_s=round(t.tokens / t.fwd_bwd_s, 1),
         seconds_per_epoch=round(seconds_per_epoch, 2),
         seconds_total=round(seconds_per_epoch * epochs + val_pass * n_evals, 2),
-        memory={
-            "weights": weights,
-            "gradients": first.gradients,
-            "optimizer": optimizer_bytes,
-            "activations": activations,
-            "peak": weights + first.gradients + optimizer_bytes + activations,
-        },
+        memory=memory,
+        per_rank=per_rank,
     )
 
 
@@ -263,6 +314,7 @@ def estimate_training(
     val_lengths: list[int],
     *,
     price_per_hour: float | None = None,
+    nproc: int = 1,
 ) -> Estimate:
     """Probe full fine-tuning, then LoRA, on one loaded copy of the model; ``kept`` are the training rows
     that survive the overlong policy (from the dataset doctor), ``kept_lengths`` their token counts."""
@@ -283,7 +335,7 @@ def estimate_training(
     methods = []
     # Full first: it leaves the fp32 weights untouched (lr 0), so LoRA can then wrap the same model.
     for method in ("full", "lora"):
-        methods.append(_probe(model, cfg, method, rows, val_lengths))
+        methods.append(_probe(model, cfg, method, rows, val_lengths, nproc))
         for p in model.parameters():
             p.requires_grad_(False)
     if price_per_hour is not None:

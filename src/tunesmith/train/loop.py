@@ -4,6 +4,9 @@ Per optimizer step: run every micro-batch of the step, each contributing (sum of
 tokens in the whole step), so accumulation is exact; clip; step AdamW and the schedule; log a line to
 metrics.jsonl. Every ``eval_every`` steps: validation loss and early stopping. Every ``save_every``
 steps: an atomic checkpoint holding all a resume needs (weights, optimizer, schedule, RNG, position).
+
+With several processes (see distributed.py), an ``Engine`` deals each step's rows to the ranks, runs the
+forward through DDP or FSDP2, and sums what every rank measured; the loop itself reads the same.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +28,7 @@ from tunesmith.config import TrainSettings
 from tunesmith.data.render import Rendered
 from tunesmith.errors import UserError
 from tunesmith.train.batches import StepPlan, collate, to_batch
-from tunesmith.train.checkpoint import latest_valid, load_checkpoint, save_checkpoint
-from tunesmith.train.loss import token_loss_and_accuracy
+from tunesmith.train.distributed import Engine
 from tunesmith.train.optim import make_optimizer
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
@@ -55,20 +58,29 @@ def autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:
 
 @torch.no_grad()
 def evaluate_with_accuracy(
-    model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bool
+    model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bool, engine: Engine | None = None
 ) -> tuple[float, float]:
-    """(mean loss per trained token, share of trained tokens the argmax predicts) over a whole dataset."""
+    """(mean loss per trained token, share of trained tokens the argmax predicts) over a whole dataset.
+    With several processes each evaluates its share of the micro-batches and the sums are added up."""
+    engine = engine or Engine(model)
     was_training = model.training
     model.eval()
     order = sorted(range(len(data)), key=lambda i: len(data[i].input_ids))
+    starts = list(range(0, len(order), micro))
+    mine, rounds = engine.eval_shard(len(starts))
     total, count, right = 0.0, 0, 0
-    for start in range(0, len(order), micro):
+    for k in range(rounds):
+        # A rank with one micro-batch fewer repeats the first one and ignores it (FSDP2 needs every rank
+        # to take part in every forward).
+        start = starts[mine[k]] if k < len(mine) else starts[0]
         batch = collate([data[i] for i in order[start : start + micro]], pad_id)
         with autocast(bf16):
-            loss, n, correct = token_loss_and_accuracy(model, batch)
-        total += float(loss)
-        count += n
-        right += correct
+            loss, n, correct = engine.forward(batch)
+        if k < len(mine):
+            total += float(loss)
+            count += n
+            right += correct
+    total, count, right = engine.all_sum(total, count, right)
     model.train(was_training)
     return total / max(1, count), right / max(1, count)
 
@@ -79,21 +91,35 @@ def evaluate(model: Any, data: list[Rendered], micro: int, pad_id: int, bf16: bo
 
 
 def accumulate_gradients(
-    model: Any, micro_batches: list[list[list[Rendered]]], pad_id: int, bf16: bool
+    model: Any,
+    micro_batches: list[list[list[Rendered]]],
+    pad_id: int,
+    bf16: bool,
+    *,
+    engine: Engine | None = None,
+    n_trained: int | None = None,
+    live: int | None = None,
 ) -> tuple[float, int]:
     """Backward over every micro-batch (a list of rows of examples) of one optimizer step; returns the
     summed token loss and how many trained tokens the argmax predicted.
 
     Each micro-batch's summed loss is divided by the trained tokens of the *whole step*, so the
-    accumulated gradient equals that of one big batch however the step is cut (8x1 == 2x4)."""
-    n_trained = sum(e.n_trained for mb in micro_batches for row in mb for e in row)
+    accumulated gradient equals that of one big batch however the step is cut (8x1 == 2x4). With several
+    processes, ``micro_batches`` are this rank's share, ``n_trained`` counts the whole step on every rank,
+    and micro-batches from index ``live`` on are placeholders with weight 0 (see distributed.py)."""
+    engine = engine or Engine(model)
+    if n_trained is None:
+        n_trained = sum(e.n_trained for mb in micro_batches for row in mb for e in row)
+    live = len(micro_batches) if live is None else live
     total, right = 0.0, 0
-    for mb in micro_batches:
-        with autocast(bf16):
-            loss_sum, _, correct = token_loss_and_accuracy(model, to_batch(mb, pad_id))
-        (loss_sum / n_trained).backward()
-        total += float(loss_sum.detach())
-        right += correct
+    for k, mb in enumerate(micro_batches):
+        with engine.sync(last=k == len(micro_batches) - 1):
+            with autocast(bf16):
+                loss_sum, _, correct = engine.forward(to_batch(mb, pad_id))
+            (loss_sum * (engine.grad_scale if k < live else 0.0) / n_trained).backward()
+        if k < live:
+            total += float(loss_sum.detach())
+            right += correct
     return total, right
 
 
@@ -138,8 +164,11 @@ def train(
     stop_after: int | None = None,
     flops_per_token: float = 0.0,
     peak_flops: float = 0.0,
+    engine: Engine | None = None,
 ) -> LoopState:
     """Train ``model`` in place. ``stop_after`` ends the loop early (as a crash would), for tests."""
+    engine = engine or Engine(model)
+    main = engine.is_main  # rank 0 alone writes metrics and shows progress
     params = _trainable(model)
     optimizer, scheduler = make_optimizer(
         list(params.values()),
@@ -152,10 +181,11 @@ def train(
     state, best_weights = LoopState(), None
     metrics_path = run_dir / "metrics.jsonl"
     checkpoints = run_dir / "checkpoints"
-    if resume and (found := latest_valid(checkpoints)) is not None:
-        ck = load_checkpoint(found)
-        _restore(params, ck["weights"])
-        optimizer.load_state_dict(ck["optimizer"])
+    if resume and (found := engine.latest_checkpoint(checkpoints)) is not None:
+        ck = engine.load_checkpoint(found, params, optimizer)
+        if ck["weights"] is not None:  # (a sharded checkpoint was loaded in place)
+            _restore(params, ck["weights"])
+            optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["state"]["scheduler"])
         torch.set_rng_state(ck["rng"]["torch"])
         state = LoopState(**ck["state"]["loop"])
@@ -165,12 +195,13 @@ def train(
             else (_snapshot(params) if state.best_step == state.step else None)
         )
         console.info(f"Resuming from {found.name} (step {state.step} of {total_steps}).")
-        _trim_metrics(metrics_path, state.step)
-    elif not resume:
+        if main:
+            _trim_metrics(metrics_path, state.step)
+    elif not resume and main:
         metrics_path.unlink(missing_ok=True)
 
     def checkpoint() -> None:
-        save_checkpoint(
+        engine.save_checkpoint(
             checkpoints,
             state.step,
             weights={n: p for n, p in params.items()},
@@ -192,9 +223,10 @@ def train(
         TimeRemainingColumn(),
     ]
     show = console.is_interactive()
+    lengths = [len(e.input_ids) for e in train_data]
     with (
         Progress(*columns, console=console.console, disable=not show, transient=False) as bar,
-        open(metrics_path, "a", encoding="utf-8") as log,
+        open(metrics_path if main else os.devnull, "a", encoding="utf-8") as log,
     ):
         task = bar.add_task("train", total=total_steps, completed=state.step, loss="-", val="-", tps="-")
         while state.step < total_steps and not state.stopped_early:
@@ -205,9 +237,14 @@ def train(
             n_trained = sum(e.n_trained for e in examples)
             n_tokens = sum(len(e.input_ids) for e in examples)
             t0 = time.perf_counter()
-            micro_batches = [[[train_data[i] for i in row] for row in mb] for mb in step_plan.micro_batches]
-            loss_total, correct = accumulate_gradients(model, micro_batches, pad_id, bf16)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), settings.max_grad_norm))
+            mine, live = engine.shard(step_plan.micro_batches, lengths)
+            micro_batches = [[[train_data[i] for i in row] for row in mb] for mb in mine]
+            loss_total, correct = accumulate_gradients(
+                model, micro_batches, pad_id, bf16, engine=engine, n_trained=n_trained, live=live
+            )
+            padded = sum(len(mb) * max(sum(len(e.input_ids) for e in r) for r in mb) for mb in micro_batches[:live])
+            loss_total, correct, padded = engine.all_sum(loss_total, correct, padded)
+            grad_norm = engine.clip_grad_norm(list(params.values()), settings.max_grad_norm)
             if math.isfinite(grad_norm) and math.isfinite(loss_total):
                 optimizer.step()
                 state.bad_steps_in_row = 0
@@ -236,9 +273,7 @@ def train(
                 "grad_norm": round(grad_norm, 6),
                 "tokens": n_tokens,
                 "trained_tokens": n_trained,
-                "padded_tokens": sum(
-                    len(mb) * max(sum(len(e.input_ids) for e in r) for r in mb) for mb in micro_batches
-                ),
+                "padded_tokens": int(padded),
                 "token_accuracy": round(correct / max(1, n_trained), 6),
                 "tokens_per_s": round(n_tokens / dt, 1),
                 "mfu": round(n_tokens / dt * flops_per_token / peak_flops, 4) if peak_flops else None,
@@ -250,7 +285,7 @@ def train(
                 and settings.eval_every
                 and (state.step % settings.eval_every == 0 or state.step == total_steps)
             ):
-                state.last_val, val_accuracy = evaluate_with_accuracy(model, val_data, micro, pad_id, bf16)
+                state.last_val, val_accuracy = evaluate_with_accuracy(model, val_data, micro, pad_id, bf16, engine)
                 state.history.append({"step": state.step, "val_loss": state.last_val})
                 val_line = {
                     "step": state.step,

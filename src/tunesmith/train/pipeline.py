@@ -25,7 +25,7 @@ from tunesmith.data.formats import read_examples, split_examples
 from tunesmith.data.render import Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
-from tunesmith.train import auto
+from tunesmith.train import auto, distributed
 from tunesmith.train.batches import plan_steps
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.perf import flops_per_token, measure_peak_flops
@@ -85,16 +85,20 @@ def _model_hash(path: str) -> str:
     return h.hexdigest()[:16] if files else "remote"
 
 
+def check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """The user errors about the run folder, without touching it (the --nproc launcher asks first)."""
+    if resume and not (out / runs.CONFIG_YAML).is_file():
+        raise UserError(f"nothing to resume in {out}: no run was started there")
+    if not resume and not force and out.exists() and any(out.iterdir()):
+        what = "a finished run" if runs.is_run(out) else "files from an earlier, unfinished run"
+        raise UserError(f"{out} already holds {what}; pass --resume to continue it, --force to replace it")
+
+
 def _prepare_run_dir(out: Path, cfg: RunConfig, *, resume: bool, force: bool) -> None:
-    saved = out / runs.CONFIG_YAML
+    check_run_dir(out, resume=resume, force=force)
     if resume:
-        if not saved.is_file():
-            raise UserError(f"nothing to resume in {out}: no run was started there")
         return
     if out.exists() and any(out.iterdir()):
-        if not force:
-            what = "a finished run" if runs.is_run(out) else "files from an earlier, unfinished run"
-            raise UserError(f"{out} already holds {what}; pass --resume to continue it, --force to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -137,12 +141,16 @@ def run_training(
     out = Path(out)
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE.jsonl")
-    if not skip_check:
+    # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
+    # every rank: torchrun ends the job when one process exits).
+    main = distributed.is_main()
+    if not skip_check and main:
         # The dataset doctor runs before the run folder is touched or any compute is spent.
         from tunesmith.train.preflight import refuse_on_errors
 
         refuse_on_errors(cfg)
-    _prepare_run_dir(out, cfg, resume=resume, force=force)
+    if main:
+        _prepare_run_dir(out, cfg, resume=resume, force=force)
     torch.manual_seed(cfg.train.seed)
     t_start = time.time()
 
@@ -187,9 +195,10 @@ def run_training(
     resolved = auto.resolve(cfg.train, len(train_data), p95, has_val=bool(val_data))
     reasons += resolved.reasons
     cfg = cfg.model_copy(update={"train": resolved.settings})
-    if resume:
-        _check_resume_config(out, cfg, force)
-    runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
+    if main:
+        if resume:
+            _check_resume_config(out, cfg, force)
+        runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
     bf16, why = choose_precision(cfg.train.precision, cfg.train.method)
     reasons.append(why)
 
@@ -201,6 +210,8 @@ def run_training(
         reasons.append("gradient checkpointing: on (activations recomputed in the backward pass)")
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
+    if distributed.active():
+        reasons.append(distributed.describe())
     _print_plan(cfg, source.name, stats, val_stats, resolved, reasons, n_trainable, n_total)
 
     plan = plan_steps(
@@ -212,8 +223,11 @@ def run_training(
         pack=cfg.train.packing,
         pack_len=cfg.train.pack_len,
     )
-    peak = measure_peak_flops(torch.bfloat16 if bf16 else torch.float32)
+    # Each process measures its own share of the machine (its threads, its GPU); tokens/s counts them all.
+    peak = measure_peak_flops(torch.bfloat16 if bf16 else torch.float32) * distributed.world()
     fpt = flops_per_token(model, sum(lengths) / len(lengths))
+    # Moves the model to this process's device; with peers, wraps it in DDP (LoRA) or shards it (full).
+    engine = distributed.make_engine(model, cfg.train.method, bf16)
     console.note(
         f"MFU is measured against this machine's {'bf16' if bf16 else 'fp32'} GEMM peak: {peak / 1e12:.2f} TFLOP/s"
     )
@@ -233,13 +247,16 @@ def run_training(
         stop_after=stop_after,
         flops_per_token=fpt,
         peak_flops=peak,
+        engine=engine,
     )
     if stop_after is not None and loop.step < resolved.total_steps:
         return TrainResult(out, cfg, loop, stats.as_dict(), reasons)
 
     # ---- artifacts, then run.json last --------------------------------------------------------------
     weights_dir = out / (runs.ADAPTER_DIR if cfg.train.method == "lora" else runs.MODEL_DIR)
-    model.save_pretrained(weights_dir, safe_serialization=True)
+    engine.save_pretrained(weights_dir)  # FSDP2: gathers the full weights to rank 0 (every rank takes part)
+    if not main:
+        return TrainResult(out, cfg, loop, stats.as_dict(), reasons)
     tokenizer.save_pretrained(weights_dir)
     summary = {
         "status": "completed",

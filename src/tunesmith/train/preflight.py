@@ -71,6 +71,7 @@ def run_check(
     show: int = 0,
     estimate: bool = True,
     price_per_hour: float | None = None,
+    nproc: int = 1,
 ) -> CheckResult:
     """Every check on ``cfg.data.train`` (and ``cfg.data.val``), rendered with ``cfg.model``'s tokenizer at
     ``cfg.data`` settings; then, if asked and any row is trainable, the measured pre-flight estimate."""
@@ -98,7 +99,7 @@ def run_check(
         from tunesmith.train.estimate import estimate_training
 
         result.estimate = estimate_training(
-            cfg, report.kept, report.kept_lengths, report.val_lengths, price_per_hour=price_per_hour
+            cfg, report.kept, report.kept_lengths, report.val_lengths, price_per_hour=price_per_hour, nproc=nproc
         )
     return result
 
