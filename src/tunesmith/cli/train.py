@@ -33,6 +33,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "lora_alpha": ("lora", "alpha"),
         "lora_dropout": ("lora", "dropout"),
         "packing": ("train", "packing"),
+        "trust_remote_code": ("model", "trust_remote_code"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -41,6 +42,16 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         section, key = where[flag]
         out.setdefault(section, {})[key] = str(value) if isinstance(value, Path) else value
     return out
+
+
+def _resume_command(out: Path, skip_check: bool, eval_data: Path | None) -> str:
+    """The one command that continues this run: its saved config is exactly what --resume compares against."""
+    import shlex
+
+    args = ["tunesmith", "train", "--config", str(out / "config.yaml"), "--out", str(out), "--resume"]
+    args += ["--skip-check"] if skip_check else []
+    args += ["--eval-data", str(eval_data)] if eval_data is not None else []
+    return shlex.join(args)
 
 
 def train_command(
@@ -68,6 +79,10 @@ def train_command(
     packing: Annotated[
         bool | None, Opt("--packing/--no-packing", help="Pack examples into shared rows (default on).")
     ] = None,
+    trust_remote_code: Annotated[
+        bool | None,
+        Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default)."),
+    ] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
     skip_check: Annotated[
@@ -78,9 +93,12 @@ def train_command(
     ] = None,
 ) -> None:
     """Fine-tune a model on JSONL examples (LoRA or full)."""
+    from rich.markup import escape
+
     from tunesmith import console
     from tunesmith.config import load_config
     from tunesmith.train.pipeline import run_training
+    from tunesmith.train.signals import Interrupted, graceful_stop
 
     overrides = _overrides(
         model=model,
@@ -103,9 +121,20 @@ def train_command(
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         packing=packing,
+        trust_remote_code=trust_remote_code,
     )
     cfg = load_config(config, overrides)
-    result = run_training(cfg, out, resume=resume, force=force, skip_check=skip_check)
+    # Ctrl-C / SIGTERM: checkpoint at the next step boundary, then say how to continue.
+    resume_cmd = _resume_command(out, skip_check, eval_data)
+    with graceful_stop():
+        try:
+            result = run_training(cfg, out, resume=resume, force=force, skip_check=skip_check)
+        except Interrupted as e:
+            console.warn(escape(f"{e}; resume with: {resume_cmd}"))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            console.warn(escape(f"aborted; resume from the last checkpoint with: {resume_cmd}"))
+            raise typer.Exit(130) from None
     s = result.summary
     best = f", best validation loss {s['best_val_loss']:.4f} at step {s['best_step']}" if s["best_val_loss"] else ""
     console.info(

@@ -9,7 +9,8 @@
       manifest.json         SHA-256 of every file above; a checkpoint that fails it is skipped
 
 A checkpoint is written to a temporary folder, fsynced, then renamed into place; the rename is the
-commit point, so a crash mid-write leaves only a temporary folder that resume ignores and removes.
+commit point, so a crash mid-write leaves only a temporary folder that resume ignores and removes. Free
+space is checked before each save, and a failed save removes only its own temporary folder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunesmith import console
+from tunesmith.errors import UserError
 from tunesmith.runs import fsync_dir
 
 PREFIX = "step-"
@@ -52,15 +55,47 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int,
 ) -> Path:
+    """Write checkpoint ``step`` atomically, then prune to the newest ``keep``.
+
+    A full disk (or any other write error) removes only this checkpoint's temporary folder and raises a
+    one-line UserError: every checkpoint already saved stays whole, so the run can be resumed later."""
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / f"{PREFIX}{step:06d}"
     tmp = checkpoints_dir / f".tmp-{PREFIX}{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    _check_space(checkpoints_dir, final.name, estimate_bytes(weights, best_weights, optimizer))
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _write_files(tmp, step, weights, best_weights, optimizer, state)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(checkpoints_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = e.strerror or str(e)
+        raise UserError(
+            f"could not save checkpoint {final.name} in {checkpoints_dir}: {why}; the checkpoints saved "
+            "before it are intact (free some space, then run the same command with --resume)"
+        ) from None
+    _prune(checkpoints_dir, keep)
+    return final
+
+
+def _write_files(
+    tmp: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    best_weights: dict[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+) -> None:
     save_file(_tensors(weights), tmp / "weights.safetensors")
+    _test_delay()
     if best_weights is not None:
         save_file(_tensors(best_weights), tmp / "best.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _test_delay()
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     files = sorted(p.name for p in tmp.iterdir())
@@ -70,12 +105,43 @@ def save_checkpoint(
         with open(p, "rb") as f:
             os.fsync(f.fileno())
     fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_dir(checkpoints_dir)
-    _prune(checkpoints_dir, keep)
-    return final
+
+
+def _test_delay() -> None:
+    """Test hook: widen the window inside a checkpoint write so a kill test can land in it for sure."""
+    delay = os.environ.get("TUNESMITH_TEST_CHECKPOINT_DELAY")
+    if delay:
+        time.sleep(float(delay))
+
+
+def _nbytes(tensors: dict[str, torch.Tensor] | None) -> int:
+    return sum(t.numel() * t.element_size() for t in (tensors or {}).values())
+
+
+def estimate_bytes(
+    weights: dict[str, torch.Tensor], best_weights: dict[str, torch.Tensor] | None, optimizer: torch.optim.Optimizer
+) -> int:
+    """Bytes a checkpoint will take: the tensors it holds (AdamW keeps two per weight) plus small files."""
+    moments = sum(
+        t.numel() * t.element_size() for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)
+    )
+    return _nbytes(weights) + _nbytes(best_weights) + moments + (64 << 10)
+
+
+def _check_space(folder: Path, name: str, need: int) -> None:
+    # A margin for file-system overhead; the check is what lets us fail before writing anything at all.
+    need = int(need * 1.05) + (1 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise UserError(
+            f"not enough disk space for checkpoint {name} in {folder}: it needs about {_mb(need)}, "
+            f"{_mb(free)} is free; the checkpoints saved before it are intact (free some space, then run "
+            "the same command with --resume)"
+        )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
 
 
 def _prune(checkpoints_dir: Path, keep: int) -> None:
