@@ -78,6 +78,9 @@ def save_checkpoint(
             f"could not save checkpoint {final.name} in {checkpoints_dir}: {why}; the checkpoints saved "
             "before it are intact (free some space, then run the same command with --resume)"
         ) from None
+    except BaseException:  # a second Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _prune(checkpoints_dir, keep)
     return final
 

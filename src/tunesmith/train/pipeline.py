@@ -123,17 +123,17 @@ def _check_resume(out: Path, cfg: RunConfig, inputs: dict[str, str | None], forc
     from tunesmith.config import load_config
 
     saved = load_config(out / runs.CONFIG_YAML)
-    differs = ["the config"] if saved.model_dump() != cfg.model_dump() else []
+    differs = ["settings"] if saved.model_dump() != cfg.model_dump() else []
     try:
         before = json.loads((out / runs.INPUTS_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         before = {}  # a run from before inputs.json was written: only the config can be compared
-    names = {"train_data": "the training data", "val_data": "the validation data", "model": "the model weights"}
+    names = {"train_data": "training data", "val_data": "validation data", "model": "model weights"}
     differs += [names[k] for k in names if k in before and before[k] != inputs[k]]
     if differs and not force:
         raise UserError(
-            f"{' and '.join(differs)} differ{'s' if len(differs) == 1 else ''} from what {out} was started "
-            "with; resume with the same settings and files, or pass --force"
+            f"{out} was started with other {' and '.join(differs)} (see its {runs.CONFIG_YAML} and "
+            f"{runs.INPUTS_JSON}); resume with the same ones, or pass --force to continue anyway"
         )
 
 
