@@ -126,11 +126,11 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     # write for sure, because the test hook holds each write open for 2 x 0.4 s.
     landed = []
     for i, moment in enumerate(["startup", "checkpoint", "step", "checkpoint", "step"]):
-        hold = {"TUNESMITH_TEST_CHECKPOINT_DELAY": "0.4"} if moment == "checkpoint" else {}
-        proc = start(["train", "--config", cfg, "--out", run, *(["--resume"] if i else [])], logs, hold)
         # Targets are >= 2 steps past the newest checkpoint, so a line or temp folder the previous kill left
         # behind (which the new process removes as it starts) can never be mistaken for new progress.
         target = newest_step(run) + rng.randint(2, 3)
+        hold = {"TUNESMITH_TEST_CHECKPOINT_DELAY": "0.4"} if moment == "checkpoint" else {}
+        proc = start(["train", "--config", cfg, "--out", run, *(["--resume"] if i else [])], logs, hold)
         if moment == "startup":
             wait_for(proc, run.is_dir, "the run folder exists")
             time.sleep(rng.uniform(0.0, 2.0))
@@ -189,7 +189,7 @@ def test_ctrl_c_and_sigterm_checkpoint_at_the_step_boundary_and_print_the_resume
     assert not runs.is_run(run), "an interrupted run does not look finished"
 
     # The printed command continues the run; SIGTERM stops it the same way, with exit code 143.
-    proc = start(resume_command(err), logs)
+    proc = start(resume_command(err), logs, {"TUNESMITH_QUIET": "0"})  # so it says where it resumed from
     wait_for(proc, lambda: len(logged_steps(run)) >= stopped + 2, "two more steps")
     proc.send_signal(signal.SIGTERM)
     rc, out, err = finish(proc, timeout=60)

@@ -189,6 +189,10 @@ def _load_hf_model(path: str, *, local: bool, dtype: torch.dtype, trust: bool) -
                 path, dtype=dtype, local_files_only=local, trust_remote_code=trust, use_safetensors=True
             )
     except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e) and not trust:
+            raise ModelError(
+                f"'{path}' needs to run its own Python code to load; pass --trust-remote-code if you trust it"
+            ) from None
         hint = " (the hub is unreachable from here and the model is not in its cache)" if not local else ""
         raise ModelError(f"cannot load model '{path}'{hint}: {_first_line(e)}") from None
 

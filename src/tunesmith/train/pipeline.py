@@ -108,12 +108,13 @@ def _prepare_run_dir(out: Path, cfg: RunConfig, *, resume: bool, force: bool) ->
 
 
 def _leftovers(out: Path) -> list[Path]:
-    """What a folder holds besides the temporary files of an interrupted atomic write (removed here)."""
+    """What a folder holds besides what a run writes before its config (inputs.json, and the temporary
+    files of an atomic write that a kill interrupted, which are removed here)."""
     kept = []
     for p in out.iterdir():
         if p.name.startswith(runs.TEMP_PREFIXES) and p.is_file():
             p.unlink(missing_ok=True)
-        else:
+        elif p.name != runs.INPUTS_JSON:
             kept.append(p)
     return kept
 
