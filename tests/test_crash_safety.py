@@ -345,3 +345,22 @@ def test_resume_refuses_other_config_data_or_model_without_force(tmp_path: Path,
     result = run_training(cfg, run, resume=True, force=True)
     assert result.loop.step == 4 and runs.is_run(run)
     assert json.loads((run / runs.INPUTS_JSON).read_text())["model"] == runs.read_run(run)["hashes"]["model"]
+
+
+def test_non_finite_steps_are_skipped_then_the_run_stops_keeping_good_checkpoints(
+    tmp_path: Path, tiny_model_dir: Path, chat_file: Path
+) -> None:
+    """A learning rate of 1e30 makes step 1's update overflow every later forward pass: steps 2-6 have a
+    non-finite loss, are skipped and counted, and the fifth in a row stops the run with a clear message."""
+    from tunesmith.train.loop import MAX_BAD_STEPS
+
+    cfg = make_cfg(tiny_model_dir, chat_file, method="full", learning_rate=1e30, warmup_ratio=0.0, save_every=1)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite"):
+        run_training(cfg, run)
+    assert logged_steps(run) == [1, 2, 3, 4, 5]
+    newest = list_checkpoints(run / runs.CHECKPOINTS)[-1]
+    assert newest.name == "step-000005" and verify(newest) is None
+    state = checkpoint.load_checkpoint(newest)
+    assert state["state"]["loop"]["skipped_steps"] == state["state"]["loop"]["bad_steps_in_row"] == 4
+    assert all(torch.isfinite(t).all() for t in state["weights"].values()), "no NaN ever reaches the weights"
