@@ -213,9 +213,11 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path: Path, tiny_model_dir: Path) ->
     wait_for(proc, lambda: bool(temp_dirs(run)), "the checkpoint write")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
+    # Timed to the message, not to the process exit: the interpreter's own clean-up after it varies with load.
+    wait_for(proc, lambda: "aborted" in proc.err_path.read_text(), "the abort", timeout=60)  # type: ignore[attr-defined]
+    assert time.monotonic() - t0 < 4, "the second Ctrl-C waited for the checkpoint (held open for 10 s)"
     rc, _, err = finish(proc, timeout=60)
-    assert time.monotonic() - t0 < 4, "the second Ctrl-C did not wait for the checkpoint"
-    assert rc == 130 and "aborted" in err and "Traceback" not in err, err
+    assert rc == 130 and "Traceback" not in err, err
     assert not temp_dirs(run) and not list_checkpoints(run / runs.CHECKPOINTS), "no half-written checkpoint is left"
 
 

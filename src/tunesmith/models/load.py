@@ -10,7 +10,7 @@ Nothing reaches the network when the source is local.
 
 Loading runs no code from the model: weights come from safetensors (or GGUF) only, never from pickles
 (``pytorch_model.bin`` and friends can execute code when unpickled), and a model's own Python code runs
-only with ``trust_remote_code=True``, which only a user flag (``--trust-remote-code``) turns on.
+only when ``trust_remote_code`` is set, which only a user flag (``--trust-remote-code``) turns on.
 """
 
 from __future__ import annotations
