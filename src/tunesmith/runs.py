@@ -1,7 +1,8 @@
 """The run folder: what a finished `tunesmith train` leaves behind.
 
 runs/NAME/
-  config.yaml        the resolved config (every default filled in)
+  config.yaml        the resolved config (every default filled in); its presence marks a started run
+  inputs.json        SHA-256 of the training data, validation data and model weights it started with
   run.json           written last: hashes, versions, counts, summary; its presence marks a finished run
   adapter/           PEFT adapter + tokenizer              (method: lora)
   model/             full weights (safetensors) + tokenizer (method: full)
@@ -23,6 +24,9 @@ ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+INPUTS_JSON = "inputs.json"  # SHA-256 of the data and model a run started with; --resume compares them
+# write_text_atomic's temporary names: what a kill in the middle of one leaves behind.
+TEMP_PREFIXES = tuple(f".{name}." for name in (RUN_JSON, CONFIG_YAML, INPUTS_JSON, METRICS))
 
 
 def is_run(path: Path) -> bool:

@@ -29,6 +29,9 @@ def eval_command(
     forgetting_threshold: Annotated[
         float, Opt("--forgetting-threshold", min=0.0, help="Flag a general-English perplexity rise above this.")
     ] = 0.10,
+    trust_remote_code: Annotated[
+        bool, Opt("--trust-remote-code", help="Let the model folders run their own Python code (off by default).")
+    ] = False,
 ) -> None:
     """Prove it helped: base vs tuned on held-out data, with token savings and a forgetting check."""
     from tunesmith.eval.report import evaluate_and_report
@@ -42,5 +45,6 @@ def eval_command(
         max_new_tokens=max_tokens,
         batch_size=batch_size,
         forgetting_threshold=forgetting_threshold,
+        trust_remote_code=trust_remote_code,
     )
     evaluate_and_report(run, data, out, options)

@@ -20,6 +20,9 @@ def generate_command(
     top_p: Annotated[float, Opt("--top-p", min=0.0, max=1.0)] = 1.0,
     batch_size: Annotated[int, Opt("--batch-size", min=1)] = 16,
     seed: Annotated[int | None, Opt("--seed")] = None,
+    trust_remote_code: Annotated[
+        bool, Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default).")
+    ] = False,
 ) -> None:
     """Generate replies for one or many prompts, batched, with a KV cache."""
     from tunesmith import console
@@ -36,7 +39,7 @@ def generate_command(
     from tunesmith.generate import generate
     from tunesmith.models.load import load_model
 
-    lm, tok, _ = load_model(model)
+    lm, tok, _ = load_model(model, trust_remote_code=trust_remote_code)
     prefix = [{"role": "system", "content": system}] if system else []
     convs = [[*prefix, {"role": "user", "content": p}] for p in prompts]
     outs = generate(
@@ -62,13 +65,16 @@ def chat_command(
     system: Annotated[str | None, Opt("--system")] = None,
     max_tokens: Annotated[int, Opt("--max-tokens", min=1)] = 256,
     temperature: Annotated[float, Opt("--temperature", min=0.0)] = 0.0,
+    trust_remote_code: Annotated[
+        bool, Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default).")
+    ] = False,
 ) -> None:
     """Chat with a model in the terminal (empty line or Ctrl-D to quit, /reset to start over)."""
     from tunesmith import console
     from tunesmith.generate import generate
     from tunesmith.models.load import load_model
 
-    lm, tok, _ = load_model(model)
+    lm, tok, _ = load_model(model, trust_remote_code=trust_remote_code)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     console.info("[dim]Chatting. Empty line or Ctrl-D quits; /reset starts over.[/dim]")
     while True:

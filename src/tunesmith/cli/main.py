@@ -3,6 +3,7 @@ so `tunesmith --help` stays instant. A ``UserError`` becomes one line on stderr 
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         console.error("aborted")
         sys.exit(1)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        console.error(f"no space left on the disk{where}; free some space and run the command again")
+        sys.exit(2)
     except Exception as e:  # click usage errors are ClickException subclasses
         import click
 

@@ -34,6 +34,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "lora_alpha": ("lora", "alpha"),
         "lora_dropout": ("lora", "dropout"),
         "packing": ("train", "packing"),
+        "trust_remote_code": ("model", "trust_remote_code"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -61,6 +62,17 @@ def _launch(cfg: Any, out: Path, nproc: int, *, resume: bool, force: bool, skip_
     return distributed.launch(cfg.to_yaml(), args, nproc)
 
 
+def _resume_command(out: Path, skip_check: bool, eval_data: Path | None, nproc: int) -> str:
+    """The one command that continues this run: its saved config is exactly what --resume compares against."""
+    import shlex
+
+    args = ["tunesmith", "train", "--config", str(out / "config.yaml"), "--out", str(out), "--resume"]
+    args += ["--nproc", str(nproc)] if nproc > 1 else []
+    args += ["--skip-check"] if skip_check else []
+    args += ["--eval-data", str(eval_data)] if eval_data is not None else []
+    return shlex.join(args)
+
+
 def train_command(
     out: Annotated[Path, Opt("--out", help="Run folder to write (runs/NAME).")],
     data: Annotated[Path | None, Opt("--data", help="Training JSONL.")] = None,
@@ -86,6 +98,10 @@ def train_command(
     packing: Annotated[
         bool | None, Opt("--packing/--no-packing", help="Pack examples into shared rows (default on).")
     ] = None,
+    trust_remote_code: Annotated[
+        bool | None,
+        Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default)."),
+    ] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
     skip_check: Annotated[
@@ -100,10 +116,13 @@ def train_command(
     ] = None,
 ) -> None:
     """Fine-tune a model on JSONL examples (LoRA or full)."""
+    from rich.markup import escape
+
     from tunesmith import console
     from tunesmith.config import load_config
     from tunesmith.train import distributed
     from tunesmith.train.pipeline import run_training
+    from tunesmith.train.signals import Interrupted, graceful_stop
 
     overrides = _overrides(
         model=model,
@@ -126,6 +145,7 @@ def train_command(
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         packing=packing,
+        trust_remote_code=trust_remote_code,
     )
     cfg = load_config(config, overrides)
     if nproc and nproc > 1 and not distributed.launched():
@@ -137,14 +157,25 @@ def train_command(
 
             evaluate_and_report(out, eval_data, out / "eval")
         return
-    else:
-        if nproc and distributed.launched() and nproc != distributed.env_world_size():
-            console.warn(f"--nproc {nproc} ignored: torchrun started {distributed.env_world_size()} processes")
-        with distributed.session():
+    if nproc and distributed.launched() and nproc != distributed.env_world_size():
+        console.warn(f"--nproc {nproc} ignored: torchrun started {distributed.env_world_size()} processes")
+    # Ctrl-C / SIGTERM: checkpoint at the next step boundary, then say how to continue.
+    world = distributed.env_world_size() if distributed.launched() else 1
+    resume_cmd = _resume_command(out, skip_check, eval_data, world)
+    with distributed.session(), graceful_stop():
+        try:
             result = run_training(cfg, out, resume=resume, force=force, skip_check=skip_check)
-        if os.environ.get("RANK", "0") != "0":
-            return  # rank 0 reports, and evaluates
-        s = result.summary
+        except Interrupted as e:
+            if os.environ.get("RANK", "0") == "0":
+                console.warn(escape(f"{e}; resume with: {resume_cmd}"))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            if os.environ.get("RANK", "0") == "0":
+                console.warn(escape(f"aborted; resume from the last checkpoint with: {resume_cmd}"))
+            raise typer.Exit(130) from None
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports, and evaluates
+    s = result.summary
     best = f", best validation loss {s['best_val_loss']:.4f} at step {s['best_step']}" if s["best_val_loss"] else ""
     console.info(
         f"[green]done[/green] in {s['wall_time_s']:.0f}s: {s['steps']} steps, "

@@ -43,6 +43,7 @@ class EvalOptions:
     batch_size: int = 16
     forgetting_threshold: float = forgetting.DEFAULT_THRESHOLD
     seed: int = 0  # picks the few-shot examples
+    trust_remote_code: bool = False  # let the model folders run their own Python code (--trust-remote-code)
 
 
 @dataclass
@@ -168,9 +169,9 @@ def _run_condition(
     }
 
 
-def _load_base(name: str, run: Path) -> tuple[Any, Any]:
+def _load_base(name: str, run: Path, trust_remote_code: bool = False) -> tuple[Any, Any]:
     try:
-        model, tok, _ = load_model(name)
+        model, tok, _ = load_model(name, trust_remote_code=trust_remote_code)
     except ModelError as e:
         raise ModelError(f"{run} was tuned from the base model '{name}', which is not available here ({e})") from None
     return model, tok
@@ -229,7 +230,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
     t0 = time.time()
-    base, tok = _load_base(info["base_model"], run)
+    base, tok = _load_base(info["base_model"], run, options.trust_remote_code)
     max_new = options.max_new_tokens or _auto_max_tokens(tok, known_refs)
     plain = [r.prompt for r in rows]
     recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
@@ -253,7 +254,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
         base_ppl, n_tokens = forgetting.text_perplexity(base, tok, forgetting.general_text())
         del base
         bar.update(task_id, description="tuned")
-        tuned, tuned_tok, _ = load_model(run)
+        tuned, tuned_tok, _ = load_model(run, trust_remote_code=options.trust_remote_code)
         conditions["tuned"] = _run_condition("tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick)
         tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
         del tuned

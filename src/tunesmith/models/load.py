@@ -7,6 +7,10 @@ A source is one of
   * a run folder written by ``tunesmith train`` (base model + adapter, or full weights);
   * a hub id, when the hub or its cache is reachable.
 Nothing reaches the network when the source is local.
+
+Loading runs no code from the model: weights come from safetensors (or GGUF) only, never from pickles
+(``pytorch_model.bin`` and friends can execute code when unpickled), and a model's own Python code runs
+only when ``trust_remote_code`` is set, which only a user flag (``--trust-remote-code``) turns on.
 """
 
 from __future__ import annotations
@@ -111,14 +115,16 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def load_tokenizer(name: str | Path) -> Any:
+def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> Any:
     source = resolve(name)
     if source.kind == "run":
         info = runs.read_run(Path(source.path))
-        return _load_hf_tokenizer(str(Path(source.path) / info["weights_dir"]), local=True)
+        return _load_hf_tokenizer(
+            str(Path(source.path) / info["weights_dir"]), local=True, trust_remote_code=trust_remote_code
+        )
     if source.kind == "gguf":
         return load_gguf(Path(source.path))[1]
-    return _load_hf_tokenizer(source.path, local=source.kind != "hub")
+    return _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
 
 
 def _load_hf_tokenizer(path: str, *, local: bool, trust_remote_code: bool = False) -> Any:
@@ -145,7 +151,7 @@ def load_model(
     which is what fast single-adapter inference wants)."""
     source = resolve(name)
     if source.kind == "run":
-        return (*_load_run(Path(source.path), dtype=dtype, merge=merge_adapter), source)
+        return (*_load_run(Path(source.path), dtype=dtype, merge=merge_adapter, trust=trust_remote_code), source)
     if source.kind == "gguf":
         model, tok = load_gguf(Path(source.path))
         return model.to(dtype), tok, source
@@ -155,33 +161,55 @@ def load_model(
     return model, tok, source
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def require_safetensors(folder: Path, what: str = "weights") -> None:
+    """Refuse a folder whose weights exist only as pickles, before anything reads them."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelError(
+            f"'{folder}' has its {what} only as {pickled[0]}, a pickle file that can run code when loaded; "
+            "tunesmith loads safetensors only (convert it with save_pretrained(..., safe_serialization=True))"
+        )
+
+
 def _load_hf_model(path: str, *, local: bool, dtype: torch.dtype, trust: bool) -> Any:
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
+    if local:
+        require_safetensors(Path(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, local_files_only=local, trust_remote_code=trust, use_safetensors=None
+                path, dtype=dtype, local_files_only=local, trust_remote_code=trust, use_safetensors=True
             )
     except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e) and not trust:
+            raise ModelError(
+                f"'{path}' needs to run its own Python code to load; pass --trust-remote-code if you trust it"
+            ) from None
         hint = " (the hub is unreachable from here and the model is not in its cache)" if not local else ""
         raise ModelError(f"cannot load model '{path}'{hint}: {_first_line(e)}") from None
 
 
-def _load_run(run_dir: Path, *, dtype: torch.dtype, merge: bool) -> tuple[Any, Any]:
+def _load_run(run_dir: Path, *, dtype: torch.dtype, merge: bool, trust: bool = False) -> tuple[Any, Any]:
     info = runs.read_run(run_dir)
     weights = run_dir / info["weights_dir"]
-    tok = _load_hf_tokenizer(str(weights), local=True)
+    tok = _load_hf_tokenizer(str(weights), local=True, trust_remote_code=trust)
     if info["method"] == "full":
-        model = _load_hf_model(str(weights), local=True, dtype=dtype, trust=False)
+        model = _load_hf_model(str(weights), local=True, dtype=dtype, trust=trust)
     else:
         from peft import PeftModel
 
         from tunesmith.models.lora import quiet_peft
 
-        base, _, _ = load_model(info["base_model"], dtype=dtype)
+        base, _, _ = load_model(info["base_model"], dtype=dtype, trust_remote_code=trust)
+        require_safetensors(weights, "adapter")
         try:
             with quiet_peft():
                 model = PeftModel.from_pretrained(base, str(weights))

@@ -13,7 +13,8 @@ Full fine-tuning writes its weights, best weights and AdamW state with torch.dis
 many alike; a later run with any number of processes loads it, resharding as needed (``save_sharded``).
 
 A checkpoint is written to a temporary folder, fsynced, then renamed into place; the rename is the
-commit point, so a crash mid-write leaves only a temporary folder that resume ignores and removes.
+commit point, so a crash mid-write leaves only a temporary folder that resume ignores and removes. Free
+space is checked before each save, and a failed save removes only its own temporary folder.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunesmith import console
+from tunesmith.errors import UserError
 from tunesmith.runs import fsync_dir
 
 PREFIX = "step-"
@@ -59,18 +62,46 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int,
 ) -> Path:
+    """Write checkpoint ``step`` atomically, then prune to the newest ``keep``.
+
+    A full disk (or any other write error) removes only this checkpoint's temporary folder and raises a
+    one-line UserError: every checkpoint already saved stays whole, so the run can be resumed later."""
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / f"{PREFIX}{step:06d}"
     tmp = checkpoints_dir / f".tmp-{PREFIX}{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    _check_space(checkpoints_dir, final.name, estimate_bytes(weights, best_weights, optimizer))
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _write_files(tmp, weights, best_weights, optimizer, state)
+        return _commit(checkpoints_dir, tmp, final, step, keep)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = e.strerror or str(e)
+        raise UserError(
+            f"could not save checkpoint {final.name} in {checkpoints_dir}: {why}; the checkpoints saved "
+            "before it are intact (free some space, then run the same command with --resume)"
+        ) from None
+    except BaseException:  # a second Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_files(
+    tmp: Path,
+    weights: dict[str, torch.Tensor],
+    best_weights: dict[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+) -> None:
     save_file(_tensors(weights), tmp / "weights.safetensors")
+    _test_delay()
     if best_weights is not None:
         save_file(_tensors(best_weights), tmp / "best.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _test_delay()
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-    return _commit(checkpoints_dir, tmp, final, step, keep)
 
 
 def _commit(checkpoints_dir: Path, tmp: Path, final: Path, step: int, keep: int) -> Path:
@@ -88,6 +119,43 @@ def _commit(checkpoints_dir: Path, tmp: Path, final: Path, step: int, keep: int)
     fsync_dir(checkpoints_dir)
     _prune(checkpoints_dir, keep)
     return final
+
+
+def _test_delay() -> None:
+    """Test hook: widen the window inside a checkpoint write so a kill test can land in it for sure."""
+    delay = os.environ.get("TUNESMITH_TEST_CHECKPOINT_DELAY")
+    if delay:
+        time.sleep(float(delay))
+
+
+def _nbytes(tensors: dict[str, torch.Tensor] | None) -> int:
+    return sum(t.numel() * t.element_size() for t in (tensors or {}).values())
+
+
+def estimate_bytes(
+    weights: dict[str, torch.Tensor], best_weights: dict[str, torch.Tensor] | None, optimizer: torch.optim.Optimizer
+) -> int:
+    """Bytes a checkpoint will take: the tensors it holds (AdamW keeps two per weight) plus small files."""
+    moments = sum(
+        t.numel() * t.element_size() for st in optimizer.state.values() for t in st.values() if torch.is_tensor(t)
+    )
+    return _nbytes(weights) + _nbytes(best_weights) + moments + (64 << 10)
+
+
+def _check_space(folder: Path, name: str, need: int) -> None:
+    # A margin for file-system overhead; the check is what lets us fail before writing anything at all.
+    need = int(need * 1.05) + (1 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise UserError(
+            f"not enough disk space for checkpoint {name} in {folder}: it needs about {_mb(need)}, "
+            f"{_mb(free)} is free; the checkpoints saved before it are intact (free some space, then run "
+            "the same command with --resume)"
+        )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
 
 
 def _prune(checkpoints_dir: Path, keep: int) -> None:

@@ -235,6 +235,13 @@ class Engine:
         dist.all_reduce(t)
         return t.tolist()
 
+    def all_max(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
     def clip_grad_norm(self, params: list[torch.nn.Parameter], max_norm: float) -> float:
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor reduced over the shards

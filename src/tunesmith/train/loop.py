@@ -27,6 +27,8 @@ from tunesmith import console
 from tunesmith.config import TrainSettings
 from tunesmith.data.render import Rendered
 from tunesmith.errors import UserError
+from tunesmith.runs import write_text_atomic
+from tunesmith.train import signals
 from tunesmith.train.batches import StepPlan, collate, to_batch
 from tunesmith.train.distributed import Engine
 from tunesmith.train.optim import make_optimizer
@@ -141,11 +143,18 @@ def _restore(params: dict[str, torch.nn.Parameter], weights: dict[str, torch.Ten
 
 
 def _trim_metrics(path: Path, upto_step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint we resume from."""
+    """On resume, drop metric lines written after the checkpoint we resume from (and a line torn in half
+    by a kill), so the log continues without gaps or repeats."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln and json.loads(ln)["step"] <= upto_step]
-    path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+    keep = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(ln)["step"] <= upto_step:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):
+            continue
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
 def train(
@@ -197,7 +206,11 @@ def train(
         console.info(f"Resuming from {found.name} (step {state.step} of {total_steps}).")
         if main:
             _trim_metrics(metrics_path, state.step)
-    elif not resume and main:
+    elif resume:
+        console.info("No checkpoint was saved yet: starting from step 0.")
+        if main:
+            _trim_metrics(metrics_path, 0)
+    elif main:
         metrics_path.unlink(missing_ok=True)
 
     def checkpoint() -> None:
@@ -314,12 +327,18 @@ def train(
                 tps=f"{n_tokens / dt:.0f}",
                 val=f"{state.last_val:.4f}" if state.last_val is not None else "-",
             )
+            # Every rank must agree to stop at the same step (torchrun signals each one separately, and a
+            # sharded checkpoint needs them all), so the signal number is agreed on with a max.
+            stop_signal = int(engine.all_max(signals.requested() or 0))
             if (
                 state.step % (settings.save_every or total_steps) == 0
                 or state.step == total_steps
                 or state.stopped_early
+                or stop_signal
             ):
                 checkpoint()
+            if stop_signal and state.step < total_steps and not state.stopped_early:
+                raise signals.Interrupted(stop_signal, state.step, total_steps)
     if stop_after is None and best_weights is not None and state.best_step != state.step:
         # Keep the weights with the best validation loss, not the last ones.
         _restore(params, best_weights)

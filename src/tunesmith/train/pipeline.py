@@ -85,11 +85,19 @@ def _model_hash(path: str) -> str:
     return h.hexdigest()[:16] if files else "remote"
 
 
+def _source_hash(source: Any) -> str:
+    return _model_hash(source.path) if source.kind != "hub" else source.path
+
+
 def check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     """The user errors about the run folder, without touching it (the --nproc launcher asks first)."""
-    if resume and not (out / runs.CONFIG_YAML).is_file():
-        raise UserError(f"nothing to resume in {out}: no run was started there")
-    if not resume and not force and out.exists() and any(out.iterdir()):
+    if resume:
+        if (out / runs.CONFIG_YAML).is_file():
+            return
+        if not out.is_dir() or _leftovers(out, remove=False):
+            raise UserError(f"nothing to resume in {out}: no run was started there")
+        return
+    if not force and out.exists() and any(out.iterdir()):
         what = "a finished run" if runs.is_run(out) else "files from an earlier, unfinished run"
         raise UserError(f"{out} already holds {what}; pass --resume to continue it, --force to replace it")
 
@@ -97,20 +105,45 @@ def check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
 def _prepare_run_dir(out: Path, cfg: RunConfig, *, resume: bool, force: bool) -> None:
     check_run_dir(out, resume=resume, force=force)
     if resume:
-        return
-    if out.exists() and any(out.iterdir()):
+        if (out / runs.CONFIG_YAML).is_file():
+            return
+        # The folder exists but the run was stopped before it wrote its config: nothing to lose, start over.
+        _leftovers(out)
+        console.note(f"nothing was saved in {out} yet; starting the run from the beginning")
+    elif out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _check_resume_config(out: Path, cfg: RunConfig, force: bool) -> None:
+def _leftovers(out: Path, remove: bool = True) -> list[Path]:
+    """What a folder holds besides what a run writes before its config (inputs.json, and the temporary
+    files of an atomic write that a kill interrupted, which are removed here unless ``remove`` is off)."""
+    kept = []
+    for p in out.iterdir():
+        if p.name.startswith(runs.TEMP_PREFIXES) and p.is_file():
+            if remove:
+                p.unlink(missing_ok=True)
+        elif p.name != runs.INPUTS_JSON:
+            kept.append(p)
+    return kept
+
+
+def _check_resume(out: Path, cfg: RunConfig, inputs: dict[str, str | None], force: bool) -> None:
+    """A run folder is never continued with other settings, data or model unless the user says --force."""
     from tunesmith.config import load_config
 
     saved = load_config(out / runs.CONFIG_YAML)
-    if saved.model_dump() != cfg.model_dump() and not force:
+    differs = ["settings"] if saved.model_dump() != cfg.model_dump() else []
+    try:
+        before = json.loads((out / runs.INPUTS_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = {}  # a run from before inputs.json was written: only the config can be compared
+    names = {"train_data": "training data", "val_data": "validation data", "model": "model weights"}
+    differs += [names[k] for k in names if k in before and before[k] != inputs[k]]
+    if differs and not force:
         raise UserError(
-            f"the config differs from the one {out} was started with ({out / runs.CONFIG_YAML}); "
-            "resume with the same settings, or pass --force"
+            f"{out} was started with other {' and '.join(differs)} (see its {runs.CONFIG_YAML} and "
+            f"{runs.INPUTS_JSON}); resume with the same ones, or pass --force to continue anyway"
         )
 
 
@@ -195,9 +228,12 @@ def run_training(
     resolved = auto.resolve(cfg.train, len(train_data), p95, has_val=bool(val_data))
     reasons += resolved.reasons
     cfg = cfg.model_copy(update={"train": resolved.settings})
+    inputs = {"train_data": parsed.sha256, "val_data": val_hash, "model": _source_hash(source)}
     if main:
-        if resume:
-            _check_resume_config(out, cfg, force)
+        if resume and (out / runs.CONFIG_YAML).is_file():
+            _check_resume(out, cfg, inputs, force)
+        # inputs.json first: config.yaml is what marks a folder as a started run.
+        runs.write_text_atomic(out / runs.INPUTS_JSON, json.dumps(inputs, indent=1))
         runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
     bf16, why = choose_precision(cfg.train.precision, cfg.train.method)
     reasons.append(why)
@@ -291,7 +327,7 @@ def run_training(
         "hashes": {
             "train_data": parsed.sha256,
             "val_data": val_hash,
-            "model": _model_hash(source.path) if source.kind != "hub" else source.path,
+            "model": inputs["model"],
             "chat_template": template_hash(tokenizer),
             "masking": hashlib.sha256(
                 json.dumps(
