@@ -33,6 +33,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "lora_alpha": ("lora", "alpha"),
         "lora_dropout": ("lora", "dropout"),
         "packing": ("train", "packing"),
+        "compile": ("train", "compile"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -67,6 +68,9 @@ def train_command(
     seed: Annotated[int | None, Opt("--seed")] = None,
     packing: Annotated[
         bool | None, Opt("--packing/--no-packing", help="Pack examples into shared rows (default on).")
+    ] = None,
+    compile: Annotated[
+        bool | None, Opt("--compile/--no-compile", help="torch.compile the decoder layers (off by default).")
     ] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
@@ -103,6 +107,7 @@ def train_command(
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         packing=packing,
+        compile=compile,
     )
     cfg = load_config(config, overrides)
     result = run_training(cfg, out, resume=resume, force=force, skip_check=skip_check)
