@@ -36,6 +36,9 @@ test: $(STAMP) chromium
 # Side-by-side benchmarks against the usual stack (minutes; results go into BENCHMARKS.md by hand).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_vs_trl.py --json benchmarks/results-train.json
+	TUNESMITH_QUIET=1 $(BIN)/tunesmith train --data src/tunesmith/examples/support_triage/train.jsonl \
+		--max-steps 2 --out runs/bench-generate --force --skip-check
+	$(BIN)/python benchmarks/generate_vs_hf.py runs/bench-generate --json benchmarks/results-generate.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

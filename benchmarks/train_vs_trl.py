@@ -2,7 +2,8 @@
 
 Identical settings on both sides: the default model, max_len 512, LoRA r=16 / alpha 32 / dropout 0 on every
 linear layer, batch 8 examples (no accumulation), lr 1e-3 cosine with 10% warmup, one epoch, completion-only
-loss (TRL: conversational prompt-completion data), bf16 where the CPU supports it (TRL: use_cpu + bf16).
+loss (TRL: conversational prompt-completion data), bf16 where the CPU supports it (TRL: use_cpu + bf16),
+gradient checkpointing the same on both sides (off unless --gradient-checkpointing on; TRL's own default is on).
 
 Every run is a fresh subprocess (so peak RSS is per run), and runs are interleaved A/B/A/B. Reported per
 dataset: median non-pad tokens/s over the training loop, median peak RSS, padding fraction, and the
@@ -10,6 +11,7 @@ validation loss after one epoch, computed for both adapters by the same code (tu
 
     python benchmarks/train_vs_trl.py                 # full: demo data + long replies, 3 repeats
     python benchmarks/train_vs_trl.py --smoke         # tiny random model, a few steps (used by the tests)
+    python benchmarks/train_vs_trl.py --compile-ab --only demo --max-steps 30   # tunesmith eager vs torch.compile
 """
 
 from __future__ import annotations
@@ -25,7 +27,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = {"max_len": 512, "r": 16, "alpha": 32, "batch": 8, "lr": 1e-3, "warmup_ratio": 0.1, "epochs": 1}
+SETTINGS = {
+    "max_len": 512,
+    "r": 16,
+    "alpha": 32,
+    "batch": 8,
+    "lr": 1e-3,
+    "warmup_ratio": 0.1,
+    "epochs": 1,
+    # Set explicitly on both sides: TRL's SFTConfig turns it on by default, tunesmith leaves it off for LoRA.
+    "gradient_checkpointing": False,
+}
 
 
 def _peak_rss_mb() -> float:
@@ -50,7 +62,9 @@ def _val_loss(base: str, adapter_dir: Path, val_file: Path) -> float:
     return evaluate(model, rows, 8, tok.pad_token_id, bf16=False)
 
 
-def child_tunesmith(model: str, train: Path, val: Path, out: Path, max_steps: int | None) -> dict:
+def child_tunesmith(
+    model: str, train: Path, val: Path, out: Path, max_steps: int | None, compile: bool = False
+) -> dict:
     from tunesmith.config import load_config
     from tunesmith.train.pipeline import run_training
 
@@ -69,6 +83,8 @@ def child_tunesmith(model: str, train: Path, val: Path, out: Path, max_steps: in
                 "warmup_ratio": s["warmup_ratio"],
                 "min_lr_ratio": 0.0,
                 "max_steps": max_steps,
+                "compile": compile,
+                "gradient_checkpointing": s["gradient_checkpointing"],
             },
         },
     )
@@ -76,6 +92,8 @@ def child_tunesmith(model: str, train: Path, val: Path, out: Path, max_steps: in
     rss = _peak_rss_mb()
     steps = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in steps if "loss" in x]
+    # Steady state: the median step after the first quarter (torch.compile compiles during the first steps).
+    steady = statistics.median(x["tokens_per_s"] for x in steps[len(steps) // 4 :])
     tokens = sum(x["tokens"] for x in steps)
     padded = sum(x["padded_tokens"] for x in steps)
     return {
@@ -83,6 +101,7 @@ def child_tunesmith(model: str, train: Path, val: Path, out: Path, max_steps: in
         "seconds": result.summary["loop_wall_s"],
         "peak_rss_mb": rss,
         "padding_fraction": 1 - tokens / padded,
+        "steady_tokens_per_s": steady,
         "adapter": str(out / "run" / "adapter"),
     }
 
@@ -115,6 +134,7 @@ def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | No
         max_length=s["max_len"],
         packing=False,
         completion_only_loss=True,
+        gradient_checkpointing=s["gradient_checkpointing"],
         bf16=bf16_supported(),
         use_cpu=True,
         save_strategy="no",
@@ -158,8 +178,11 @@ def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | No
 
 def run_child(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    fn = child_tunesmith if args.child == "tunesmith" else child_trl
-    result = fn(args.model, Path(args.train), Path(args.val), out, args.max_steps)
+    paths = (args.model, Path(args.train), Path(args.val), out, args.max_steps)
+    if args.child == "trl":
+        result = child_trl(*paths)
+    else:
+        result = child_tunesmith(*paths, compile=args.child == "tunesmith+compile")
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
     result["val_loss"] = _val_loss(args.model, Path(result["adapter"]), Path(args.val))
     (out / "result.json").write_text(json.dumps(result))
@@ -170,6 +193,8 @@ def one_run(tool: str, model: str, train: Path, val: Path, max_steps: int | None
         cmd = [
             sys.executable,
             __file__,
+            "--gradient-checkpointing",
+            "on" if SETTINGS["gradient_checkpointing"] else "off",
             "--child",
             tool,
             "--model",
@@ -187,12 +212,18 @@ def one_run(tool: str, model: str, train: Path, val: Path, max_steps: int | None
         return json.loads((Path(tmp) / "result.json").read_text())
 
 
-def compare(model: str, datasets: dict[str, tuple[Path, Path]], repeats: int, max_steps: int | None) -> dict:
+def compare(
+    model: str,
+    datasets: dict[str, tuple[Path, Path]],
+    repeats: int,
+    max_steps: int | None,
+    tools: tuple[str, str] = ("tunesmith", "trl"),
+) -> dict:
     results: dict[str, dict[str, list[dict]]] = {}
     for name, (train, val) in datasets.items():
-        runs: dict[str, list[dict]] = {"tunesmith": [], "trl": []}
+        runs: dict[str, list[dict]] = {tool: [] for tool in tools}
         for rep in range(repeats):
-            order = ("tunesmith", "trl") if rep % 2 == 0 else ("trl", "tunesmith")  # A/B, then B/A
+            order = tools if rep % 2 == 0 else tools[::-1]  # A/B, then B/A
             for tool in order:
                 runs[tool].append(one_run(tool, model, train, val, max_steps))
                 print(f"{name} #{rep + 1} {tool}: {runs[tool][-1]['tokens_per_s']:.0f} tok/s", file=sys.stderr)
@@ -200,19 +231,21 @@ def compare(model: str, datasets: dict[str, tuple[Path, Path]], repeats: int, ma
     return results
 
 
+LABELS = {"tunesmith": "tunesmith", "trl": "TRL SFTTrainer", "tunesmith+compile": "tunesmith + torch.compile"}
+
+
 def summarise(results: dict) -> tuple[dict, str]:
-    table = ["| data | metric | tunesmith | TRL SFTTrainer | ratio |", "|---|---|---|---|---|"]
     summary: dict = {}
+    table: list[str] = []
     for name, runs in results.items():
-        med = {
-            tool: {
-                k: statistics.median(r[k] for r in rs)
-                for k in ("tokens_per_s", "peak_rss_mb", "padding_fraction", "val_loss")
-            }
-            for tool, rs in runs.items()
-        }
+        a, b = list(runs)
+        if not table:
+            table = [f"| data | metric | {LABELS[a]} | {LABELS[b]} | ratio |", "|---|---|---|---|---|"]
+        keys = ["tokens_per_s", "peak_rss_mb", "padding_fraction", "val_loss"]
+        keys += ["steady_tokens_per_s"] if all("steady_tokens_per_s" in r for rs in runs.values() for r in rs) else []
+        med = {tool: {k: statistics.median(r[k] for r in rs) for k in keys} for tool, rs in runs.items()}
         summary[name] = med
-        ts, trl = med["tunesmith"], med["trl"]
+        ts, trl = med[a], med[b]
         table.append(
             f"| {name} | non-pad tokens/s | {ts['tokens_per_s']:.0f} | {trl['tokens_per_s']:.0f} | "
             f"{ts['tokens_per_s'] / trl['tokens_per_s']:.2f}x |"
@@ -222,6 +255,12 @@ def summarise(results: dict) -> tuple[dict, str]:
             f"{ts['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x |"
         )
         table.append(f"| {name} | padding fraction | {ts['padding_fraction']:.1%} | {trl['padding_fraction']:.1%} | |")
+        if "steady_tokens_per_s" in ts:
+            table.append(
+                f"| {name} | steady-state tokens/s (median step, first quarter skipped) | "
+                f"{ts['steady_tokens_per_s']:.0f} | {trl['steady_tokens_per_s']:.0f} | "
+                f"{ts['steady_tokens_per_s'] / trl['steady_tokens_per_s']:.2f}x |"
+            )
         table.append(f"| {name} | val loss after 1 epoch | {ts['val_loss']:.4f} | {trl['val_loss']:.4f} | |")
     return summary, "\n".join(table)
 
@@ -258,13 +297,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="Write the medians here.")
     parser.add_argument("--only", choices=["demo", "long"], help="Run one data set instead of both.")
-    parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--gradient-checkpointing",
+        choices=["on", "off"],
+        default="off",
+        help="The same on both sides (default off, tunesmith's LoRA default; TRL's own default is on).",
+    )
+    parser.add_argument(
+        "--compile-ab", action="store_true", help="Compare tunesmith with and without torch.compile instead of TRL."
+    )
+    parser.add_argument("--child", choices=["tunesmith", "trl", "tunesmith+compile"], help=argparse.SUPPRESS)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--val", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--max-steps", type=int, help="Stop each run after this many steps (default: one epoch).")
     args = parser.parse_args()
+    SETTINGS["gradient_checkpointing"] = args.gradient_checkpointing == "on"
     if args.child:
         return run_child(args)
     from tunesmith.demo import dataset_path
@@ -277,14 +326,16 @@ def main() -> None:
     if args.only:
         datasets = dict([list(datasets.items())[0 if args.only == "demo" else 1]])
     with tempfile.TemporaryDirectory() as tmp:
-        model, repeats, max_steps = args.model, args.repeats, None
+        model, repeats, max_steps = args.model, args.repeats, args.max_steps
         if args.smoke:
             model, repeats, max_steps = smoke_model(Path(tmp)), 1, 3
             datasets = dict(list(datasets.items())[:1])
-        summary, table = summarise(compare(model, datasets, repeats, max_steps))
+        tools = ("tunesmith", "tunesmith+compile") if args.compile_ab else ("tunesmith", "trl")
+        summary, table = summarise(compare(model, datasets, repeats, max_steps, tools))
     print(table)
     if args.json:
-        args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "results": summary}, indent=2))
+        record = {"date": time.strftime("%Y-%m-%d"), "tools": tools, "settings": SETTINGS, "results": summary}
+        args.json.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

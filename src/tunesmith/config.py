@@ -94,6 +94,11 @@ class TrainSettings(_Strict):
         description="Recompute activations in the backward pass: less memory, ~30% more compute. Off by default: "
         "a small model's LoRA activations fit easily.",
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer (dynamic shapes). Costs a warm-up of a minute or more on "
+        "a small CPU; off by default, see BENCHMARKS.md for when it pays off.",
+    )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
         description="auto: bf16 where the hardware supports it (checked at run time), else fp32. bf16 means "

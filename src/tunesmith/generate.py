@@ -7,6 +7,7 @@ position, not the whole sequence.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,68 @@ class Completion:
     finish_reason: str  # "stop": ended on its own; "length": hit max_new_tokens
     prompt_tokens: int
     completion_tokens: int
+
+
+@dataclass
+class GenerationStats:
+    """Timing of a ``generate`` call, filled in as it runs.
+
+    Time to first token (TTFT) is the wall time from a batch's start to its first new token, i.e. the
+    prefill; decode tokens/s counts the tokens produced after that, over the time after that, across the
+    batch (rows that already stopped are not counted)."""
+
+    batches: int = 0
+    ttft_s: list[float] | None = None
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+
+    @property
+    def first_token_s(self) -> float | None:
+        return self.ttft_s[0] if self.ttft_s else None
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        return self.decode_tokens / self.decode_s if self.decode_s > 0 else None
+
+    def summary(self) -> str:
+        parts = []
+        if self.ttft_s:
+            parts.append(f"time to first token {1000 * sum(self.ttft_s) / len(self.ttft_s):.0f} ms")
+        if (tps := self.decode_tokens_per_s) is not None:
+            parts.append(f"decode {tps:.1f} tokens/s")
+        return ", ".join(parts) + f" ({self.batches} batch{'es' if self.batches != 1 else ''})"
+
+
+class _Clock:
+    """A transformers streamer that only records when tokens arrive: the first ``put`` is the prompt,
+    each later one a decoding step for the whole batch."""
+
+    def __init__(self, stats: GenerationStats, stops: list[int]) -> None:
+        self.stats, self.stops = stats, torch.tensor(stops)
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.live: torch.Tensor | None = None  # rows still generating
+        self.seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        now = time.perf_counter()
+        tokens = value.reshape(-1)
+        if self.first is None:
+            self.first = now
+            self.stats.ttft_s = [*(self.stats.ttft_s or []), now - self.start]
+            self.live = ~torch.isin(tokens, self.stops)
+            return
+        assert self.live is not None
+        self.stats.decode_tokens += int(self.live.sum())
+        self.live &= ~torch.isin(tokens, self.stops)
+
+    def end(self) -> None:
+        if self.first is not None:
+            self.stats.decode_s += time.perf_counter() - self.first
+        self.stats.batches += 1
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -44,7 +107,9 @@ def generate(
     batch_size: int = 16,
     seed: int | None = None,
     renderer: Renderer | None = None,
+    stats: GenerationStats | None = None,
 ) -> list[Completion]:
+    """Replies for every conversation; pass ``stats`` to have it filled with TTFT and decode tokens/s."""
     stops = stop_token_ids(model, tokenizer)
     renderer = renderer or Renderer(tokenizer, stop_token_ids=stops)
     prompts = [renderer.prompt_ids(c) for c in conversations]
@@ -73,6 +138,7 @@ def generate(
             top_k=None,
             eos_token_id=stops,
             pad_token_id=pad,
+            streamer=_Clock(stats, stops) if stats is not None else None,
         )
         for row, i in enumerate(idx):
             new = out[row, width:].tolist()

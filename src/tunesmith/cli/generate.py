@@ -36,10 +36,11 @@ def generate_command(
             raise UserError(f"cannot read prompts from {prompts_file}: {e}") from None
     if not prompts:
         raise UserError("nothing to generate: pass --prompt TEXT or --prompts-file FILE")
-    from tunesmith.generate import generate
+    from tunesmith.generate import GenerationStats, generate
     from tunesmith.models.load import load_model
 
     lm, tok, _ = load_model(model, trust_remote_code=trust_remote_code)
+    stats = GenerationStats()
     prefix = [{"role": "system", "content": system}] if system else []
     convs = [[*prefix, {"role": "user", "content": p}] for p in prompts]
     outs = generate(
@@ -51,6 +52,7 @@ def generate_command(
         top_p=top_p,
         batch_size=batch_size,
         seed=seed,
+        stats=stats,
     )
     for p, o in zip(prompts, outs, strict=True):
         if len(prompts) > 1:
@@ -58,6 +60,8 @@ def generate_command(
         console.console.print(o.text, markup=False, highlight=False)
         if o.finish_reason == "length":
             console.note(f"stopped at --max-tokens {max_tokens}")
+    if not console.quiet():  # timing goes to stderr, so stdout stays just the replies
+        console.err_console.print(f"[dim]{len(prompts)} prompt(s): {stats.summary()}[/dim]")
 
 
 def chat_command(

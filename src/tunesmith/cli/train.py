@@ -35,6 +35,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "lora_dropout": ("lora", "dropout"),
         "packing": ("train", "packing"),
         "trust_remote_code": ("model", "trust_remote_code"),
+        "compile": ("train", "compile"),
     }
     out: dict[str, Any] = {}
     for flag, value in flags.items():
@@ -102,6 +103,9 @@ def train_command(
         bool | None,
         Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default)."),
     ] = None,
+    compile: Annotated[
+        bool | None, Opt("--compile/--no-compile", help="torch.compile the decoder layers (off by default).")
+    ] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
     skip_check: Annotated[
@@ -146,6 +150,7 @@ def train_command(
         lora_dropout=lora_dropout,
         packing=packing,
         trust_remote_code=trust_remote_code,
+        compile=compile,
     )
     cfg = load_config(config, overrides)
     if nproc and nproc > 1 and not distributed.launched():

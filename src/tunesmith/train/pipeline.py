@@ -162,6 +162,15 @@ def prepare_model(model: Any, method: str, lora: LoraSettings, bf16: bool) -> An
     return model
 
 
+def compile_layers(model: Any, backend: str = "inductor") -> None:
+    """Compile decoder layers one by one rather than the whole model: the layers are the hot, repeated
+    code, while the model's mask building and PEFT's wrapper would only cause graph breaks."""
+    from tunesmith.train.loss import causal_lm_parts
+
+    for layer in causal_lm_parts(model)[0].layers:
+        layer.compile(dynamic=True, backend=backend)
+
+
 def run_training(
     cfg: RunConfig,
     out: Path,
@@ -244,6 +253,9 @@ def run_training(
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         reasons.append("gradient checkpointing: on (activations recomputed in the backward pass)")
+    if cfg.train.compile:
+        compile_layers(model)
+        reasons.append("torch.compile: each decoder layer, dynamic shapes (the first steps include compiling)")
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     if distributed.active():
