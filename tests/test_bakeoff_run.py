@@ -17,7 +17,11 @@ from tunesmith.models.load import load_model
 from .conftest import chat_rows, write_jsonl
 from .test_cli import assert_user_error, tunesmith
 
-INSTRUCTIONS = "Reply with one JSON object with the keys object and colour, nothing else."
+# Longer than the default system prompt that SmolLM2's template adds when a conversation has none.
+INSTRUCTIONS = (
+    "You turn painting requests into data. Reply with one JSON object on one line with exactly two keys: "
+    '"object", the thing to paint, and "colour", the colour asked for. Write nothing before or after it.'
+)
 CONFIG = """\
 data: {val_split: 0.0, max_len: 256}
 lora: {r: 4, alpha: 8}
@@ -45,14 +49,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def bakeoff(files: dict[str, Path], tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("bakeoff") / "out"
-    proc = tunesmith(
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNESMITH_QUIET", "0")  # the terminal table is part of what is tested
+        proc = run_cli(files, tiny_model_dir, out)
+    return proc, out
+
+
+def run_cli(files: dict[str, Path], tiny_model_dir: Path, out: Path):
+    return tunesmith(
         "bakeoff", "--train", str(files["train"]), "--test", str(files["test"]),
         "--instructions", str(files["instructions"]), "--docs", str(files["docs"]), "--k", "2",
         "--methods", "prompt,fewshot,rag,lora,full", "--model", str(tiny_model_dir), "--config", str(files["config"]),
         "--max-tokens", "6", "--latency-samples", "1", "--price-per-hour", "3.6", "--out", str(out),
         "--price-per-1k-input-tokens", "0.01",
     )  # fmt: skip
-    return proc, out
 
 
 def test_every_method_runs_on_the_same_rows(bakeoff, files: dict[str, Path], tiny_model_dir: Path) -> None:

@@ -177,14 +177,12 @@ def test_volatility_reads_dates_in_the_rows() -> None:
 
 
 def test_advise_cli_and_bad_input(format_file: Path, tmp_path: Path) -> None:
-    proc = tunesmith("advise", "--train", str(format_file), "--format", "json")
+    proc = tunesmith("advise", "--train", str(format_file), "--format", "json", "--threshold", "min_examples=10")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["recommendation"] == "lora"
-    text = tunesmith("advise", "--train", str(format_file))
-    assert text.stdout.startswith("Recommendation: LoRA fine-tuning (fine-tune fits)")
-    assert_user_error(tunesmith("advise", "--train", str(tmp_path / "nope.jsonl")), "file not found")
-    assert_user_error(tunesmith("advise", "--train", str(format_file), "--threshold", "x"), "expected NAME=VALUE")
-    assert_user_error(
-        tunesmith("advise", "--train", str(format_file), "--from-bakeoff", str(tmp_path)), "no readable bakeoff.json"
-    )
-    assert len(tunesmith("advise", "--train", str(tmp_path / "nope.jsonl")).stderr.strip().splitlines()) == 1
+    out = json.loads(proc.stdout)
+    assert out["recommendation"] == "lora" and out["thresholds"]["min_examples"] == 10
+    bad = tunesmith("advise", "--train", str(tmp_path / "nope.jsonl"))
+    assert_user_error(bad, "file not found")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    with pytest.raises(UserError, match=r"no readable bakeoff\.json"):
+        advise(format_file, bakeoff=tmp_path)

@@ -286,7 +286,6 @@ def advise(
     bakeoff: Path | None = None,
 ) -> Advice:
     from tunesmith.data.formats import read_examples
-    from tunesmith.eval.runner import load_rows
 
     t = thresholds or Thresholds()
     pairs = an.pairs_of(read_examples(train).examples)
@@ -294,6 +293,8 @@ def advise(
         raise UserError(f"{train}: no example ends on an assistant reply to analyse")
     test_pairs = None
     if test is not None:
+        from tunesmith.eval.runner import load_rows  # (imports torch: only when there is test data)
+
         test_pairs = [(r.prompt[-1]["content"], r.reference) for r in load_rows(test) if r.reference is not None]
     analysis = an.analyse(pairs, test_pairs)
     answers = {

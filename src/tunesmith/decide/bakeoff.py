@@ -1,10 +1,10 @@
 """`tunesmith bakeoff`: prompting, few-shot, RAG, LoRA and full fine-tuning on the same held-out rows.
 
-    test rows ─┬─ prompt   base + instructions                              ┐
-               ├─ fewshot  base + instructions + K fixed training examples   │ eval's run_condition: the same
-               ├─ rag      base + instructions + K retrieved examples/chunks ├ template, greedy decoding, token
-               ├─ lora     a LoRA run (given, or trained here), no instructions │ limit and scoring for all
-               └─ full     a full fine-tune (given, or trained here), none    ┘
+    test rows ─┬─ prompt   base + instructions                                      ┐
+               ├─ fewshot  base + instructions + K fixed training examples          │ eval's run_condition: the same
+               ├─ rag      base + instructions + K retrieved examples / doc chunks  ├ template, greedy decoding, token
+               ├─ lora     a LoRA run (given or trained here), no instructions      │ limit and scoring for every
+               └─ full     a full fine-tune (given or trained here), none           ┘ method
     per method: quality (eval's metrics), prompt tokens per request (the rendered prompts, tokenized),
     latency per request (measured here), training seconds and cost, break-even against the prompting methods
 
