@@ -74,7 +74,8 @@ def bakeoff_command(
         max_train_minutes=max_train_minutes,
         quality_tolerance=tolerance,
     )
-    result = run_bakeoff(options, out)
+    # Each method's numbers are written as soon as it is measured: a long bakeoff that is stopped keeps them.
+    result = run_bakeoff(options, out, on_progress=lambda partial: write_reports(partial, out))
     paths = write_reports(result, out)
     print_table(result)
     console.info(f"report: {paths['html']}  (also {paths['markdown'].name}, {paths['json'].name})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,9 +196,13 @@ def _labels(instructions: str, k: int, retriever: str, docs: bool) -> dict[str, 
     }
 
 
-def run_bakeoff(options: BakeoffOptions, out: Path | str) -> dict[str, Any]:
+def run_bakeoff(
+    options: BakeoffOptions, out: Path | str, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Every requested method on the test rows. ``on_progress`` gets the result so far (``complete`` false)
+    after each method, so that a long bakeoff that is stopped still leaves what it measured."""
     out = Path(out)
-    methods = tuple(x for x in METHODS if x in options.methods)  # fixed order: base model first, one load
+    methods = tuple(dict.fromkeys(options.methods))  # the user's order: what matters most can be measured first
     if options.k < 1 and {"fewshot", "rag"} & set(methods):
         raise UserError("--k must be at least 1 for the fewshot and rag methods")
     if options.retriever not in ("bm25", "dense"):
@@ -242,14 +247,40 @@ def run_bakeoff(options: BakeoffOptions, out: Path | str) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     plain = [r.prompt for r in rows]
     rag_info: dict[str, Any] | None = None
-    base_methods = [x for x in methods if x not in TUNED and x not in skipped]
+    ctx: dict[str, Any] = {}
+
+    def result(complete: bool) -> dict[str, Any]:
+        # Copies: assemble adds its numbers to the method dicts, and later methods are still to come.
+        done = assemble(
+            options=options,
+            rows=rows,
+            results={n: dict(r) for n, r in results.items()},
+            skipped=dict(skipped),
+            notes=list(notes),
+            task=task,
+            schema=schema,
+            model_name=model_name,
+            max_new=ctx.get("max_new"),
+            docs=docs_info,
+            rag=rag_info,
+            wall_s=time.time() - t_start,
+            instructions_chars=len(instructions),
+        )
+        done["complete"] = complete
+        if not complete:
+            left = [n for n in methods if n not in results and n not in skipped]
+            done["notes"].append(f"partial result: still to run {', '.join(left)}" if left else "partial result")
+        return done
+
+    def partial(name: str) -> None:
+        if on_progress is not None:
+            on_progress(result(complete=False))
+
     with progress() as bar:
         task_id = bar.add_task("bakeoff", total=len(rows) * len(methods))
 
         def tick(n: int) -> None:
             bar.advance(task_id, n)
-
-        ctx: dict[str, Any] = {}
 
         def context(tok: Any) -> dict[str, Any]:
             """Set once, from the first tokenizer: every method decodes with the same token limit."""
@@ -264,11 +295,33 @@ def run_bakeoff(options: BakeoffOptions, out: Path | str) -> dict[str, Any]:
                 )
             return ctx
 
-        base = tok = None
-        if base_methods:
-            base, tok, _ = load_model(model_name)
-        for name in base_methods:
+        base: tuple[Any, Any] | None = None  # loaded once, on first use, kept for the later prompting methods
+        for name in methods:
+            if name in skipped:
+                continue
             bar.update(task_id, description=name)
+            if name in TUNED:
+                try:
+                    run_dir, training = obtain_run(name, options, model_name, out)
+                except UserError as e:
+                    skipped[name] = str(e)
+                    console.warn(f"bakeoff: {name} skipped: {e}")
+                    continue
+                if training["base_model"] != model_name:
+                    notes.append(
+                        f"the {name} run was tuned from {training['base_model']}, "
+                        f"the prompting methods use {model_name}"
+                    )
+                tuned, ttok, _ = load_model(str(run_dir))
+                res = _measure(name, labels[name], tuned, ttok, plain, rows, context(ttok), tick)
+                results[name] = {**res, "model": str(run_dir), "training": training}
+                del tuned
+                partial(name)
+                continue
+            if base is None:
+                model, tok, _ = load_model(model_name)
+                base = (model, tok)
+            model, tok = base
             extra: dict[str, Any] = {}
             if name == "prompt":
                 prompts = [prompted(p, instructions, []) for p in plain]
@@ -280,42 +333,12 @@ def run_bakeoff(options: BakeoffOptions, out: Path | str) -> dict[str, Any]:
                 prompts = rag.prompts
                 rag_info = {"retriever": rag.retriever, "index_s": rag.index_s, "k": options.k}
                 extra = {"retrieval_s_per_request": rag.seconds_per_request, "retrieved": rag.sources}
-            res = _measure(name, labels[name], base, tok, prompts, rows, context(tok), tick)
+            res = _measure(name, labels[name], model, tok, prompts, rows, context(tok), tick)
             if "retrieval_s_per_request" in extra and res["latency_s"] is not None:
                 res["latency_s"] += extra["retrieval_s_per_request"]  # retrieval is part of every request
             results[name] = {**res, **extra, "model": model_name, "training": None}
-        del base, tok
-        for name in (x for x in methods if x in TUNED):
-            bar.update(task_id, description=name)
-            try:
-                run_dir, training = obtain_run(name, options, model_name, out)
-            except UserError as e:
-                skipped[name] = str(e)
-                console.warn(f"bakeoff: {name} skipped: {e}")
-                continue
-            if training["base_model"] != model_name:
-                notes.append(
-                    f"the {name} run was tuned from {training['base_model']}, the prompting methods use {model_name}"
-                )
-            tuned, ttok, _ = load_model(str(run_dir))
-            res = _measure(name, labels[name], tuned, ttok, plain, rows, context(ttok), tick)
-            results[name] = {**res, "model": str(run_dir), "training": training}
-            del tuned
-    return assemble(
-        options=options,
-        rows=rows,
-        results=results,
-        skipped=skipped,
-        notes=notes,
-        task=task,
-        schema=schema,
-        model_name=model_name,
-        max_new=ctx.get("max_new"),
-        docs=docs_info,
-        rag=rag_info,
-        wall_s=time.time() - t_start,
-        instructions_chars=len(instructions),
-    )
+            partial(name)
+    return result(complete=True)
 
 
 def assemble(*, options: BakeoffOptions, rows: list[EvalRow], results: dict[str, dict[str, Any]], **kw: Any) -> dict:
