@@ -9,8 +9,9 @@ import pytest
 from tunesmith import runs
 from tunesmith.data.render import Renderer
 from tunesmith.decide import economics as econ
-from tunesmith.decide.bakeoff import BakeoffOptions, run_bakeoff
+from tunesmith.decide.bakeoff import BakeoffOptions, parse_methods, run_bakeoff
 from tunesmith.decide.report import write_reports
+from tunesmith.errors import UserError
 from tunesmith.eval.runner import load_rows, prompted
 from tunesmith.models.load import load_model
 
@@ -70,7 +71,7 @@ def test_every_method_runs_on_the_same_rows(bakeoff, files: dict[str, Path], tin
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "bakeoff.json").read_text())
     m = result["methods"]
-    assert list(m) == ["prompt", "fewshot", "rag", "lora", "full"] and result["skipped"] == {}
+    assert list(m) == ["prompt", "fewshot", "rag", "lora", "full"] and result["skipped"] == {} and result["complete"]
     assert result["task"] == "json" and result["quality_metric"] == "mean_field_accuracy"
     assert result["decoding"]["max_new_tokens"] == 6
     assert all(r[n]["prompt_tokens"] > 0 for r in result["rows_detail"] for n in m)
@@ -118,8 +119,12 @@ def test_reuse_and_methods_that_cannot_run(bakeoff, files: dict[str, Path], tmp_
         latency_samples=1,
         max_memory_gb=1e-6,
     )
-    result = run_bakeoff(options, tmp_path / "out")
-    assert list(result["methods"]) == ["prompt", "rag", "lora"]
+    seen: list[dict] = []
+    result = run_bakeoff(options, tmp_path / "out", on_progress=seen.append)
+    assert list(result["methods"]) == ["prompt", "rag", "lora"] and result["complete"]
+    # After each method, the result so far: what a stopped bakeoff leaves behind.
+    assert [list(x["methods"]) for x in seen] == [["prompt"], ["prompt", "rag"], ["prompt", "rag", "lora"]]
+    assert not seen[0]["complete"] and "partial result: still to run rag, lora, full" in seen[0]["notes"]
     lora = result["methods"]["lora"]["training"]
     assert lora["source"] == "reused" and lora["seconds"] == runs.read_run(first / "lora-run")["wall_time_s"]
     assert result["skipped"]["full"].startswith("full fine-tuning needs about ")
@@ -141,12 +146,11 @@ def test_nothing_runnable_still_reports(files: dict[str, Path], tmp_path: Path) 
 def test_bad_input_is_one_line_exit_2(files: dict[str, Path], tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    base = ["bakeoff", "--train", str(files["train"])]
-    proc = tunesmith(*base, "--test", str(empty))
+    proc = tunesmith("bakeoff", "--train", str(files["train"]), "--test", str(empty))
     assert_user_error(proc, "empty.jsonl")
     assert len(proc.stderr.strip().splitlines()) == 1
-    test = ["--test", str(files["test"])]
-    assert_user_error(tunesmith(*base, *test, "--methods", "prompt,magic"), "unknown method magic")
-    assert_user_error(
-        tunesmith(*base, "--test", str(files["test"]), "--methods", "fewshot", "--k", "0"), "--k must be at least 1"
-    )
+    # The same UserError path as above, without paying for another process start.
+    with pytest.raises(UserError, match="unknown method magic"):
+        parse_methods("prompt,magic")
+    with pytest.raises(UserError, match="--k must be at least 1"):
+        run_bakeoff(BakeoffOptions(train=files["train"], test=files["test"], methods=("fewshot",), k=0), tmp_path)
