@@ -106,6 +106,11 @@ def test_markdown_table(written) -> None:
     assert "0.0005 per 1k input tokens and 1 per hour" in md
 
 
+def test_a_partial_result_names_no_winner() -> None:
+    result = {**fake_bakeoff(), "complete": False}
+    assert report.winner_line(result).startswith("Leader so far (partial result): LoRA (no instructions)")
+
+
 def test_break_even_text() -> None:
     assert report.requests_text(None) == "never"
     assert report.requests_text(0.0) == "at once"

@@ -90,7 +90,9 @@ def winner_line(result: dict[str, Any]) -> str:
     if not rank.get("winner"):
         return "No method could be scored."
     label = result["methods"][rank["winner"]]["label"]
-    return f"Winner: {label}: {rank['reason']}."
+    # A stopped bakeoff's reports say so: its leader is not a winner over the methods it never ran.
+    head = "Leader so far (partial result)" if result.get("complete") is False else "Winner"
+    return f"{head}: {label}: {rank['reason']}."
 
 
 def prices_line(result: dict[str, Any]) -> str:
