@@ -75,7 +75,7 @@ def _training_examples(run: Path) -> tuple[list[Conversation], str | None]:
     return read_examples(train).examples, None
 
 
-def _few_shot(examples: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:
+def few_shot_turns(examples: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:
     """K (user, assistant) pairs from the training data, drawn with a fixed seed: the same every run."""
     pairs = [c.as_dicts()[-2:] for c in examples if len(c.messages) >= 2 and c.messages[-2].role == "user"]
     if k > len(pairs):
@@ -83,7 +83,7 @@ def _few_shot(examples: list[Conversation], k: int, seed: int) -> list[dict[str,
     return [msg for pair in random.Random(seed).sample(pairs, k) for msg in pair]
 
 
-def _prompted(prompt: list[dict[str, str]], instructions: str, shots: list[dict[str, str]]) -> list[dict[str, str]]:
+def prompted(prompt: list[dict[str, str]], instructions: str, shots: list[dict[str, str]]) -> list[dict[str, str]]:
     """Instructions as (the start of) the system message, then the shots as earlier turns."""
     system, rest = instructions, prompt
     if prompt and prompt[0]["role"] == "system":
@@ -105,7 +105,7 @@ def _schema(options: EvalOptions, train_replies: list[str], refs: list[str]) -> 
     return schema, "inferred from the test references (training data not found)" if schema else None
 
 
-def _auto_max_tokens(tokenizer: Any, refs: list[str]) -> int:
+def auto_max_tokens(tokenizer: Any, refs: list[str]) -> int:
     """Room for the longest reference and a margin; rambling past that only costs time."""
     if not refs:
         return 256
@@ -129,7 +129,7 @@ def reply_losses(
     return out
 
 
-def _generate_all(
+def generate_all(
     model: Any, tokenizer: Any, renderer: Renderer, prompts: list[list[dict]], max_new: int, bs: int, tick: Any
 ) -> tuple[list[Completion], float]:
     """Batched generation in length order, one batch per progress tick."""
@@ -148,15 +148,44 @@ def _generate_all(
     return [c for c in out if c is not None], time.perf_counter() - t0
 
 
-def _run_condition(
-    name: str, label: str, model: Any, tok: Any, prompts: list, refs: list, max_new: int, bs: int, tick: Any
-) -> dict[str, Any]:
+@torch.inference_mode()
+def single_request_latency(
+    model: Any, tok: Any, prompts: list[list[dict[str, str]]], max_new: int, samples: int
+) -> list[float]:
+    """Seconds for each of the first ``samples`` prompts answered alone (batch of one), as one user's
+    request would be: batched throughput hides how long a single reply takes."""
     renderer = Renderer(tok, train_on="last", max_len=1 << 30, stop_token_ids=stop_token_ids(model, tok))
-    completions, seconds = _generate_all(model, tok, renderer, prompts, max_new, bs, tick)
+    out = []
+    for prompt in prompts[:samples]:
+        t0 = time.perf_counter()
+        generate(model, tok, [prompt], max_new_tokens=max_new, batch_size=1, renderer=renderer)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def run_condition(
+    name: str,
+    label: str,
+    model: Any,
+    tok: Any,
+    prompts: list,
+    refs: list,
+    max_new: int,
+    bs: int,
+    tick: Any,
+    *,
+    measure_loss: bool | None = None,
+) -> dict[str, Any]:
+    """One model and one prompt recipe over every row. ``prompts`` holds each row's own prompt, so a recipe
+    may differ per row (retrieval puts each row's nearest examples in front of it)."""
+    renderer = Renderer(tok, train_on="last", max_len=1 << 30, stop_token_ids=stop_token_ids(model, tok))
+    completions, seconds = generate_all(model, tok, renderer, prompts, max_new, bs, tick)
     # Loss is measured for base and tuned on the same plain prompts. Behind long instructions and shots it
     # would cost as much again as generating, for a number the comparison does not need.
+    if measure_loss is None:
+        measure_loss = name != "base_prompted"
     losses: list[tuple[float, int] | None] = [None] * len(prompts)
-    if name != "base_prompted":
+    if measure_loss:
         losses = reply_losses(model, renderer, prompts, refs, tok.pad_token_id)
     return {
         "name": name,
@@ -177,7 +206,7 @@ def _load_base(name: str, run: Path, trust_remote_code: bool = False) -> tuple[A
     return model, tok
 
 
-def _progress() -> Any:
+def progress() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -224,38 +253,38 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
             raise UserError(f"cannot read instructions from {options.instructions}: {e}") from None
     if options.few_shot and not train_examples:
         raise UserError(f"--few-shot needs the run's training data, and {train_note}")
-    shots = _few_shot(train_examples, options.few_shot, options.seed) if options.few_shot else []
+    shots = few_shot_turns(train_examples, options.few_shot, options.seed) if options.few_shot else []
     schema, schema_source = _schema(options, train_replies, known_refs)
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
     t0 = time.time()
     base, tok = _load_base(info["base_model"], run, options.trust_remote_code)
-    max_new = options.max_new_tokens or _auto_max_tokens(tok, known_refs)
+    max_new = options.max_new_tokens or auto_max_tokens(tok, known_refs)
     plain = [r.prompt for r in rows]
     recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
     n_gen = len(rows) * (3 if recipe else 2)
     conditions: dict[str, dict[str, Any]] = {}
-    with _progress() as bar:
+    with progress() as bar:
         task_id = bar.add_task("base", total=n_gen)
 
         def tick(n: int) -> None:
             bar.advance(task_id, n)
 
         bs = options.batch_size
-        conditions["base"] = _run_condition("base", "base", base, tok, plain, refs, max_new, bs, tick)
+        conditions["base"] = run_condition("base", "base", base, tok, plain, refs, max_new, bs, tick)
         if recipe:
             bar.update(task_id, description=f"base + {recipe}")
-            prompts = [_prompted(p, instructions, shots) for p in plain]
+            prompts = [prompted(p, instructions, shots) for p in plain]
             label = f"base + {recipe}"
-            conditions["base_prompted"] = _run_condition(
+            conditions["base_prompted"] = run_condition(
                 "base_prompted", label, base, tok, prompts, refs, max_new, bs, tick
             )
         base_ppl, n_tokens = forgetting.text_perplexity(base, tok, forgetting.general_text())
         del base
         bar.update(task_id, description="tuned")
         tuned, tuned_tok, _ = load_model(run, trust_remote_code=options.trust_remote_code)
-        conditions["tuned"] = _run_condition("tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick)
+        conditions["tuned"] = run_condition("tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick)
         tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
         del tuned
     forget = forgetting.Forgetting(base_ppl, tuned_ppl, n_tokens, options.forgetting_threshold)

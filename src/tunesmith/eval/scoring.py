@@ -123,9 +123,10 @@ def change(base: float, tuned: float, eps: float = 1e-9) -> str:
     return "same"
 
 
-def quality_key(conditions: dict[str, dict[str, Any]]) -> str | None:
-    tuned = conditions["tuned"]["metrics"]
-    return next((k for k in QUALITY_ORDER if k in tuned), None)
+def quality_key(conditions: dict[str, dict[str, Any]], reference: str = "tuned") -> str | None:
+    """The first measure of QUALITY_ORDER that the ``reference`` condition reported."""
+    measured = conditions[reference]["metrics"]
+    return next((k for k in QUALITY_ORDER if k in measured), None)
 
 
 def headline(conditions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

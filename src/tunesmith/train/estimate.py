@@ -315,9 +315,11 @@ def estimate_training(
     *,
     price_per_hour: float | None = None,
     nproc: int = 1,
+    methods: tuple[str, ...] = ("full", "lora"),
 ) -> Estimate:
-    """Probe full fine-tuning, then LoRA, on one loaded copy of the model; ``kept`` are the training rows
-    that survive the overlong policy (from the dataset doctor), ``kept_lengths`` their token counts."""
+    """Probe full fine-tuning, then LoRA (or only those of ``methods``), on one loaded copy of the model;
+    ``kept`` are the training rows that survive the overlong policy (from the dataset doctor),
+    ``kept_lengths`` their token counts."""
     from tunesmith.generate import stop_token_ids
     from tunesmith.models.load import load_model
 
@@ -332,15 +334,15 @@ def estimate_training(
         stop_token_ids=stop_token_ids(model, tokenizer),
     )
     rows = _Rows(renderer, kept, kept_lengths, tokenizer.pad_token_id)
-    methods = []
+    probed = []
     # Full first: it leaves the fp32 weights untouched (lr 0), so LoRA can then wrap the same model.
-    for method in ("full", "lora"):
-        methods.append(_probe(model, cfg, method, rows, val_lengths, nproc))
+    for method in (m for m in ("full", "lora") if m in methods):
+        probed.append(_probe(model, cfg, method, rows, val_lengths, nproc))
         for p in model.parameters():
             p.requires_grad_(False)
     if price_per_hour is not None:
-        for m in methods:
+        for m in probed:
             m.cost_per_epoch = round(m.seconds_per_epoch / 3600 * price_per_hour, 4)
             m.cost_total = round(m.seconds_total / 3600 * price_per_hour, 4)
     device = f"CPU, {torch.get_num_threads()} threads"  # the training loop runs where collate puts tensors
-    return Estimate(device, round(time.perf_counter() - t0, 2), methods, price_per_hour)
+    return Estimate(device, round(time.perf_counter() - t0, 2), probed, price_per_hour)
