@@ -77,14 +77,17 @@ def save_checkpoint(
         return _commit(checkpoints_dir, tmp, final, step, keep)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        why = e.strerror or str(e)
-        raise UserError(
-            f"could not save checkpoint {final.name} in {checkpoints_dir}: {why}; the checkpoints saved "
-            "before it are intact (free some space, then run the same command with --resume)"
-        ) from None
+        raise _save_failed(final, e.strerror or str(e)) from None
     except BaseException:  # a second Ctrl-C: leave no half-written folder behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _save_failed(final: Path, why: str) -> UserError:
+    return UserError(
+        f"could not save checkpoint {final.name} in {final.parent}: {why}; the checkpoints saved "
+        "before it are intact (free some space, then run the same command with --resume)"
+    )
 
 
 def _write_files(
@@ -245,6 +248,8 @@ def save_sharded(
     tmp = checkpoints_dir / f".tmp-{PREFIX}{step:06d}-sharded"  # the same name on every rank
     if main:
         checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        # The whole checkpoint (every rank's shard lands in this folder): numel counts a sharded tensor whole.
+        _check_space(checkpoints_dir, final.name, estimate_bytes(weights, best_weights, optimizer))
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     if peers:
@@ -255,14 +260,23 @@ def save_sharded(
     }
     if best_weights is not None:
         content["best"] = best_weights
-    with _one_process_is_fine():
-        dcp.save(content, checkpoint_id=tmp)  # returns once every rank's shard and the metadata are written
-    if not main:
-        return None
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-    state = {**state, "has_best": best_weights is not None}
-    (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-    return _commit(checkpoints_dir, tmp, final, step, keep)
+    try:
+        with _one_process_is_fine():
+            dcp.save(content, checkpoint_id=tmp)  # returns once every rank's shard and the metadata are written
+        if not main:
+            return None
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        state = {**state, "has_best": best_weights is not None}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        return _commit(checkpoints_dir, tmp, final, step, keep)
+    except (OSError, RuntimeError) as e:  # dcp and torch.save report a failed write as RuntimeError too
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_failed(final, str(e).splitlines()[0] if str(e) else repr(e)) from None
+    except BaseException:  # a second Ctrl-C: leave no half-written folder behind
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_sharded(
