@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
-from tunesmith.data.formats import Conversation, read_examples
+from tunesmith.data.formats import read_examples
 from tunesmith.decide import economics as econ
+from tunesmith.decide.prompts import last_user, pairs_of, rag_prompts
 from tunesmith.decide.rank import rank_methods
 from tunesmith.decide.training import obtain_run
 from tunesmith.errors import UserError
@@ -77,55 +78,6 @@ def parse_methods(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise UserError(f"--methods: unknown method {', '.join(unknown) or '(none)'}; choose from {','.join(METHODS)}")
     return names
-
-
-# ---- prompts -----------------------------------------------------------------------------------------------
-def _pairs(examples: list[Conversation]) -> list[list[dict[str, str]]]:
-    """(user, assistant) message pairs from the training data: what few-shot and retrieval show."""
-    return [c.as_dicts()[-2:] for c in examples if len(c.messages) >= 2 and c.messages[-2].role == "user"]
-
-
-def _last_user(prompt: list[dict[str, str]]) -> str:
-    return next((x["content"] for x in reversed(prompt) if x["role"] == "user"), "")
-
-
-@dataclass
-class RagPrompts:
-    prompts: list[list[dict[str, str]]]
-    seconds_per_request: float  # retrieval only, measured
-    index_s: float
-    retriever: str
-    sources: list[list[str]]  # what each row was shown
-
-
-def rag_prompts(
-    rows: list[EvalRow], pairs: list[list[dict[str, str]]], chunks: list[Any], instructions: str, k: int, kind: str
-) -> RagPrompts:
-    """Each row's own prompt: the K training examples nearest to its input as earlier turns and, with
-    --docs, the K nearest document chunks in the system message."""
-    from tunesmith.decide.retrieval import make_retriever
-
-    t0 = time.perf_counter()
-    examples = make_retriever(kind, [p[0]["content"] for p in pairs]) if pairs else None
-    docs = make_retriever(kind, [c.text for c in chunks]) if chunks else None
-    index_s = time.perf_counter() - t0
-    queries = [_last_user(r.prompt) for r in rows]
-    t0 = time.perf_counter()
-    near = examples.search(queries, k) if examples else [[] for _ in rows]
-    near_docs = docs.search(queries, k) if docs else [[] for _ in rows]
-    per_request = (time.perf_counter() - t0) / max(1, len(rows))
-    prompts, sources = [], []
-    for row, ex, dc in zip(rows, near, near_docs, strict=True):
-        system = instructions
-        if dc:
-            context = "\n\n".join(f"[{j + 1}] {chunks[i].text}" for j, i in enumerate(dc))
-            system = "\n\n".join(x for x in (instructions, f"Reference documents:\n{context}") if x)
-        # Nearest last: the closest example sits right before the question.
-        shots = [msg for i in reversed(ex) for msg in pairs[i]]
-        prompts.append(prompted(row.prompt, system, shots))
-        sources.append([f"example {i}" for i in ex] + [chunks[i].source for i in dc])
-    name = examples.name if examples else docs.name if docs else kind
-    return RagPrompts(prompts, per_request, index_s, name, sources)
 
 
 # ---- the bakeoff -------------------------------------------------------------------------------------------
@@ -211,7 +163,7 @@ def run_bakeoff(
     if not rows:
         raise UserError(f"{options.test} has no rows to test on")
     train_examples = read_examples(options.train).examples
-    pairs = _pairs(train_examples)
+    pairs = pairs_of(train_examples)
     instructions = _read_instructions(options.instructions)
     notes: list[str] = []
     skipped: dict[str, str] = {}
@@ -374,7 +326,7 @@ def assemble(*, options: BakeoffOptions, rows: list[EvalRow], results: dict[str,
     )
     detail = []
     for i, row in enumerate(rows):
-        entry: dict[str, Any] = {"source": row.source, "input": _last_user(row.prompt), "reference": row.reference}
+        entry: dict[str, Any] = {"source": row.source, "input": last_user(row.prompt), "reference": row.reference}
         for name, r in results.items():
             entry[name] = r["rows"][i]
             if "retrieved" in r:
