@@ -1,7 +1,9 @@
-"""Generation benchmark: tunesmith's generate (adapter merged in memory, batched, KV cache) against HF
-`generate` on an unmerged `PeftModel`, same prompts, same run, interleaved, medians.
+"""Generation benchmark: tunesmith's generate (adapter merged in memory, batched, KV cache, weights in the
+precision `tunesmith generate` picks by default) against HF `generate` on an unmerged `PeftModel` loaded the
+usual way (`from_pretrained`, which keeps this model's fp32), same prompts, same run, interleaved, medians.
+tunesmith is also run in fp32, so the gain from merging alone is reported apart from the gain from bf16.
 
-Both sides decode exactly ``--new-tokens`` tokens per row (EOS is ignored via min_new_tokens), greedy, batch 8.
+Every side decodes exactly ``--new-tokens`` tokens per row (EOS is ignored via min_new_tokens), greedy, batch 8.
 Reported: decode tokens/s and time to first token (a 1-token generate: the prefill).
 
     python benchmarks/generate_vs_hf.py RUN_DIR            # a LoRA run, e.g. runs/demo
@@ -42,22 +44,23 @@ def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, pad: int) -> 
 
 def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict:
     from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     from tunesmith import runs
-    from tunesmith.models.load import load_model
+    from tunesmith.models.load import inference_dtype, load_model, resolve
 
     info = runs.read_run(Path(run_dir))
-    ours, tok, _ = load_model(run_dir)  # tunesmith's path: base + adapter, merged in memory
-    base, _, _ = load_model(info["base_model"])
-    hf = PeftModel.from_pretrained(base, str(Path(run_dir) / info["weights_dir"])).eval()  # the usual way
+    dtype = inference_dtype("auto")
+    ours, tok, _ = load_model(run_dir, dtype=dtype)  # tunesmith's path: base + adapter, merged in memory
+    ours32, _, _ = load_model(run_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(resolve(info["base_model"]).path)  # the usual way
+    hf = PeftModel.from_pretrained(base, str(Path(run_dir) / info["weights_dir"])).eval()
     inputs = _inputs(tok, prompts)
     pad = tok.pad_token_id
-    times: dict[str, dict[str, list[float]]] = {
-        "tunesmith": {"decode": [], "ttft": []},
-        "hf": {"decode": [], "ttft": []},
-    }
+    models = {"tunesmith": ours, "tunesmith_fp32": ours32, "hf": hf}
+    times = {name: {"decode": [], "ttft": []} for name in models}
     for rep in range(repeats):
-        order = [("tunesmith", ours), ("hf", hf)]
+        order = list(models.items())
         for name, model in order if rep % 2 == 0 else order[::-1]:
             times[name]["ttft"].append(_time(model, inputs, 1, pad))
             times[name]["decode"].append(_time(model, inputs, new_tokens, pad))
@@ -66,7 +69,10 @@ def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict
         decode = statistics.median(t["decode"])
         ttft = statistics.median(t["ttft"])
         out[name] = {"decode_tokens_per_s": len(prompts) * (new_tokens - 1) / (decode - ttft), "ttft_s": ttft}
+    out["tunesmith"]["dtype"] = str(dtype).removeprefix("torch.")
+    out["hf"]["dtype"] = str(next(hf.parameters()).dtype).removeprefix("torch.")
     out["ratio"] = out["tunesmith"]["decode_tokens_per_s"] / out["hf"]["decode_tokens_per_s"]
+    out["ratio_fp32"] = out["tunesmith_fp32"]["decode_tokens_per_s"] / out["hf"]["decode_tokens_per_s"]
     return out
 
 

@@ -55,6 +55,7 @@ def bad_inputs(tmp: Path, tiny: Path) -> list[tuple[list[str], str]]:
         ),
         ([*base, "--data", str(ok), "--method", "qlora"], "train.method"),
         (["generate", str(tmp / "nowhere"), "--prompt", "hi"], "unknown model"),
+        (["generate", str(tiny), "--prompt", "hi", "--precision", "fp16"], "precision 'fp16': use one of auto"),
     ]
 
 

@@ -8,6 +8,7 @@ the KV-cache merge and the adapter routing cannot drift from what `tunesmith gen
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import socket
@@ -49,6 +50,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_run: Path) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("serve")
     args = [f"tiny={tiny_model_dir}", str(tiny_run), "--api-key", KEY, "--max-tokens", "256", "--no-jobs"]
+    args += ["--precision", "fp32"]  # replies are compared token for token with fp32 `generate`
     proc, url = start_server(args, tmp / "home", tmp / "server.log")
     yield url
     stop_server(proc)
@@ -231,18 +233,15 @@ def test_32_concurrent_clients_are_batched(server: str) -> None:
     assert after["steps"] - before["steps"] < 32 * 16, "fewer decode steps than running the requests one by one"
 
 
-@pytest.fixture
-def in_process_server(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tuple[str, object]]:
-    """A second server in a thread of this process, with tiny limits (and the engine at hand to pause it)."""
+@contextlib.contextmanager
+def serving_in_thread(registry, settings) -> Iterator[str]:
+    """A server in a thread of this process (so the test can reach into its engine); yields its URL."""
     import uvicorn
 
-    from tunesmith.serve.app import ServeSettings, create_app
-    from tunesmith.serve.registry import Registry
+    from tunesmith.serve.app import create_app
 
-    registry = Registry()
-    registry.add(f"tiny={tiny_model_dir}")
-    app = create_app(registry, ServeSettings(max_concurrency=1, max_body_bytes=4096, max_tokens=32, jobs=False))
     port = free_port()
+    app = create_app(registry, settings)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -250,9 +249,49 @@ def in_process_server(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tuple[st
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert srv.started, "the in-process server did not start"
-    yield f"http://127.0.0.1:{port}", registry.served["tiny"].engine
-    srv.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def in_process_server(tiny_model_dir: Path) -> Iterator[tuple[str, object]]:
+    """A second server with tiny limits (and the engine at hand to pause it)."""
+    from tunesmith.serve.app import ServeSettings
+    from tunesmith.serve.registry import Registry
+
+    registry = Registry()
+    registry.add(f"tiny={tiny_model_dir}")
+    settings = ServeSettings(max_concurrency=1, max_body_bytes=4096, max_tokens=32, jobs=False)
+    with serving_in_thread(registry, settings) as url:
+        yield url, registry.served["tiny"].engine
+
+
+def test_a_single_adapter_is_merged_until_something_else_is_asked(tiny_model_dir: Path, tiny_run: Path, reference):
+    """One adapter on an engine is folded into the weights (no LoRA matmuls per step); the first request for
+    the base unmerges it, and both models still answer exactly as `tunesmith generate` does."""
+    from tunesmith.serve.app import ServeSettings
+    from tunesmith.serve.registry import Registry
+
+    registry = Registry()
+    base, tuned = registry.add(f"colours={tiny_run}")
+    engine = registry.served[tuned].engine
+    assert engine.merged == registry.served[tuned].adapter
+    lora_layers = [m for m in engine.model.modules() if hasattr(m, "merged_adapters")]
+    assert lora_layers and all(m.merged for m in lora_layers)
+
+    def ask(url: str, model: str) -> str:
+        r = client(url).chat.completions.create(model=model, messages=ASK, temperature=0, max_tokens=12)
+        return r.choices[0].message.content
+
+    with serving_in_thread(registry, ServeSettings(jobs=False)) as url:
+        assert ask(url, tuned) == reference("colours", ASK, 12)[0].text
+        assert engine.merged is not None, "asking the merged adapter keeps it merged"
+        assert ask(url, base) == reference("tiny", ASK, 12)[0].text
+        assert engine.merged is None and not any(m.merged for m in lora_layers), "the base needs it unmerged"
+        assert ask(url, tuned) == reference("colours", ASK, 12)[0].text, "and the adapter is routed per row again"
 
 
 def test_over_the_concurrency_limit_is_429(in_process_server) -> None:

@@ -8,6 +8,14 @@ from typing import Annotated
 import typer
 
 Opt = typer.Option
+PrecisionOption = Annotated[
+    str,
+    Opt(
+        "--precision",
+        help="Weights for generation: auto = bf16 where the hardware computes in bf16 natively, else fp32; "
+        "fp32 keeps a merged adapter exact.",
+    ),
+]
 
 
 def generate_command(
@@ -20,6 +28,7 @@ def generate_command(
     top_p: Annotated[float, Opt("--top-p", min=0.0, max=1.0)] = 1.0,
     batch_size: Annotated[int, Opt("--batch-size", min=1)] = 16,
     seed: Annotated[int | None, Opt("--seed")] = None,
+    precision: PrecisionOption = "auto",
     trust_remote_code: Annotated[
         bool, Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default).")
     ] = False,
@@ -37,9 +46,9 @@ def generate_command(
     if not prompts:
         raise UserError("nothing to generate: pass --prompt TEXT or --prompts-file FILE")
     from tunesmith.generate import GenerationStats, generate
-    from tunesmith.models.load import load_model
+    from tunesmith.models.load import inference_dtype, load_model
 
-    lm, tok, _ = load_model(model, trust_remote_code=trust_remote_code)
+    lm, tok, _ = load_model(model, dtype=inference_dtype(precision), trust_remote_code=trust_remote_code)
     stats = GenerationStats()
     prefix = [{"role": "system", "content": system}] if system else []
     convs = [[*prefix, {"role": "user", "content": p}] for p in prompts]
@@ -69,6 +78,7 @@ def chat_command(
     system: Annotated[str | None, Opt("--system")] = None,
     max_tokens: Annotated[int, Opt("--max-tokens", min=1)] = 256,
     temperature: Annotated[float, Opt("--temperature", min=0.0)] = 0.0,
+    precision: PrecisionOption = "auto",
     trust_remote_code: Annotated[
         bool, Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default).")
     ] = False,
@@ -76,9 +86,9 @@ def chat_command(
     """Chat with a model in the terminal (empty line or Ctrl-D to quit, /reset to start over)."""
     from tunesmith import console
     from tunesmith.generate import generate
-    from tunesmith.models.load import load_model
+    from tunesmith.models.load import inference_dtype, load_model
 
-    lm, tok, _ = load_model(model, trust_remote_code=trust_remote_code)
+    lm, tok, _ = load_model(model, dtype=inference_dtype(precision), trust_remote_code=trust_remote_code)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     console.info("[dim]Chatting. Empty line or Ctrl-D quits; /reset starts over.[/dim]")
     while True:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.cli.generate import PrecisionOption
+
 Opt = typer.Option
 
 
@@ -39,6 +41,7 @@ def serve_command(
     ] = 64,
     max_batch: Annotated[int, Opt("--max-batch", min=1, help="Sequences decoded together per model.")] = 32,
     jobs: Annotated[bool, Opt("--jobs/--no-jobs", help="Serve the files and fine-tuning jobs API.")] = True,
+    precision: PrecisionOption = "auto",
     threads: Annotated[
         int | None, Opt("--threads", min=1, help="CPU threads for generation and jobs (default: torch's).")
     ] = None,
@@ -58,8 +61,11 @@ def serve_command(
         from tunesmith.serve.app import ServeSettings, create_app
     except ImportError as e:
         raise UserError(f"the server needs fastapi and uvicorn ({e.name} is missing): pip install tunesmith") from None
+    from tunesmith.models.load import inference_dtype
     from tunesmith.serve.jobs import Store
     from tunesmith.serve.registry import Registry
+
+    dtype = inference_dtype(precision)
     from tunesmith.serve.worker import weights_on_disk
 
     if threads is not None:
@@ -77,7 +83,7 @@ def serve_command(
             return None
         return store.job_path(job["id"])
 
-    registry = Registry(max_batch=max_batch, resolve_fine_tuned=fine_tuned)
+    registry = Registry(max_batch=max_batch, resolve_fine_tuned=fine_tuned, dtype=dtype)
     for spec in models or ["smollm2-135m"]:
         registry.add(spec)
     settings = ServeSettings(

@@ -9,6 +9,10 @@ join between steps instead of waiting for a whole batch to finish, each row keep
 settings, seed (a per-row ``torch.Generator``, so a seeded reply does not depend on what it was batched
 with), stop strings and token budget, and text streams out as it is made. Rows of different adapters
 share a step: PEFT's ``adapter_names`` routes each row through its own LoRA weights ("__base__": none).
+When an engine carries a single adapter it is merged into the weights instead (``merge_single_adapter``),
+which saves the per-layer LoRA matmuls and the mixed-batch routing on every step; the first request for
+anything else (the base model, or a second adapter attached later) unmerges it once, for good, so that
+repeated merge/unmerge rounding never builds up in the weights.
 Stop tokens and token counting follow ``tunesmith.generate``: the stop token counts as generated.
 
 The engine runs on one thread that owns the model; other threads talk to it through queues only.
@@ -126,6 +130,7 @@ class Engine:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._mergeable = True
+        self.merged: str | None = None  # the adapter folded into the weights (single-adapter fast path)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tunesmith-engine", daemon=True)
 
@@ -173,6 +178,21 @@ class Engine:
         return fut.result(timeout=timeout)
 
     # -- the engine thread -------------------------------------------------------------------------------
+    def merge_single_adapter(self) -> None:
+        """Merge the engine's adapter into the weights when it is the only one (call on the engine thread)."""
+        config = getattr(self.model, "peft_config", None)
+        if self.merged is not None or not config or len(config) != 1:
+            return
+        name = next(iter(config))
+        self.model.merge_adapter([name])
+        self.merged = name
+
+    def unmerge_adapter(self) -> None:
+        """Take a merged adapter back out of the weights, so that rows can be routed per adapter again."""
+        if self.merged is not None:
+            self.model.unmerge_adapter()
+            self.merged = None
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._run_commands()
@@ -233,7 +253,7 @@ class Engine:
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, rows: list[_Row]):
         extra: dict[str, Any] = {self._cache_arg: cache}
-        if hasattr(self.model, "peft_config"):
+        if hasattr(self.model, "peft_config") and self.merged is None:  # merged: every row is that adapter
             extra["adapter_names"] = [r.req.adapter or BASE for r in rows]
         out = self.model(
             input_ids=ids.to(self.device),
@@ -246,6 +266,8 @@ class Engine:
         return out.logits[:, -1, :].float(), getattr(out, self._cache_arg)
 
     def _prefill(self, reqs: list[GenRequest]) -> None:
+        if self.merged is not None and any(r.adapter != self.merged for r in reqs):
+            self.unmerge_adapter()  # rows already running keep their adapter through per-row routing
         width = max(len(r.prompt_ids) for r in reqs)
         ids = torch.full((len(reqs), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(reqs), width), dtype=torch.long)

@@ -2,8 +2,8 @@
 
 One engine per base model: a LoRA run adds its adapter to the engine of its base (PEFT ``load_adapter``
 under an internal name), so N adapters cost one copy of the base weights plus N small adapters, and
-their requests batch together. Runs are never merged here: merging would bake one adapter into the
-shared base. A full fine-tune is a model of its own, with its own engine.
+their requests batch together. An engine with a single adapter merges it into the weights until something
+else is asked of that engine (see ``batching``). A full fine-tune is a model of its own, with its own engine.
 
 Names: a base model is served as its alias (``smollm2-135m``), its folder name, or its hub id; a run as
 its folder name; ``NAME=PATH`` on the command line chooses the name. Fine-tuned models from the jobs API
@@ -59,8 +59,10 @@ class Registry:
         max_batch: int = 32,
         window_s: float = 0.005,
         resolve_fine_tuned: Callable[[str], Path | None] | None = None,
+        dtype: Any = None,
     ) -> None:
         self.max_batch, self.window_s = max_batch, window_s
+        self.dtype = dtype  # torch dtype of the weights; None: fp32
         self.resolve_fine_tuned = resolve_fine_tuned
         self.served: dict[str, Served] = {}
         self._engines: dict[str, Engine] = {}  # key: resolved base path (or run path for full runs)
@@ -125,7 +127,7 @@ class Registry:
 
         from tunesmith.models.load import load_model
 
-        model, tok, _ = load_model(source, merge_adapter=False)
+        model, tok, _ = load_model(source, dtype=self.dtype or torch.float32, merge_adapter=False)
         if torch.cuda.is_available():
             model = model.to("cuda")
         return Engine(model, tok, max_batch=self.max_batch, window_s=self.window_s)
@@ -136,6 +138,7 @@ class Registry:
 
         from tunesmith.models.lora import quiet_peft
 
+        engine.unmerge_adapter()  # PEFT cannot add an adapter to merged weights
         try:
             with quiet_peft():
                 if hasattr(engine.model, "peft_config"):
@@ -145,6 +148,7 @@ class Registry:
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelError(f"cannot attach the adapter in '{weights}': {e}") from None
         engine.model.eval()
+        engine.merge_single_adapter()
 
     # -- lookups -----------------------------------------------------------------------------------------
     def get(self, name: str) -> Served | None:
@@ -174,7 +178,9 @@ class Registry:
 
     def describe(self) -> None:
         for s in self.served.values():
-            console.info(f"  serving [bold]{s.name}[/bold] ({s.kind})")
+            merged = ", merged into the weights until another model is asked of it"
+            merged = merged if s.adapter is not None and s.adapter == s.engine.merged else ""
+            console.info(f"  serving [bold]{s.name}[/bold] ({s.kind}{merged})")
 
 
 def stats(registry: Registry) -> dict[str, Any]:
