@@ -68,3 +68,65 @@ def test_compiled_layers_give_the_eager_loss_and_gradients(tmp_path: Path, tiny_
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
     for name, g in eager_grads.items():
         torch.testing.assert_close(compiled_grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bf16_lora_keeps_no_copies_of_its_inputs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """With bf16 autocast, LoRA layers use their bf16 input as it is: the same loss and gradients to the bit
+    as PEFT's cast-up-and-back-down, and fewer bytes saved for the backward pass."""
+    import torch
+
+    from tunesmith.config import LoraSettings
+    from tunesmith.data.formats import read_examples
+    from tunesmith.data.render import Renderer
+    from tunesmith.models.lora import add_lora
+    from tunesmith.train.batches import to_batch
+    from tunesmith.train.loop import autocast
+    from tunesmith.train.loss import token_loss_sum
+    from tunesmith.train.pipeline import keep_lora_inputs_in_bf16
+
+    _, tok, _ = load_model(str(tiny_model_dir))
+    rows, _ = Renderer(tok).render_all(read_examples(write_jsonl(tmp_path / "c.jsonl", chat_rows(4))).examples)
+    batch = to_batch([[r] for r in rows], tok.pad_token_id)
+
+    def run(keep: bool) -> tuple[float, int, int, int, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = add_lora(load_model(str(tiny_model_dir), dtype=torch.bfloat16)[0], LoraSettings(r=4, alpha=8))
+        if keep:
+            keep_lora_inputs_in_bf16(model)
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(True):
+            loss, _ = token_loss_sum(model, batch)
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        lora_inputs = sum(hasattr(m, "cast_input_dtype_enabled") for m in model.modules())
+        return float(loss), sum(storages.values()), len(storages), lora_inputs, grads
+
+    peft_loss, peft_bytes, peft_saved, lora_layers, peft_grads = run(False)
+    loss, saved_bytes, saved, _, grads = run(True)
+    assert loss == peft_loss
+    for name, g in peft_grads.items():
+        assert torch.equal(grads[name], g), name
+    assert saved_bytes < peft_bytes and peft_saved - saved >= lora_layers // 2
+
+
+def test_compile_auto_only_where_the_warm_up_pays_back() -> None:
+    import shutil
+
+    from tunesmith.config import load_config
+    from tunesmith.errors import UserError
+    from tunesmith.train.pipeline import choose_compile
+
+    assert load_config(None, {}).train.compile == "auto"
+    with pytest.raises(UserError, match="train.compile"):
+        load_config(None, {"train": {"compile": "sometimes"}})
+    assert choose_compile(True, 1, 1)[0] and not choose_compile(False, 10**6, 10**9)[0]
+    off, why = choose_compile("auto", 12, 135_000_000)
+    assert not off and "12 steps" in why
+    assert not choose_compile("auto", 500, 2_000_000)[0], "a tiny model never pays back the warm-up"
+    on, why = choose_compile("auto", 102, 135_000_000)
+    assert on == (shutil.which("g++") is not None or shutil.which("c++") is not None), why

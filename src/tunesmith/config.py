@@ -94,10 +94,11 @@ class TrainSettings(_Strict):
         description="Recompute activations in the backward pass: less memory, ~30% more compute. Off by default: "
         "a small model's LoRA activations fit easily.",
     )
-    compile: bool = Field(
-        False,
-        description="torch.compile each decoder layer (dynamic shapes). Costs a warm-up of a minute or more on "
-        "a small CPU; off by default, see BENCHMARKS.md for when it pays off.",
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile each decoder layer (dynamic shapes). auto: on for a single-process run of at "
+        "least 30 steps on a model of 50M+ parameters where inductor finds a C++ compiler, so its warm-up "
+        "(about 30 s on a 2-core CPU) pays for itself; off otherwise. See BENCHMARKS.md.",
     )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",

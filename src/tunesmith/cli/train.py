@@ -104,7 +104,8 @@ def train_command(
         Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default)."),
     ] = None,
     compile: Annotated[
-        bool | None, Opt("--compile/--no-compile", help="torch.compile the decoder layers (off by default).")
+        bool | None,
+        Opt("--compile/--no-compile", help="torch.compile the decoder layers (default: auto, on for long runs)."),
     ] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
