@@ -122,7 +122,7 @@ def test_compile_auto_only_where_the_warm_up_pays_back() -> None:
     from tunesmith.train.pipeline import choose_compile
 
     assert load_config(None, {}).train.compile == "auto"
-    with pytest.raises(UserError, match="train.compile"):
+    with pytest.raises(UserError, match=r"train\.compile"):
         load_config(None, {"train": {"compile": "sometimes"}})
     assert choose_compile(True, 1, 1)[0] and not choose_compile(False, 10**6, 10**9)[0]
     off, why = choose_compile("auto", 12, 135_000_000)

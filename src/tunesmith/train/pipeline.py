@@ -171,8 +171,9 @@ COMPILE_MIN_STEPS, COMPILE_MIN_PARAMS = 30, 50_000_000
 
 def choose_compile(setting: bool | str, total_steps: int, n_params: int) -> tuple[bool, str]:
     """(compile the decoder layers, the sentence for the run summary). Compiling costs a warm-up (about 30 s
-    for the default model on 2 cores) and then makes each step faster (1.39x in steady state, BENCHMARKS.md),
-    so ``auto`` compiles only runs long enough and models big enough for that to pay back."""
+    for the default model on 2 cores, plus the validation graphs) and then makes each step faster (1.39x in
+    steady state, BENCHMARKS.md), so ``auto`` compiles only runs long enough and models big enough for that
+    to pay back."""
     how = "each decoder layer, dynamic shapes; the first steps include compiling"
     if setting is True:
         return True, f"torch.compile: on, as configured ({how})"
