@@ -41,7 +41,9 @@ def serve_command(
     ] = 64,
     max_batch: Annotated[int, Opt("--max-batch", min=1, help="Sequences decoded together per model.")] = 32,
     jobs: Annotated[bool, Opt("--jobs/--no-jobs", help="Serve the files and fine-tuning jobs API.")] = True,
-    precision: PrecisionOption = "auto",
+    # fp32 by default here: in bf16 the server's memory grew under varied batch shapes (see README), which a
+    # long-running process cannot afford; `--precision auto` opts in.
+    precision: PrecisionOption = "fp32",
     threads: Annotated[
         int | None, Opt("--threads", min=1, help="CPU threads for generation and jobs (default: torch's).")
     ] = None,
