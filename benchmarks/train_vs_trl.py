@@ -117,8 +117,7 @@ def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | No
     from trl import SFTConfig, SFTTrainer
 
     from tunesmith.data.formats import read_examples
-    from tunesmith.models.load import load_tokenizer, resolve
-    from tunesmith.train.pipeline import bf16_supported
+    from tunesmith.models.load import bf16_supported, load_tokenizer, resolve
 
     s = SETTINGS
     rows = [{"prompt": c.as_dicts()[:-1], "completion": c.as_dicts()[-1:]} for c in read_examples(train).examples]

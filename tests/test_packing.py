@@ -143,7 +143,8 @@ def test_training_with_and_without_packing_gives_the_same_adapter(tmp_path, tiny
 def test_bf16_and_checkpointing_keep_the_loss(tmp_path, tiny_model_dir) -> None:
     """bf16 autocast moves the loss only within bf16's precision; gradient checkpointing not at all."""
     from tunesmith.config import load_config
-    from tunesmith.train.pipeline import bf16_supported, run_training
+    from tunesmith.models.load import bf16_supported
+    from tunesmith.train.pipeline import run_training
 
     from .conftest import chat_rows, write_jsonl
 

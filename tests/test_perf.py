@@ -40,7 +40,7 @@ def test_compiled_layers_give_the_eager_loss_and_gradients(tmp_path: Path, tiny_
     from tunesmith.models.lora import add_lora
     from tunesmith.train.batches import to_batch
     from tunesmith.train.loss import causal_lm_parts, token_loss_and_accuracy
-    from tunesmith.train.pipeline import compile_layers
+    from tunesmith.train.setup import compile_layers
 
     def loss_and_grads(compiled: bool, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, torch.Tensor]]:
         torch.manual_seed(0)
@@ -82,7 +82,7 @@ def test_bf16_lora_keeps_no_copies_of_its_inputs(tmp_path: Path, tiny_model_dir:
     from tunesmith.train.batches import to_batch
     from tunesmith.train.loop import autocast
     from tunesmith.train.loss import token_loss_sum
-    from tunesmith.train.pipeline import keep_lora_inputs_in_bf16
+    from tunesmith.train.setup import keep_lora_inputs_in_bf16
 
     _, tok, _ = load_model(str(tiny_model_dir))
     rows, _ = Renderer(tok).render_all(read_examples(write_jsonl(tmp_path / "c.jsonl", chat_rows(4))).examples)
@@ -119,7 +119,7 @@ def test_compile_auto_only_where_the_warm_up_pays_back() -> None:
 
     from tunesmith.config import load_config
     from tunesmith.errors import UserError
-    from tunesmith.train.pipeline import choose_compile
+    from tunesmith.train.setup import choose_compile
 
     assert load_config(None, {}).train.compile == "auto"
     with pytest.raises(UserError, match=r"train\.compile"):

@@ -197,7 +197,7 @@ def _layer_bytes(model: Any) -> tuple[int, int]:
 def _probe(
     model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: list[int], nproc: int = 1
 ) -> MethodEstimate:
-    from tunesmith.train.pipeline import choose_precision, prepare_model
+    from tunesmith.train.setup import choose_precision, prepare_model
 
     lengths = rows.lengths
     p95 = sorted(lengths)[int(0.95 * (len(lengths) - 1))]

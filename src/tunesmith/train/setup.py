@@ -1,0 +1,91 @@
+"""How the model is set up for training, before the loop: precision, which weights train and how they are
+stored, and torch.compile. Each choice returns the sentence the run summary prints for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tunesmith.config import LoraSettings
+from tunesmith.errors import UserError
+from tunesmith.models.load import bf16_supported
+from tunesmith.train import distributed
+
+
+def choose_precision(setting: str, method: str) -> tuple[bool, str]:
+    """(use bf16, the sentence for the run summary)."""
+    supported = bf16_supported()
+    if setting == "fp32":
+        return False, "precision: fp32 (as configured)"
+    if setting == "bf16" and not supported:
+        raise UserError("precision bf16 was asked for, but this hardware has no bf16 support; use auto or fp32")
+    if not supported:
+        return False, "precision: fp32 (this CPU has no bf16 support)"
+    frozen = "; frozen base stored in bf16" if method == "lora" else ""
+    return True, f"precision: bf16 autocast with fp32 trainable weights{frozen}"
+
+
+def prepare_model(model: Any, method: str, lora: LoraSettings, bf16: bool) -> Any:
+    """The one difference between LoRA and full fine-tuning: which weights train, stored how."""
+    if method == "lora":
+        from tunesmith.models.lora import add_lora
+
+        if bf16:
+            # The frozen base only feeds activations forward and gradients back, so bf16 storage loses
+            # nothing that autocast would not round away anyway, and saves a cast per layer per step.
+            model = model.to(torch.bfloat16)
+        model = add_lora(model, lora)  # PEFT keeps the adapter weights in fp32
+        if bf16:
+            keep_lora_inputs_in_bf16(model)
+        return model
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def keep_lora_inputs_in_bf16(model: Any) -> None:
+    """PEFT casts each LoRA layer's input up to its fp32 weights, and autocast casts it straight back to bf16
+    for the matmul: a round trip that changes no value but leaves a fresh bf16 copy of every LoRA input
+    saved for the backward pass (~11% of the activation memory on the default model). Switched off, the
+    arithmetic is bit-for-bit the same."""
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
+
+
+COMPILE_MIN_STEPS, COMPILE_MIN_PARAMS = 30, 50_000_000
+
+
+def choose_compile(setting: bool | str, total_steps: int, n_params: int) -> tuple[bool, str]:
+    """(compile the decoder layers, the sentence for the run summary). Compiling costs a warm-up (about 30 s
+    for the default model on 2 cores, plus the validation graphs) and then makes each step faster (1.39x in
+    steady state, BENCHMARKS.md), so ``auto`` compiles only runs long enough and models big enough for that
+    to pay back."""
+    how = "each decoder layer, dynamic shapes; the first steps include compiling"
+    if setting is True:
+        return True, f"torch.compile: on, as configured ({how})"
+    if setting is False:
+        return False, "torch.compile: off, as configured"
+    if distributed.active():
+        return False, "torch.compile: off (auto: not combined with several processes)"
+    if total_steps < COMPILE_MIN_STEPS or n_params < COMPILE_MIN_PARAMS:
+        size = f"{total_steps} steps of a {n_params / 1e6:.0f}M-parameter model"
+        return False, f"torch.compile: off (auto: {size} would not pay back its warm-up)"
+    if not torch.cuda.is_available():
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception:  # no compiler, or an inductor that cannot find one: eager it is
+            return False, "torch.compile: off (auto: no C++ compiler for inductor found; install g++ to enable)"
+    return True, f"torch.compile: on (auto: {total_steps} steps pay back its warm-up; {how})"
+
+
+def compile_layers(model: Any, backend: str = "inductor") -> None:
+    """Compile decoder layers one by one rather than the whole model: the layers are the hot, repeated
+    code, while the model's mask building and PEFT's wrapper would only cause graph breaks."""
+    from tunesmith.train.loss import causal_lm_parts
+
+    for layer in causal_lm_parts(model)[0].layers:
+        layer.compile(dynamic=True, backend=backend)
