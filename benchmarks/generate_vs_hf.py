@@ -4,7 +4,9 @@ usual way (`from_pretrained`, which keeps this model's fp32), same prompts, same
 tunesmith is also run in fp32, so the gain from merging alone is reported apart from the gain from bf16.
 
 Every side decodes exactly ``--new-tokens`` tokens per row (EOS is ignored via min_new_tokens), greedy, batch 8.
-Reported: decode tokens/s and time to first token (a 1-token generate: the prefill).
+Reported: decode tokens/s and time to first token, both timed inside the same ``generate`` call by tunesmith's
+own ``GenerationClock`` streamer (first token = the prefill; decode = first token to the last one), so a noisy
+moment cannot make the decode time come out negative as a difference of two separate calls could.
 
     python benchmarks/generate_vs_hf.py RUN_DIR            # a LoRA run, e.g. runs/demo
     python benchmarks/generate_vs_hf.py --smoke            # tiny random model + a fresh 2-step run (tests)
@@ -36,10 +38,22 @@ def _inputs(tok, prompts: list[str]) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, pad: int) -> float:
-    t0 = time.perf_counter()
-    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad)
-    return time.perf_counter() - t0
+def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, pad: int) -> tuple[float, float]:
+    """(time to first token, decode tokens/s) of one batched greedy generate of exactly ``new_tokens``."""
+    from tunesmith.generate import GenerationClock, GenerationStats
+
+    stats = GenerationStats()
+    clock = GenerationClock(stats, stops=[])  # min_new_tokens: no row stops early
+    model.generate(
+        **inputs,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=pad,
+        streamer=clock,
+    )
+    assert stats.ttft_s and stats.decode_tokens_per_s, "generate produced fewer than two tokens"
+    return stats.ttft_s[0], stats.decode_tokens_per_s
 
 
 def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict:
@@ -58,17 +72,17 @@ def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict
     inputs = _inputs(tok, prompts)
     pad = tok.pad_token_id
     models = {"tunesmith": ours, "tunesmith_fp32": ours32, "hf": hf}
-    times = {name: {"decode": [], "ttft": []} for name in models}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
     for rep in range(repeats):
         order = list(models.items())
         for name, model in order if rep % 2 == 0 else order[::-1]:
-            times[name]["ttft"].append(_time(model, inputs, 1, pad))
-            times[name]["decode"].append(_time(model, inputs, new_tokens, pad))
+            times[name].append(_time(model, inputs, new_tokens, pad))
     out = {}
-    for name, t in times.items():
-        decode = statistics.median(t["decode"])
-        ttft = statistics.median(t["ttft"])
-        out[name] = {"decode_tokens_per_s": len(prompts) * (new_tokens - 1) / (decode - ttft), "ttft_s": ttft}
+    for name, samples in times.items():
+        out[name] = {
+            "decode_tokens_per_s": statistics.median(tps for _, tps in samples),
+            "ttft_s": statistics.median(ttft for ttft, _ in samples),
+        }
     out["tunesmith"]["dtype"] = str(dtype).removeprefix("torch.")
     out["hf"]["dtype"] = str(next(hf.parameters()).dtype).removeprefix("torch.")
     out["ratio"] = out["tunesmith"]["decode_tokens_per_s"] / out["hf"]["decode_tokens_per_s"]

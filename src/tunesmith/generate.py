@@ -55,12 +55,12 @@ class GenerationStats:
         return ", ".join(parts) + f" ({self.batches} batch{'es' if self.batches != 1 else ''})"
 
 
-class _Clock:
+class GenerationClock:
     """A transformers streamer that only records when tokens arrive: the first ``put`` is the prompt,
     each later one a decoding step for the whole batch."""
 
     def __init__(self, stats: GenerationStats, stops: list[int]) -> None:
-        self.stats, self.stops = stats, torch.tensor(stops)
+        self.stats, self.stops = stats, torch.tensor(stops, dtype=torch.long)
         self.start = time.perf_counter()
         self.first: float | None = None
         self.live: torch.Tensor | None = None  # rows still generating
@@ -138,7 +138,7 @@ def generate(
             top_k=None,
             eos_token_id=stops,
             pad_token_id=pad,
-            streamer=_Clock(stats, stops) if stats is not None else None,
+            streamer=GenerationClock(stats, stops) if stats is not None else None,
         )
         for row, i in enumerate(idx):
             new = out[row, width:].tolist()
