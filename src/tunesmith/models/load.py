@@ -176,14 +176,31 @@ def load_model(
     which is what fast single-adapter inference wants)."""
     source = resolve(name)
     if source.kind == "run":
-        return (*_load_run(Path(source.path), dtype=dtype, merge=merge_adapter, trust=trust_remote_code), source)
-    if source.kind == "gguf":
+        model, tok = _load_run(Path(source.path), dtype=dtype, merge=merge_adapter, trust=trust_remote_code)
+    elif source.kind == "gguf":
         model, tok = load_gguf(Path(source.path))
-        return model.to(dtype), tok, source
-    model = _load_hf_model(source.path, local=source.kind != "hub", dtype=dtype, trust=trust_remote_code)
-    tok = _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
-    _fix_generation_ids(model, tok)
+        model = model.to(dtype)
+    else:
+        model = _load_hf_model(source.path, local=source.kind != "hub", dtype=dtype, trust=trust_remote_code)
+        tok = _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
+        _fix_generation_ids(model, tok)
+    _contiguous_output_projection_input(model)
     return model, tok, source
+
+
+def _contiguous_output_projection_input(model: Any) -> None:
+    """Hand the output projection a contiguous input.
+
+    Generation projects only the last position, ``hidden[:, -1:, :]``, a strided view. For such a 3-D
+    view torch 2.13's CPU ``linear`` expands the (vocab x hidden) weight to one copy per row and runs a
+    batched matmul: at batch 8 on the default model that is 8 x 576 x 49,152 values copied per prefill,
+    about 760 ms in bf16 against 7 ms for the same product on a contiguous input (34 vs 14 ms in fp32).
+    Copying the one row per sequence first costs nothing measurable."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or getattr(head, "_tunesmith_contiguous_input", False):
+        return
+    head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+    head._tunesmith_contiguous_input = True
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
