@@ -77,20 +77,44 @@ def test_packing_without_the_mask_would_leak(lora_model, chat_file) -> None:
     assert abs(float(good) - float(bad)) > 1e-3
 
 
-def test_chunked_cross_entropy_equals_plain() -> None:
+@pytest.mark.parametrize("bias", [False, True], ids=["fused", "autograd-chunked"])
+def test_chunked_cross_entropy_equals_plain(bias: bool) -> None:
+    """Both paths: the fused one (plain linear head: gradients computed in the forward pass) and the
+    autograd one kept for other heads. The loss is scaled before backward, as the loop does, so the fused
+    backward must scale its stored gradients too."""
     torch.manual_seed(0)
     # float64, so that only the chunking (not summation order) could make a difference
-    head = torch.nn.Linear(16, 300, bias=False).double()
+    head = torch.nn.Linear(16, 300, bias=bias).double()
     hidden = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 300, (50,))
     plain = torch.nn.functional.cross_entropy(head(hidden), targets, reduction="sum")
-    g_plain = torch.autograd.grad(plain, [hidden, head.weight])
+    g_plain = torch.autograd.grad(0.37 * plain, [hidden, head.weight])
     chunked, correct = linear_cross_entropy(head, hidden, targets, chunk_rows=7)
     assert correct == int((head(hidden).argmax(-1) == targets).sum())
-    g_chunked = torch.autograd.grad(chunked, [hidden, head.weight])
+    g_chunked = torch.autograd.grad(0.37 * chunked, [hidden, head.weight])
     torch.testing.assert_close(chunked, plain, atol=1e-5, rtol=0)
     for a, b in zip(g_chunked, g_plain, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    with torch.no_grad():  # evaluation: the same loss, no gradients computed or kept
+        quiet, _ = linear_cross_entropy(head, hidden, targets, chunk_rows=7)
+    assert not quiet.requires_grad and float(quiet) == pytest.approx(float(plain), abs=1e-9)
+
+
+def test_fused_cross_entropy_under_bf16_autocast_matches_autograd() -> None:
+    """Training's case: bf16 hidden states, a frozen bf16 head (tied to the embeddings, as in SmolLM2),
+    autocast on. The fused path runs the same bf16 matmuls as ``head(hidden)`` and the same fp32 softmax."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 1000, bias=False).to(torch.bfloat16).requires_grad_(False)
+    hidden = torch.randn(40, 64, dtype=torch.bfloat16, requires_grad=True)
+    targets = torch.randint(0, 1000, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
+        fused, _ = linear_cross_entropy(head, hidden, targets, chunk_rows=16)
+    (g_plain,) = torch.autograd.grad(plain, [hidden])
+    (g_fused,) = torch.autograd.grad(fused, [hidden])
+    assert fused.dtype == torch.float32 and g_fused.dtype == torch.bfloat16
+    torch.testing.assert_close(fused, plain, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(g_fused, g_plain, atol=1e-2, rtol=1e-2)
 
 
 def test_packed_plan_trains_the_same_examples_per_step() -> None:

@@ -6,8 +6,12 @@ Two choices matter here:
   micro-batch, then average" weights short replies more heavily than long ones.
 * Only positions whose next token is trained reach the output projection, so prompt positions (77% of
   the demo's tokens) never touch the vocabulary-sized matmul, and the batch x length x vocab logits tensor
-  is never materialised. Past ``CHUNK_ROWS`` trained positions, the projection + cross-entropy run in
-  chunks under activation checkpointing: only one chunk's logits exist at a time, in forward and backward.
+  is never materialised. For a plain linear head (every model we train), projection and cross-entropy
+  are fused: chunk by chunk, the forward pass computes the loss *and* its gradient with respect to the
+  hidden states (softmax minus one-hot, times the weight), keeps that small (rows x hidden) gradient and
+  drops the logits. Nothing vocabulary-sized is saved for backward or recomputed there, and each chunk's
+  logits stay under ``CHUNK_BYTES``, small enough for the C allocator to reuse one block instead of
+  mapping (and page-faulting in) fresh memory for every micro-batch.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from torch.utils.checkpoint import checkpoint
 
 from tunesmith.data.render import IGNORE
 
-CHUNK_ROWS = 1024  # x vocab 49k x 4 bytes = ~200 MB of fp32 logits per chunk for SmolLM2
+CHUNK_ROWS = 1024  # x vocab 49k x 4 bytes = ~200 MB of fp32 logits per chunk for SmolLM2 (unfused heads)
+# fp32 logits per fused chunk. glibc serves blocks under 32 MB from its heap once one has been freed, and
+# maps larger ones fresh each time (15k page faults for the 62 MB of a 320-row chunk of SmolLM2's 49k vocab).
+CHUNK_BYTES = 16 * 2**20
 
 
 def causal_lm_parts(model: Any) -> tuple[Any, Any]:
@@ -37,11 +44,84 @@ def _ce_sum(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[tor
     return F.cross_entropy(logits, targets, reduction="sum"), correct
 
 
+def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype ``head(hidden)`` would have run in: autocast's where it is on."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+def _fused_chunks(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_rows: int,
+    dtype: torch.dtype,
+    want: tuple[bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(loss sum, correct count, d loss / d hidden, d loss / d weight), chunk by chunk. The matmuls run in
+    ``dtype`` (bf16 under autocast, as ``head(hidden)`` would); softmax and the loss in fp32 (fp64 for fp64)."""
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    w, h_all = weight.to(dtype), hidden.to(dtype)
+    loss = torch.zeros((), dtype=acc, device=hidden.device)
+    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+    grad_h = torch.empty_like(hidden) if want[0] else None
+    grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want[1] else None
+    for start in range(0, hidden.shape[0], chunk_rows):
+        h, t = h_all[start : start + chunk_rows], targets[start : start + chunk_rows]
+        logits = (h @ w.t()).to(acc)
+        correct += (logits.argmax(-1) == t).sum()
+        lse = torch.logsumexp(logits, -1)
+        loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+        if grad_h is None and grad_w is None:
+            continue
+        d_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place: the logits are not needed again
+        d_logits[torch.arange(len(t), device=t.device), t] -= 1.0  # d CE / d logits = softmax - one-hot
+        g = d_logits.to(dtype)
+        if grad_h is not None:
+            grad_h[start : start + chunk_rows] = g @ w
+        if grad_w is not None:
+            grad_w += g.t() @ h
+    return loss, correct, grad_h, grad_w
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T``; the gradients are computed in the forward pass (see the
+    module docstring), so backward only scales them by the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows, dtype):  # type: ignore[no-untyped-def]
+        want = (bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]))
+        with torch.autocast(hidden.device.type, enabled=False):
+            loss, correct, grad_h, grad_w = _fused_chunks(hidden, weight, targets, chunk_rows, dtype, want)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_correct):  # type: ignore[no-untyped-def]
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_loss.to(torch.float32 if grad_loss.dtype != torch.float64 else torch.float64)
+        d_hidden = (grad_h * scale).to(grad_h.dtype) if grad_h is not None else None
+        d_weight = grad_w * scale if grad_w is not None else None
+        return d_hidden, d_weight, None, None, None
+
+
 def linear_cross_entropy(
-    head: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+    head: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None = None
 ) -> tuple[torch.Tensor, int]:
     """(sum_i CE(head(hidden_i), target_i), how many argmax predictions were right), never holding more than
-    ``chunk_rows`` rows of logits."""
+    one chunk of logits (``chunk_rows``, or by default as many rows as fit ``CHUNK_BYTES`` of fp32 logits)."""
+    if isinstance(head, torch.nn.Linear) and head.bias is None:
+        weight = head.weight
+        rows = chunk_rows or max(8, CHUNK_BYTES // (4 * weight.shape[0]))
+        dtype = _matmul_dtype(hidden, weight)
+        loss, correct = _FusedLinearCrossEntropy.apply(hidden, weight, targets, rows, dtype)
+        return loss, int(correct)
+    # Any other head (a bias, an adapter on the head itself): projection + cross-entropy by autograd,
+    # chunked under activation checkpointing past CHUNK_ROWS rows.
+    chunk_rows = chunk_rows or CHUNK_ROWS
     if hidden.shape[0] <= chunk_rows:
         loss, correct = _ce_sum(head, hidden, targets)
         return loss, int(correct)
