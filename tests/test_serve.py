@@ -350,3 +350,18 @@ def test_client_gone_before_its_turn_costs_no_compute(in_process_server) -> None
             time.sleep(0.02)
         assert engine.load() == 0 and engine.gauges()["active_sequences"] == 0
         assert engine.stats["prefills"] == prefills, f"stream={stream}: a request nobody waits for was computed"
+
+
+@pytest.mark.parametrize(
+    ("text", "stops", "held"),
+    [
+        ("The answer is 4", ("</end>",), 0),  # nothing that could start a stop string
+        ("The answer is 4</e", ("</end>",), 3),  # "</e" may still become "</end>": not sent yet
+        ("ab", ("abc", "b"), 2),  # the longest possible start wins
+        ("caf\ufffd", (), 1),  # half a multi-byte character: wait for the rest
+    ],
+)
+def test_streaming_holds_back_what_may_still_become_a_stop(text: str, stops: tuple[str, ...], held: int) -> None:
+    from tunesmith.serve.requests import holdback
+
+    assert holdback(text, stops) == held

@@ -34,40 +34,10 @@ import torch
 
 from tunesmith.data.render import Renderer
 from tunesmith.generate import stop_token_ids
+from tunesmith.serve.requests import MIN_TEMPERATURE, Event, GenRequest, Sampling, holdback
 
 log = logging.getLogger("tunesmith.serve")
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy (the API allows any temperature in [0, 2])
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass
-class Event:
-    """What the engine tells a request: new text, and at the end why it stopped and the token counts."""
-
-    index: int
-    text: str = ""
-    finish_reason: str | None = None  # "stop" | "length" | "error"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass(eq=False)
-class GenRequest:
-    prompt_ids: list[int]
-    sampling: Sampling
-    emit: Callable[[Event], None]  # must be thread-safe; called from the engine thread
-    adapter: str | None = None  # internal adapter name, None for the base model
-    index: int = 0  # choice index, echoed in every event
-    cancelled: bool = False  # set by the server when the client goes away
 
 
 @dataclass
@@ -87,19 +57,6 @@ def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = n
     return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-
-def _holdback(text: str, stops: tuple[str, ...]) -> int:
-    """How many trailing characters might still become a stop string (or a multi-byte character)."""
-    if text.endswith("\ufffd"):
-        return len(text) - len(text.rstrip("\ufffd"))
-    longest = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), longest, -1):
-            if text.endswith(s[:k]):
-                longest = k
-                break
-    return longest
 
 
 class Engine:
@@ -348,7 +305,7 @@ class Engine:
             elif len(r.tokens) >= s.max_tokens or r.position + 1 >= self.context:
                 self._finish(r, "length", len(r.tokens), text)
             else:
-                end = len(text) - _holdback(text, s.stop)
+                end = len(text) - holdback(text, s.stop)
                 if end > r.sent:
                     r.req.emit(Event(r.req.index, text[r.sent : end]))
                     r.sent = end
