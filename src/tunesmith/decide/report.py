@@ -1,17 +1,16 @@
 """The bakeoff as people see it: bakeoff.html (self-contained: inline SVG chart of quality against prompt
 tokens per request, and the table), bakeoff.md, bakeoff.json, bakeoff.png (the chart, for READMEs) and a
-rich table in the terminal. Number formatting and SVG helpers are eval's (``eval/report.py``)."""
+rich table in the terminal. Formatting, SVG and file writing are shared with eval's report (``reports.py``)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from tunesmith import console
-from tunesmith.eval.report import _figure, _svg, fmt
 from tunesmith.eval.scoring import BY_KEY
+from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
 
 COLOURS = {"prompt": "#9aa0a6", "fewshot": "#e8a33d", "rag": "#188038", "lora": "#1a73e8", "full": "#a142f4"}
 ORDER = ("prompt", "fewshot", "rag", "lora", "full")
@@ -115,7 +114,7 @@ def chart(result: dict[str, Any], fmt_out: str = "svg") -> str | bytes | None:
         return None
     scale = 100.0 if result["quality_metric"] == "chrf" else 1.0
     with matplotlib.rc_context({"svg.fonttype": "none", "font.size": 9}):
-        fig = _figure(6.4, 3.6)
+        fig = figure(6.4, 3.6)
         fig.patch.set_alpha(1 if fmt_out == "png" else 0)
         ax = fig.add_subplot()
         for n in names:
@@ -138,16 +137,10 @@ def chart(result: dict[str, Any], fmt_out: str = "svg") -> str | bytes | None:
             buf = io.BytesIO()
             fig.savefig(buf, format="png", bbox_inches="tight", dpi=110)
             return buf.getvalue()
-        return _svg(fig)
+        return svg(fig)
 
 
 # ---- writers --------------------------------------------------------------------------------------------
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def render_markdown(result: dict[str, Any]) -> str:
     parts = [
         "# tunesmith bakeoff",
@@ -158,7 +151,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"**{winner_line(result)}**",
         "",
-        _md_table(*table(result)),
+        md_table(*table(result)),
         "",
         prices_line(result),
     ]
@@ -203,15 +196,11 @@ def render_html(result: dict[str, Any]) -> str:
 
 
 def write_reports(result: dict[str, Any], out: Path) -> dict[str, Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "bakeoff.json", "markdown": out / "bakeoff.md", "html": out / "bakeoff.html"}
-    paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    paths["markdown"].write_text(render_markdown(result), encoding="utf-8")
-    paths["html"].write_text(render_html(result), encoding="utf-8")
+    names = {"json": "bakeoff.json", "markdown": "bakeoff.md", "html": "bakeoff.html"}
+    paths = write_report_files(result, out, names, render_markdown, render_html)
     png = chart(result, "png")
     if isinstance(png, bytes):
-        paths["png"] = out / "bakeoff.png"
+        paths["png"] = Path(out) / "bakeoff.png"
         paths["png"].write_bytes(png)
     return paths
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import difflib
 import html
-import io
-import json
 import math
 import re
 from pathlib import Path
@@ -18,23 +16,10 @@ from typing import Any
 from tunesmith import console
 from tunesmith.eval.runner import EvalOptions, evaluate_run
 from tunesmith.eval.scoring import BY_KEY
+from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
 
 COLOURS = {"base": "#9aa0a6", "base_prompted": "#e8a33d", "tuned": "#1a73e8"}
 ORDER = ("base", "base_prompted", "tuned")
-
-
-# ---- numbers ------------------------------------------------------------------------------------------
-def fmt(value: float | None, kind: str = "num") -> str:
-    if value is None:
-        return "–"
-    if kind == "pct":
-        return f"{value * 100:.1f}%"
-    size = abs(value)
-    if size >= 1000:
-        return f"{value:,.0f}"
-    if size >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if size >= 1 else f"{value:.3f}"
 
 
 def names(result: dict[str, Any]) -> list[str]:
@@ -74,26 +59,11 @@ def _verdict_of(result: dict[str, Any], key: str) -> str:
 
 
 # ---- charts (matplotlib, inline SVG) --------------------------------------------------------------------
-def _svg(fig: Any) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    text = buf.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG goes inline in HTML
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    fig.patch.set_alpha(0)
-    return fig
-
-
 def loss_chart(result: dict[str, Any]) -> str | None:
     curves = result["training"]
     if not curves["train_loss"]:
         return None
-    fig = _figure(6.4, 3.2)
+    fig = figure(6.4, 3.2)
     ax = fig.add_subplot()
     steps, loss = zip(*curves["train_loss"], strict=True)
     ax.plot(steps, loss, color="#1a73e8", linewidth=1.2, label="training loss")
@@ -104,7 +74,7 @@ def loss_chart(result: dict[str, Any]) -> str | None:
     ax.set_ylabel("loss (nats / token)")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
-    return _svg(fig)
+    return svg(fig)
 
 
 def metrics_chart(result: dict[str, Any]) -> str | None:
@@ -113,7 +83,7 @@ def metrics_chart(result: dict[str, Any]) -> str | None:
     if not rows:
         return None
     conds = names(result)
-    fig = _figure(6.4, 0.5 + 0.32 * len(rows) * len(conds))
+    fig = figure(6.4, 0.5 + 0.32 * len(rows) * len(conds))
     ax = fig.add_subplot()
     height = 0.8 / len(conds)
     for j, name in enumerate(conds):
@@ -127,7 +97,7 @@ def metrics_chart(result: dict[str, Any]) -> str | None:
     ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds))
-    return _svg(fig)
+    return svg(fig)
 
 
 def perplexity_chart(result: dict[str, Any]) -> str | None:
@@ -145,7 +115,7 @@ def perplexity_chart(result: dict[str, Any]) -> str | None:
     if not groups:
         return None
     conds = [n for n in names(result) if any(n in vals for vals in groups.values())]
-    fig = _figure(6.4, 2.8)
+    fig = figure(6.4, 2.8)
     ax = fig.add_subplot()
     width = 0.8 / len(conds)
     for j, name in enumerate(conds):
@@ -161,7 +131,7 @@ def perplexity_chart(result: dict[str, Any]) -> str | None:
     ax.set_ylabel("perplexity (log scale)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds))
-    return _svg(fig)
+    return svg(fig)
 
 
 def charts(result: dict[str, Any]) -> dict[str, str]:
@@ -248,12 +218,6 @@ def render_html(result: dict[str, Any]) -> str:
     )
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def headline_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     conds = names(result)
     header = ["measure", *(label(result, n) for n in conds), "tuned vs base"]
@@ -273,7 +237,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "## Headline",
         "",
-        _md_table(*headline_rows(result)),
+        md_table(*headline_rows(result)),
     ]
     fields = result["conditions"]["tuned"]["metrics"].get("field_accuracy")
     if fields:
@@ -282,7 +246,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             [k, *(fmt(result["conditions"][n]["metrics"].get("field_accuracy", {}).get(k), "pct") for n in conds)]
             for k in fields
         ]
-        parts += ["", "## Field accuracy", "", _md_table(["field", *(label(result, n) for n in conds)], rows)]
+        parts += ["", "## Field accuracy", "", md_table(["field", *(label(result, n) for n in conds)], rows)]
     s = result["savings"]
     if s:
         price = s["price_per_1k_input_tokens"]
@@ -295,7 +259,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             "",
             "## Token savings",
             "",
-            _md_table(
+            md_table(
                 ["", s["prompted_label"], s["tuned_label"]],
                 [
                     ["prompt tokens per request", fmt(s["prompt_tokens_prompted"]), fmt(s["prompt_tokens_tuned"])],
@@ -328,13 +292,8 @@ def _qfmt(s: dict[str, Any]) -> str:
 
 
 def write_reports(result: dict[str, Any], out: Path) -> dict[str, Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "eval.json", "markdown": out / "report.md", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    paths["markdown"].write_text(render_markdown(result), encoding="utf-8")
-    paths["html"].write_text(render_html(result), encoding="utf-8")
-    return paths
+    names = {"json": "eval.json", "markdown": "report.md", "html": "report.html"}
+    return write_report_files(result, out, names, render_markdown, render_html)
 
 
 def print_headline(result: dict[str, Any]) -> None:
