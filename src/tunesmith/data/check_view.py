@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tunesmith import console
-from tunesmith.data.checks import CheckReport, FileReport, Finding, MaskedExample
+from tunesmith.data.check_report import CheckReport, FileReport, Finding, MaskedExample
 
 OPEN, CLOSE = "⟦", "⟧"
 MAX_PER_CODE = 10  # findings listed per check; --format json lists them all

@@ -17,7 +17,8 @@ from rich.markup import escape
 
 from tunesmith import console, runs
 from tunesmith.config import RunConfig
-from tunesmith.data.checks import CheckReport, check_dataset
+from tunesmith.data.check_report import CheckReport
+from tunesmith.data.checks import check_dataset
 from tunesmith.errors import DataError, UserError
 
 # Errors that only the doctor sees: training itself would run with them, so --skip-check can override them.
