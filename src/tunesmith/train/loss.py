@@ -96,6 +96,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             loss, correct, grad_h, grad_w = _fused_chunks(hidden, weight, targets, chunk_rows, dtype, want)
         ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(correct)
         return loss, correct
 
@@ -104,7 +105,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         scale = grad_loss.to(torch.float32 if grad_loss.dtype != torch.float64 else torch.float64)
         d_hidden = (grad_h * scale).to(grad_h.dtype) if grad_h is not None else None
-        d_weight = grad_w * scale if grad_w is not None else None
+        d_weight = (grad_w * scale).to(ctx.weight_dtype) if grad_w is not None else None
         return d_hidden, d_weight, None, None, None
 
 
