@@ -18,6 +18,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from tunesmith.examples.support_triage_problems import PROBLEMS
 from tunesmith.examples.support_triage_vocab import (
     AGENTS,
     CARRIERS,
@@ -40,7 +41,6 @@ from tunesmith.examples.support_triage_vocab import (
     PLANS,
     PRIORITIES,
     PRIORITY_CUES,
-    PROBLEMS,
     PRODUCTS,
     SENTIMENT_CUES,
     SENTIMENTS,
