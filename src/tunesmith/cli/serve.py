@@ -66,9 +66,9 @@ def serve_command(
     from tunesmith.models.load import inference_dtype
     from tunesmith.serve.jobs import Store
     from tunesmith.serve.registry import Registry
+    from tunesmith.serve.worker import weights_on_disk
 
     dtype = inference_dtype(precision)
-    from tunesmith.serve.worker import weights_on_disk
 
     if threads is not None:
         import torch

@@ -8,20 +8,16 @@ from typing import Any
 import torch
 
 from tunesmith.config import LoraSettings
-from tunesmith.errors import UserError
-from tunesmith.models.load import bf16_supported
+from tunesmith.models.load import inference_dtype
 from tunesmith.train import distributed
 
 
 def choose_precision(setting: str, method: str) -> tuple[bool, str]:
-    """(use bf16, the sentence for the run summary)."""
-    supported = bf16_supported()
-    if setting == "fp32":
-        return False, "precision: fp32 (as configured)"
-    if setting == "bf16" and not supported:
-        raise UserError("precision bf16 was asked for, but this hardware has no bf16 support; use auto or fp32")
-    if not supported:
-        return False, "precision: fp32 (this CPU has no bf16 support)"
+    """(use bf16, the sentence for the run summary). The choice itself is generation's (``inference_dtype``):
+    bf16 where the hardware computes it natively, an error if bf16 is asked for where it does not."""
+    if inference_dtype(setting) == torch.float32:
+        why = "as configured" if setting == "fp32" else "this hardware has no native bf16"
+        return False, f"precision: fp32 ({why})"
     frozen = "; frozen base stored in bf16" if method == "lora" else ""
     return True, f"precision: bf16 autocast with fp32 trainable weights{frozen}"
 
