@@ -10,6 +10,7 @@ moment cannot make the decode time come out negative as a difference of two sepa
 
     python benchmarks/generate_vs_hf.py RUN_DIR            # a LoRA run, e.g. runs/demo
     python benchmarks/generate_vs_hf.py --smoke            # tiny random model + a fresh 2-step run (tests)
+    python benchmarks/generate_vs_hf.py RUN_DIR --cache-ab # the growing KV cache alone, vs HF's default cache
 """
 
 from __future__ import annotations
@@ -37,23 +38,62 @@ def _inputs(tok, prompts: list[str]) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
+Sample = tuple[float, float, list]  # time to first token, decode tokens/s, the generated ids
+
+
 @torch.inference_mode()
-def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, pad: int) -> tuple[float, float]:
-    """(time to first token, decode tokens/s) of one batched greedy generate of exactly ``new_tokens``."""
-    from tunesmith.generate import GenerationClock, GenerationStats
+def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, tok, *, tunesmith: bool) -> Sample:
+    """(time to first token, decode tokens/s, the ids) of one batched greedy generate of exactly ``new_tokens``.
+    ``tunesmith``: through tunesmith's own batch call (``generate_batch``: its KV cache that grows in place);
+    otherwise plain ``model.generate``, HF's default dynamic cache."""
+    from tunesmith.generate import GenerationClock, GenerationStats, generate_batch, stop_token_ids
 
     stats = GenerationStats()
     clock = GenerationClock(stats, stops=[])  # min_new_tokens: no row stops early
-    model.generate(
-        **inputs,
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        pad_token_id=pad,
-        streamer=clock,
-    )
+    # min_new_tokens suppresses the stop tokens until the end: the same set on both sides.
+    kw = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "pad": tok.pad_token_id, "streamer": clock}
+    stops = stop_token_ids(model, tok)
+    if tunesmith:
+        out = generate_batch(model, inputs["input_ids"], inputs["attention_mask"], stops=stops, **kw)
+    else:
+        kw["pad_token_id"] = kw.pop("pad")
+        out = model.generate(**inputs, do_sample=False, eos_token_id=stops, **kw)
     assert stats.ttft_s and stats.decode_tokens_per_s, "generate produced fewer than two tokens"
-    return stats.ttft_s[0], stats.decode_tokens_per_s
+    return stats.ttft_s[0], stats.decode_tokens_per_s, out.tolist()
+
+
+def _medians(times: dict[str, list[Sample]]) -> dict[str, dict]:
+    return {
+        name: {
+            "decode_tokens_per_s": statistics.median(s[1] for s in samples),
+            "ttft_s": statistics.median(s[0] for s in samples),
+        }
+        for name, samples in times.items()
+    }
+
+
+def _interleaved(sides: dict, inputs, new_tokens: int, tok, repeats: int) -> dict[str, list]:
+    """Every side once per repeat, the order reversed on every other repeat."""
+    times: dict[str, list] = {name: [] for name in sides}
+    for rep in range(repeats):
+        order = list(sides.items())
+        for name, (model, tunesmith) in order if rep % 2 == 0 else order[::-1]:
+            times[name].append(_time(model, inputs, new_tokens, tok, tunesmith=tunesmith))
+    return times
+
+
+def cache_ab(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict:
+    """The same merged model in the default precision, decoded with the growing KV cache (tunesmith's batch
+    call) and with HF's default dynamic cache: the lever alone, and whether the tokens stay identical."""
+    from tunesmith.models.load import inference_dtype, load_model
+
+    model, tok, _ = load_model(run_dir, dtype=inference_dtype("auto"))
+    inputs = _inputs(tok, prompts)
+    times = _interleaved({"growing": (model, True), "dynamic": (model, False)}, inputs, new_tokens, tok, repeats)
+    out = _medians(times)
+    out["ratio"] = out["growing"]["decode_tokens_per_s"] / out["dynamic"]["decode_tokens_per_s"]
+    out["identical_tokens"] = all(a[2] == b[2] for a, b in zip(times["growing"], times["dynamic"], strict=True))
+    return out
 
 
 def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict:
@@ -70,19 +110,8 @@ def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict
     base = AutoModelForCausalLM.from_pretrained(resolve(info["base_model"]).path)  # the usual way
     hf = PeftModel.from_pretrained(base, str(Path(run_dir) / info["weights_dir"])).eval()
     inputs = _inputs(tok, prompts)
-    pad = tok.pad_token_id
-    models = {"tunesmith": ours, "tunesmith_fp32": ours32, "hf": hf}
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
-    for rep in range(repeats):
-        order = list(models.items())
-        for name, model in order if rep % 2 == 0 else order[::-1]:
-            times[name].append(_time(model, inputs, new_tokens, pad))
-    out = {}
-    for name, samples in times.items():
-        out[name] = {
-            "decode_tokens_per_s": statistics.median(tps for _, tps in samples),
-            "ttft_s": statistics.median(ttft for ttft, _ in samples),
-        }
+    sides = {"tunesmith": (ours, True), "tunesmith_fp32": (ours32, True), "hf": (hf, False)}
+    out = _medians(_interleaved(sides, inputs, new_tokens, tok, repeats))
     out["tunesmith"]["dtype"] = str(dtype).removeprefix("torch.")
     out["hf"]["dtype"] = str(next(hf.parameters()).dtype).removeprefix("torch.")
     out["ratio"] = out["tunesmith"]["decode_tokens_per_s"] / out["hf"]["decode_tokens_per_s"]
@@ -98,6 +127,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--cache-ab", action="store_true", help="Instead: tunesmith's KV cache against HF's default, same model."
+    )
     args = parser.parse_args()
     from tunesmith.demo import dataset_path
 
@@ -110,7 +142,10 @@ def main() -> None:
             args.new_tokens, args.repeats = 4, 1
         if not run_dir:
             sys.exit("give a LoRA run folder, or --smoke")
-        result = run(run_dir, prompts, args.new_tokens, args.repeats)
+        measure = cache_ab if args.cache_ab else run
+        result = measure(run_dir, prompts, args.new_tokens, args.repeats)
+        if args.smoke and not args.cache_ab:  # the suite runs both modes on the one smoke run
+            result["cache_ab"] = cache_ab(run_dir, prompts, args.new_tokens, args.repeats)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **result}, indent=2))

@@ -40,3 +40,5 @@ def test_generate_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> No
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["tunesmith"]["decode_tokens_per_s"] > 0 and result["hf"]["ttft_s"] > 0 and result["ratio"] > 0
+    ab = result["cache_ab"]  # the growing KV cache against HF's default: same tokens, both timed
+    assert ab["identical_tokens"] is True and ab["growing"]["decode_tokens_per_s"] > 0 and ab["ratio"] > 0

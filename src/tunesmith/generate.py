@@ -127,17 +127,15 @@ def generate(
         for row, i in enumerate(idx):
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
-        sampling = temperature > 0
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
+        out = generate_batch(
+            model,
+            ids,
+            mask,
             max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_p=top_p if sampling else None,
-            top_k=None,
-            eos_token_id=stops,
-            pad_token_id=pad,
+            temperature=temperature,
+            top_p=top_p,
+            stops=stops,
+            pad=pad,
             streamer=GenerationClock(stats, stops) if stats is not None else None,
         )
         for row, i in enumerate(idx):
@@ -151,3 +149,39 @@ def generate(
                 completion_tokens=len(tokens) + (0 if cut is None else 1),
             )
     return [r for r in results if r is not None]
+
+
+def generate_batch(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    stops: list[int],
+    pad: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    min_new_tokens: int = 0,
+    streamer: Any = None,
+) -> torch.Tensor:
+    """One left-padded batch through ``model.generate``, with the KV cache that grows in place
+    (``kv_cache.py``: the same greedy output as transformers' default cache, less copying per step).
+    Returns prompt + new ids, as ``generate`` does."""
+    from tunesmith.kv_cache import cache_argument, growing_cache  # transformers, imported only when generating
+
+    sampling = temperature > 0
+    cache = growing_cache(model, headroom=max_new_tokens)
+    return model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens or None,
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_p=top_p if sampling else None,
+        top_k=None,
+        eos_token_id=stops,
+        pad_token_id=pad,
+        streamer=streamer,
+        **({cache_argument(model): cache} if cache is not None else {}),
+    )

@@ -21,7 +21,6 @@ The engine runs on one thread that owns the model; other threads talk to it thro
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import logging
 import queue
 import threading
@@ -31,9 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from tunesmith.data.render import Renderer
 from tunesmith.generate import stop_token_ids
+from tunesmith.kv_cache import GrowingLayer, cache_argument, growing_cache
 from tunesmith.serve.requests import MIN_TEMPERATURE, Event, GenRequest, Sampling, holdback
 
 log = logging.getLogger("tunesmith.serve")
@@ -70,9 +72,7 @@ class Engine:
         self.window_s = window_s
         self.context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
         self.device = next(model.parameters()).device
-        # transformers renamed `past_key_values` to `cache` during 5.x; use whichever this version takes.
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        self._cache_arg = cache_argument(model)
         # Fast tokenizers are not safe to share across threads while one encodes: one lock for both sides.
         self.tok_lock = threading.Lock()
         self.stats = {"steps": 0, "prefills": 0, "max_rows": 0, "generated_tokens": 0}
@@ -233,7 +233,8 @@ class Engine:
             mask[i, width - len(r.prompt_ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         rows = [_Row(r, self._generator(r.sampling), position=len(r.prompt_ids)) for r in reqs]
-        logits, cache = self._forward(ids, mask, positions, None, rows)
+        # The cache grows in place (kv_cache.py) instead of being re-copied by every step.
+        logits, cache = self._forward(ids, mask, positions, growing_cache(self.model), rows)
         self.stats["prefills"] += 1
         if self._rows:
             self._merge(cache, mask.to(self.device))
@@ -241,7 +242,7 @@ class Engine:
             self._cache, self._mask = cache, mask.to(self.device)
             # Only plain full-attention caches can be padded and concatenated; others (sliding window,
             # hybrid) fall back to dynamic batching: new rows wait until the running batch drains.
-            self._mergeable = all(type(layer).__name__ == "DynamicLayer" for layer in getattr(cache, "layers", []))
+            self._mergeable = all(type(layer) in (DynamicLayer, GrowingLayer) for layer in getattr(cache, "layers", []))
         self._rows += rows
         self.stats["max_rows"] = max(self.stats["max_rows"], len(self._rows))
         self._advance(rows, logits)
@@ -354,8 +355,10 @@ class Engine:
     def _kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(layer.keys, layer.values) for layer in cache.layers]
 
-    @staticmethod
-    def _rebuild(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(ddp_cache_data=layers)
+    def _rebuild(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        cache = growing_cache(self.model)
+        if cache is None or len(cache.layers) != len(layers):
+            return DynamicCache(ddp_cache_data=layers)
+        for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+            layer.update(keys, values)
+        return cache
