@@ -145,6 +145,40 @@ def test_model_code_runs_only_with_the_flag(tmp_path: Path, tiny_model_dir: Path
     assert marker.exists()
 
 
+def test_export_serve_and_bakeoff_take_the_flag_too(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """The load error tells the user to pass --trust-remote-code, so every command that loads a model has the
+    flag, and it reaches everything that loads: here a LoRA run on a remote-code model is exported as a merged
+    folder (read back by plain transformers for the parity check, which needs the code too), then served."""
+    from .serve_helpers import start_server, stop_server
+
+    folder, marker = remote_code_model(tmp_path, tiny_model_dir)
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules")}
+    monkeypatch.setenv("HF_MODULES_CACHE", env["HF_MODULES_CACHE"])  # for the server's subprocess
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+    run = tmp_path / "run"
+    train = ["train", "--model", folder, "--data", data, "--max-steps", "1", "--out", run, "--skip-check"]
+    assert real_cli(*train, "--trust-remote-code", env=env).returncode == 0
+    marker.unlink()
+    for command in (["export", run, "--format", "merged"], ["serve", folder, "--port", "0"]):
+        proc = real_cli(*command, env=env)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "--trust-remote-code" in proc.stderr and not marker.exists(), command
+    proc = real_cli("bakeoff", "--train", data, "--test", data, "--methods", "prompt", "--model", folder, env=env)
+    assert proc.returncode == 2 and "--trust-remote-code" in proc.stderr and not marker.exists()
+
+    out = tmp_path / "merged"
+    proc = real_cli("export", run, "--format", "merged", "--out", out, "--trust-remote-code", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "export.json").read_text())["status"] == "passed" and marker.exists()
+    server, url = start_server([str(folder), "--trust-remote-code", "--no-jobs"], tmp_path / "home", tmp_path / "log")
+    try:
+        import httpx
+
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]] == ["remote"]
+    finally:
+        stop_server(server)
+
+
 # -- nasty files through check, train and eval -----------------------------------------------------------
 
 ROW = json.dumps(chat_rows(1)[0])

@@ -46,6 +46,9 @@ def bakeoff_command(
         float, Opt("--quality-tolerance", min=0.0, help="Quality gap (0-1) that still counts as a tie.")
     ] = 0.02,
     out: Annotated[Path, Opt("--out", help="Report folder; runs trained here go inside it.")] = Path("runs/bakeoff"),
+    trust_remote_code: Annotated[
+        bool, Opt("--trust-remote-code", help="Let the model run its own Python code (off by default).")
+    ] = False,
 ) -> None:
     """Decide with evidence: prompting vs few-shot vs RAG vs LoRA vs full fine-tuning on your data."""
     from tunesmith import console
@@ -73,6 +76,7 @@ def bakeoff_command(
         max_memory_gb=max_memory_gb,
         max_train_minutes=max_train_minutes,
         quality_tolerance=tolerance,
+        trust_remote_code=trust_remote_code,
     )
     # Each method's numbers are written as soon as it is measured: a long bakeoff that is stopped keeps them.
     result = run_bakeoff(options, out, on_progress=lambda partial: write_reports(partial, out))

@@ -19,12 +19,15 @@ def export_command(
     ] = None,
     out: Annotated[Path | None, Opt("--out", help="Output folder. Default: RUN/exports/FORMAT-DTYPE.")] = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing output folder.")] = False,
+    trust_remote_code: Annotated[
+        bool, Opt("--trust-remote-code", help="Let the model run its own Python code (off by default).")
+    ] = False,
 ) -> None:
     """Export a run as a merged model, an adapter or a GGUF file, checked for parity with the trained model."""
     from tunesmith import console
     from tunesmith.export import export_run
 
-    result = export_run(run, format, dtype=dtype, out=out, force=force)
+    result = export_run(run, format, dtype=dtype, out=out, force=force, trust_remote_code=trust_remote_code)
     for check in result.checks:
         console.info(f"  [green]ok[/green] {check.summary()}")
     size = sum(result.report["files"].values())

@@ -44,6 +44,10 @@ def serve_command(
     # fp32 by default here: in bf16 the server's memory grew under varied batch shapes (see README), which a
     # long-running process cannot afford; `--precision auto` opts in.
     precision: PrecisionOption = "fp32",
+    trust_remote_code: Annotated[
+        bool,
+        Opt("--trust-remote-code", help="Let the models (and jobs trained on them) run their own Python code."),
+    ] = False,
     threads: Annotated[
         int | None, Opt("--threads", min=1, help="CPU threads for generation and jobs (default: torch's).")
     ] = None,
@@ -85,7 +89,9 @@ def serve_command(
             return None
         return store.job_path(job["id"])
 
-    registry = Registry(max_batch=max_batch, resolve_fine_tuned=fine_tuned, dtype=dtype)
+    registry = Registry(
+        max_batch=max_batch, resolve_fine_tuned=fine_tuned, dtype=dtype, trust_remote_code=trust_remote_code
+    )
     for spec in models or ["smollm2-135m"]:
         registry.add(spec)
     settings = ServeSettings(

@@ -70,6 +70,7 @@ class BakeoffOptions:
     max_train_minutes: float | None = None  # skip training estimated to take longer than this
     quality_tolerance: float = 0.02
     seed: int = 0
+    trust_remote_code: bool = False  # let the model run its own Python code (--trust-remote-code)
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -264,14 +265,14 @@ def run_bakeoff(
                         f"the {name} run was tuned from {training['base_model']}, "
                         f"the prompting methods use {model_name}"
                     )
-                tuned, ttok, _ = load_model(str(run_dir))
+                tuned, ttok, _ = load_model(str(run_dir), trust_remote_code=options.trust_remote_code)
                 res = _measure(name, labels[name], tuned, ttok, plain, rows, context(ttok), tick)
                 results[name] = {**res, "model": str(run_dir), "training": training}
                 del tuned
                 partial(name)
                 continue
             if base is None:
-                model, tok, _ = load_model(model_name)
+                model, tok, _ = load_model(model_name, trust_remote_code=options.trust_remote_code)
                 base = (model, tok)
             model, tok = base
             extra: dict[str, Any] = {}

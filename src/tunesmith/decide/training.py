@@ -51,7 +51,12 @@ def _train_config(method: str, options: BakeoffOptions, model: str) -> Any:
 
     overrides = _deep_merge(
         options.train_overrides,
-        {"model": {"name": model}, "data": {"train": str(options.train)}, "train": {"method": method}},
+        {
+            # Only ever switched on here: a YAML that already trusts the model keeps doing so.
+            "model": {"name": model, **({"trust_remote_code": True} if options.trust_remote_code else {})},
+            "data": {"train": str(options.train)},
+            "train": {"method": method},
+        },
     )
     return load_config(options.config, overrides)
 

@@ -112,10 +112,17 @@ def _versions() -> dict[str, str]:
 
 
 def export_run(
-    run: Path | str, fmt: str, *, dtype: str | None = None, out: Path | str | None = None, force: bool = False
+    run: Path | str,
+    fmt: str,
+    *,
+    dtype: str | None = None,
+    out: Path | str | None = None,
+    force: bool = False,
+    trust_remote_code: bool = False,
 ) -> ExportResult:
     """Export a finished run and check it; raises ``UserError`` for bad input, ``ParityFailure`` for a
-    failed check (with nothing left at ``out``)."""
+    failed check (with nothing left at ``out``). ``trust_remote_code`` lets a model that ships its own Python
+    code run it, both to load the run and to read the export back."""
     import torch
 
     from tunesmith.config import load_config
@@ -137,7 +144,9 @@ def export_run(
         raise UserError(f"'{run_dir}' is a full fine-tune and has no adapter; export it with --format merged or gguf")
 
     console.info(f"[bold]tunesmith export[/bold]  {run_dir} -> {fmt} ({dtype})")
-    model, tokenizer, _ = load_model(run_dir, dtype=torch.float32, merge_adapter=False)
+    model, tokenizer, _ = load_model(
+        run_dir, dtype=torch.float32, merge_adapter=False, trust_remote_code=trust_remote_code
+    )
     merging.refuse_quantized(model)
     merging.refuse_nonfinite(
         merging.adapter_tensors(model),
@@ -197,6 +206,7 @@ def export_run(
             renderer_kw=renderer_kw,
             adapter_expected=adapter_expected,
             prior_checks=list(checks),
+            trust_remote_code=trust_remote_code,
         )
         passed = all(c.passed for c in checks)
         report = {
@@ -236,7 +246,7 @@ def _export_merged(staging: Path, *, merged: Any, tokenizer: Any, inputs: Any, d
 
     expected = merging.expected_tensors(merged, dtype)
     merging.write_merged(merged, tokenizer, staging, dtype, inputs.stops)
-    back, back_tok = merging.read_merged(staging)
+    back, back_tok = merging.read_merged(staging, trust_remote_code=kw["trust_remote_code"])
     gen = merging.check_generation_config(back, back_tok, inputs.stops)
     return [
         parity.check_readback("merged_readback", back, merged, inputs, dtype, expected),
@@ -254,7 +264,7 @@ def _export_adapter(
 
     base = resolve(info["base_model"])
     adapter_export.write_adapter(run_dir / info["weights_dir"], tokenizer, staging)
-    back, back_tok = adapter_export.read_adapter(staging, base)
+    back, back_tok = adapter_export.read_adapter(staging, base, trust_remote_code=kw["trust_remote_code"])
     inputs = kw["inputs"]
     checks = [
         # Against the unmerged model: the same computation, so any difference is the files' doing.

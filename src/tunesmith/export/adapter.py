@@ -33,7 +33,7 @@ def write_adapter(weights_dir: Path, tokenizer: Any, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def read_adapter(out: Path, base: ModelSource) -> tuple[Any, Any]:
+def read_adapter(out: Path, base: ModelSource, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load the export with plain transformers + PEFT, on a fresh copy of the base model."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,10 +44,12 @@ def read_adapter(out: Path, base: ModelSource) -> tuple[Any, Any]:
     if base.kind == "gguf":  # transformers needs its GGUF reader (and its quantized marker cleared)
         base_model = load_gguf(Path(base.path))[0]
     else:
-        base_model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+        base_model = AutoModelForCausalLM.from_pretrained(
+            base.path, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
     with quiet_peft():
         model = PeftModel.from_pretrained(base_model, str(out)).eval()
-    return model, AutoTokenizer.from_pretrained(out)
+    return model, AutoTokenizer.from_pretrained(out, trust_remote_code=trust_remote_code)
 
 
 def _eval_headline(run_dir: Path) -> list[str]:

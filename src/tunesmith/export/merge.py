@@ -101,13 +101,14 @@ def expected_tensors(merged: Any, dtype: str) -> dict[str, torch.Tensor]:
     return {k: v.detach().to(target).to(torch.float32) for k, v in merged.state_dict().items()}
 
 
-def read_merged(out: Path) -> tuple[Any, Any]:
+def read_merged(out: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load the folder the way a user with nothing but transformers would (no tunesmith code involved,
     deliberately: ``models.load`` fixes generation ids, which would hide a wrong generation config)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(out)
+    trust = {"trust_remote_code": trust_remote_code}
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, **trust).eval()
+    return model, AutoTokenizer.from_pretrained(out, **trust)
 
 
 def check_generation_config(model: Any, tokenizer: Any, stops: list[int]) -> dict[str, Any]:

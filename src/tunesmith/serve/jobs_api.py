@@ -105,7 +105,7 @@ def _check_job_data(store: Store, job: dict[str, Any], cfg: Any) -> None:
         return
     from tunesmith.models.load import load_tokenizer
 
-    tokenizer = load_tokenizer(job["base_source"])
+    tokenizer = load_tokenizer(job["base_source"], trust_remote_code=bool(job["options"].get("trust_remote_code")))
     val = store.file_path(job["validation_file"]) if job["validation_file"] else None
     report = check_dataset(
         store.file_path(job["training_file"]),
@@ -144,7 +144,7 @@ def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         "training_file": job["training_file"],
         "validation_file": job["validation_file"],
         "hyperparameters": hp,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}, "tunesmith": job["options"]},
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}, "tunesmith": _client_options(job)},
         "status": job["status"],
         "fine_tuned_model": job["fine_tuned_model"],
         "finished_at": job["finished_at"],
@@ -236,7 +236,8 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
             "training_file": body.training_file,
             "validation_file": body.validation_file,
             "hyperparameters": hp.model_dump(),
-            "options": options.model_dump(exclude_none=True),
+            # The server's --trust-remote-code, never the client's say: the job trains a model it serves.
+            "options": {**options.model_dump(exclude_none=True), "trust_remote_code": registry.trust_remote_code},
             "suffix": body.suffix,
             "seed": body.seed if body.seed is not None else random.randrange(2**31),
             "status": "validating_files",
@@ -287,6 +288,11 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         return _page(_checkpoints(store, job), after, limit)
 
     return r
+
+
+def _client_options(job: dict[str, Any]) -> dict[str, Any]:
+    """The job's tunesmith options as a client may send them (the server's trust setting is its own)."""
+    return {k: v for k, v in job["options"].items() if k != "trust_remote_code"}
 
 
 def _base_source(registry: Registry, model: str) -> str:

@@ -60,8 +60,11 @@ class Registry:
         window_s: float = 0.005,
         resolve_fine_tuned: Callable[[str], Path | None] | None = None,
         dtype: Any = None,
+        trust_remote_code: bool = False,
     ) -> None:
         self.max_batch, self.window_s = max_batch, window_s
+        # Let served models run their own Python code (--trust-remote-code); jobs on them inherit it.
+        self.trust_remote_code = trust_remote_code
         self.dtype = dtype  # torch dtype of the weights; None: fp32
         self.resolve_fine_tuned = resolve_fine_tuned
         self.served: dict[str, Served] = {}
@@ -127,7 +130,9 @@ class Registry:
 
         from tunesmith.models.load import load_model
 
-        model, tok, _ = load_model(source, dtype=self.dtype or torch.float32, merge_adapter=False)
+        model, tok, _ = load_model(
+            source, dtype=self.dtype or torch.float32, merge_adapter=False, trust_remote_code=self.trust_remote_code
+        )
         if torch.cuda.is_available():
             model = model.to("cuda")
         return Engine(model, tok, max_batch=self.max_batch, window_s=self.window_s)

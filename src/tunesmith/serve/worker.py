@@ -61,7 +61,8 @@ def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
     if opt.get("max_len"):
         data["max_len"] = opt["max_len"]
     lora = {k: opt[f"lora_{k}"] for k in ("r", "alpha") if opt.get(f"lora_{k}") is not None}
-    return {"model": {"name": job["base_source"]}, "data": data, "train": train, "lora": lora}
+    model = {"name": job["base_source"], "trust_remote_code": bool(opt.get("trust_remote_code"))}
+    return {"model": model, "data": data, "train": train, "lora": lora}
 
 
 class Supervisor:
