@@ -40,6 +40,7 @@ SETTINGS = {
     "epochs": 1,
     # Set explicitly on both sides: TRL's SFTConfig turns it on by default, tunesmith leaves it off for LoRA.
     "gradient_checkpointing": False,
+    "seed": 42,  # both sides (data order, LoRA initialisation); vary it to see the loss's seed-to-seed noise
 }
 
 
@@ -88,6 +89,7 @@ def child_tunesmith(
                 "max_steps": max_steps,
                 "compile": compile,
                 "gradient_checkpointing": s["gradient_checkpointing"],
+                "seed": s["seed"],
             },
         },
     )
@@ -143,7 +145,7 @@ def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | No
         report_to=[],
         logging_steps=10,
         dataloader_num_workers=0,
-        seed=42,
+        seed=s["seed"],
         disable_tqdm=True,
     )
     peft_config = LoraConfig(
@@ -194,6 +196,8 @@ def one_run(tool: str, model: str, train: Path, val: Path, max_steps: int | None
             __file__,
             "--gradient-checkpointing",
             "on" if SETTINGS["gradient_checkpointing"] else "off",
+            "--seed",
+            str(SETTINGS["seed"]),
             "--child",
             tool,
             "--model",
@@ -317,8 +321,10 @@ def main() -> None:
     parser.add_argument("--val", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--max-steps", type=int, help="Stop each run after this many steps (default: one epoch).")
+    parser.add_argument("--seed", type=int, default=42, help="The seed of both sides (default 42).")
     args = parser.parse_args()
     SETTINGS["gradient_checkpointing"] = args.gradient_checkpointing == "on"
+    SETTINGS["seed"] = args.seed
     if args.child:
         return run_child(args)
     from tunesmith.demo import dataset_path
