@@ -48,11 +48,11 @@ def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, tok, *, tunes
     otherwise plain ``model.generate``, HF's default dynamic cache."""
     from tunesmith.generate import GenerationClock, GenerationStats, generate_batch, stop_token_ids
 
-    stats = GenerationStats()
-    clock = GenerationClock(stats, stops=[])  # min_new_tokens: no row stops early
     # min_new_tokens suppresses the stop tokens until the end: the same set on both sides.
-    kw = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "pad": tok.pad_token_id, "streamer": clock}
     stops = stop_token_ids(model, tok)
+    stats = GenerationStats()
+    clock = GenerationClock(stats, stops=[])  # starts the clock; min_new_tokens: no row stops early
+    kw = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "pad": tok.pad_token_id, "streamer": clock}
     if tunesmith:
         out = generate_batch(model, inputs["input_ids"], inputs["attention_mask"], stops=stops, **kw)
     else:

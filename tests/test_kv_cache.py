@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from tunesmith.generate import generate
+from tunesmith.generate import generate, generate_batch
 from tunesmith.kv_cache import GrowingLayer, cache_argument, growing_cache
 from tunesmith.models.load import load_model
 
@@ -77,6 +77,27 @@ def test_greedy_generation_is_unchanged(tiny_model_dir: Path, dtype: torch.dtype
     model, _, _ = load_model(tiny_model_dir, dtype=dtype)
     plain, growing = greedy_both_ways(model, [3, 11, 30, 7, 18], new_tokens=20)
     assert torch.equal(plain, growing)
+
+
+def test_generate_batch_decodes_with_the_growing_cache(tiny_model_dir: Path) -> None:
+    """tunesmith's batch call (used by generate, eval, the bakeoff and the benchmark) really hands the model
+    the growing cache at every forward pass, prefill and decode steps alike."""
+    model, _, _ = load_model(tiny_model_dir)
+    seen: list[list[str]] = []
+
+    def record(_module, _args, kwargs):  # type: ignore[no-untyped-def]
+        cache = kwargs.get(cache_argument(model))
+        seen.append(sorted({type(layer).__name__ for layer in getattr(cache, "layers", [])}))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        ids, mask = torch.full((2, 6), 5), torch.ones(2, 6, dtype=torch.long)
+        with torch.inference_mode():
+            out = generate_batch(model, ids, mask, max_new_tokens=5, min_new_tokens=5, stops=[2], pad=2)
+    finally:
+        handle.remove()
+    assert out.shape == (2, 11) and len(seen) == 5
+    assert all(names == ["GrowingLayer"] for names in seen), seen
 
 
 @pytest.mark.slow
