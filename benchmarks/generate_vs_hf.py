@@ -46,7 +46,8 @@ def _time(model, inputs: dict[str, torch.Tensor], new_tokens: int, tok, *, tunes
     """(time to first token, decode tokens/s, the ids) of one batched greedy generate of exactly ``new_tokens``.
     ``tunesmith``: through tunesmith's own batch call (``generate_batch``: its KV cache that grows in place);
     otherwise plain ``model.generate``, HF's default dynamic cache."""
-    from tunesmith.generate import GenerationClock, GenerationStats, generate_batch, stop_token_ids
+    from tunesmith.generate import GenerationClock, GenerationStats, generate_batch
+    from tunesmith.models.stops import stop_token_ids
 
     # min_new_tokens suppresses the stop tokens until the end: the same set on both sides.
     stops = stop_token_ids(model, tok)

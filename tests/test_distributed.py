@@ -266,14 +266,14 @@ def test_each_step_is_dealt_without_loss_or_duplication(pack: bool, world: int) 
     import random
 
     from tunesmith.train.batches import plan_steps
-    from tunesmith.train.distributed import Engine
+    from tunesmith.train.distributed import PeerEngine
 
     rng = random.Random(world)
     lengths = [rng.randint(5, 120) for _ in range(37)]
     plan = plan_steps(lengths, 8, 2, 2, seed=3, pack=pack)
     engines = []
     for r in range(world):
-        e = Engine(torch.nn.Linear(1, 1))
+        e = PeerEngine(torch.nn.Linear(1, 1))
         e.rank, e.world = r, world
         engines.append(e)
 

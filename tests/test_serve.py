@@ -60,8 +60,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_
 def reference(tiny_model_dir: Path, tiny_run: Path):
     """What `tunesmith.generate` says for a conversation, per served model (greedy)."""
     from tunesmith.data.render import Renderer
-    from tunesmith.generate import generate, stop_token_ids
+    from tunesmith.generate import generate
     from tunesmith.models.load import load_model
+    from tunesmith.models.stops import stop_token_ids
 
     models = {
         "tiny": load_model(str(tiny_model_dir))[:2],

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.render import Renderer
+from tunesmith.models.stops import stop_token_ids
 
 
 @dataclass
@@ -85,14 +86,6 @@ class GenerationClock:
         if self.first is not None:
             self.stats.decode_s += time.perf_counter() - self.first
         self.stats.batches += 1
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    ids = [eos] if isinstance(eos, int) else list(eos or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 @torch.inference_mode()

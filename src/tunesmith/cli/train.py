@@ -49,8 +49,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 def _launch(cfg: Any, out: Path, nproc: int, *, resume: bool, force: bool, skip_check: bool) -> int:
     """Check what can be checked once, then start ``nproc`` processes on the resolved config."""
     from tunesmith.errors import UserError
-    from tunesmith.train import distributed
-    from tunesmith.train.pipeline import check_run_dir
+    from tunesmith.train.launch import launch
+    from tunesmith.train.rundir import check_run_dir
 
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE.jsonl")
@@ -60,7 +60,7 @@ def _launch(cfg: Any, out: Path, nproc: int, *, resume: bool, force: bool, skip_
 
         refuse_on_errors(cfg)
     args = ["--out", str(out), "--skip-check"] + ["--resume"] * resume + ["--force"] * force
-    return distributed.launch(cfg.to_yaml(), args, nproc)
+    return launch(cfg.to_yaml(), args, nproc)
 
 
 def _resume_command(out: Path, skip_check: bool, eval_data: Path | None, nproc: int) -> str:

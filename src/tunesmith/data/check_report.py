@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunesmith.data.formats import Conversation
-from tunesmith.data.render import RenderStats
+from tunesmith.data.formats import Conversation, ParsedFile
+from tunesmith.data.render import Renderer, RenderStats
 
 # Everything else (every malformed row, leakage, special tokens, a reply that never trains a stop token,
 # a template that cannot render a row) is an error.
@@ -132,6 +132,10 @@ class CheckReport:
     kept: list[Conversation] = field(default_factory=list, repr=False)
     kept_lengths: list[int] = field(default_factory=list, repr=False)
     val_lengths: list[int] = field(default_factory=list, repr=False)
+    # What the check parsed and rendered, handed to training so that a run parses and renders once:
+    # {"train": ParsedFile, "val": ParsedFile} and the Renderer (with its renderings).
+    parsed: dict[str, ParsedFile] = field(default_factory=dict, repr=False)
+    renderer: Renderer | None = field(default=None, repr=False)
 
     @property
     def errors(self) -> list[Finding]:

@@ -237,7 +237,7 @@ def check_dataset(
     if val is not None:
         parsed["val"] = parse_file(val)
     settings = {"max_len": max_len, "overlong": overlong, "train_on": train_on, "near_threshold": near_threshold}
-    report = CheckReport(settings, [], [])
+    report = CheckReport(settings, [], [], parsed=parsed, renderer=renderer)
     for role, p in parsed.items():
         file_report, found = _file_report(role, p, max_len)
         report.files.append(file_report)

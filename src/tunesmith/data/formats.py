@@ -301,7 +301,11 @@ def parse_file(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
 
 def read_examples(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
     """Parse a dataset and raise one clear DataError if anything in it is malformed."""
-    parsed = parse_file(path, require_reply=require_reply)
+    return require_clean(parse_file(path, require_reply=require_reply))
+
+
+def require_clean(parsed: ParsedFile) -> ParsedFile:
+    """``parsed`` itself, or one clear DataError for its first problem."""
     if parsed.problems:
         first = parsed.problems[0]
         more = len(parsed.problems) - 1

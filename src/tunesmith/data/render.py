@@ -94,6 +94,22 @@ class Renderer:
         if tokenizer.eos_token_id is not None:
             stops.add(tokenizer.eos_token_id)
         self.stop_ids = stops
+        # id(conversation) -> (conversation, its rendering): a run renders each row once, even though the
+        # dataset doctor renders the rows before training does (``adopt_renderings``).
+        self._rendered: dict[int, tuple[Conversation, Rendered]] = {}
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """What a rendering depends on besides the row (max_len and overlong act after rendering)."""
+        tok = self.tokenizer
+        ident = (type(tok).__name__, getattr(tok, "name_or_path", ""), len(tok), template_hash(tok))
+        return (*ident, self.train_on, tuple(sorted(self.stop_ids)))
+
+    def adopt_renderings(self, other: Renderer) -> bool:
+        """Reuse what ``other`` already rendered, if it renders exactly as this renderer does."""
+        if other.fingerprint() != self.fingerprint():
+            return False
+        self._rendered = other._rendered
+        return True
 
     # -- the two renderings every other module uses --------------------------------------------------
     def _text(self, messages: Sequence[Message | dict[str, str]], *, generation: bool) -> str:
@@ -117,6 +133,15 @@ class Renderer:
         return turns[-1:] if self.train_on == "last" else turns
 
     def render(self, conv: Conversation) -> Rendered:
+        """Token ids and labels (IGNORE where nothing is trained) of one conversation, whole."""
+        cached = self._rendered.get(id(conv))
+        if cached is not None and cached[0] is conv:
+            return cached[1]
+        rendered = self._render(conv)
+        self._rendered[id(conv)] = (conv, rendered)
+        return rendered
+
+    def _render(self, conv: Conversation) -> Rendered:
         messages = conv.messages
         turns = self._trained_turns(messages)
         if not turns:

@@ -129,7 +129,7 @@ def export_run(
     from tunesmith.data.render import Renderer, template_hash
     from tunesmith.export import merge as merging
     from tunesmith.export import parity
-    from tunesmith.generate import stop_token_ids
+    from tunesmith.models.stops import stop_token_ids
     from tunesmith.models.load import load_model
 
     t0 = time.time()

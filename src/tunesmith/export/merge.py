@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tunesmith.errors import UserError
+from tunesmith.models.stops import eos_list
 
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 MERGED_DTYPES = tuple(TORCH_DTYPES)
@@ -112,6 +113,5 @@ def read_merged(out: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any
 
 
 def check_generation_config(model: Any, tokenizer: Any, stops: list[int]) -> dict[str, Any]:
-    eos = model.generation_config.eos_token_id
-    eos_list = [eos] if isinstance(eos, int) else list(eos or [])
-    return {"generation_eos": eos_list, "stops_covered": set(stops) <= set(eos_list)}
+    eos = eos_list(model.generation_config.eos_token_id)
+    return {"generation_eos": eos, "stops_covered": set(stops) <= set(eos)}

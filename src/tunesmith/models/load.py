@@ -27,6 +27,7 @@ import torch
 from tunesmith import runs
 from tunesmith.errors import ModelError, UserError
 from tunesmith.models.defaults import EMBEDDED, ensure_exported
+from tunesmith.models.stops import eos_list
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -126,11 +127,10 @@ def _fix_generation_ids(model: Any, tokenizer: Any) -> None:
     """Make generation stop on the tokenizer's end-of-turn token and pad with something valid."""
     gen = model.generation_config
     if tokenizer.eos_token_id is not None:
-        eos = gen.eos_token_id
-        eos_list = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-        if tokenizer.eos_token_id not in eos_list:
-            eos_list.insert(0, tokenizer.eos_token_id)
-        gen.eos_token_id = eos_list[0] if len(eos_list) == 1 else eos_list
+        ids = eos_list(gen.eos_token_id)
+        if tokenizer.eos_token_id not in ids:
+            ids.insert(0, tokenizer.eos_token_id)
+        gen.eos_token_id = ids[0] if len(ids) == 1 else ids
     if gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 

@@ -34,7 +34,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from tunesmith.data.render import Renderer
-from tunesmith.generate import stop_token_ids
+from tunesmith.models.stops import stop_token_ids
 from tunesmith.kv_cache import GrowingLayer, cache_argument, growing_cache
 from tunesmith.serve.requests import MIN_TEMPERATURE, Event, GenRequest, Sampling, holdback
 

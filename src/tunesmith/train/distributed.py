@@ -1,5 +1,6 @@
-"""Training on several processes and nodes with torch.distributed: the launcher, the process group, and the
-``Engine`` through which the one training loop (loop.py) runs a model, alone or with its peers.
+"""Training on several processes and nodes with torch.distributed: the process group, and the engines
+(see engine.py) through which the one training loop (loop.py) runs a model with its peers. launch.py
+starts the processes:
 
     tunesmith train --nproc N ...                       re-launches itself through torchrun, N local processes
     torchrun --nnodes .. --nproc-per-node .. -m tunesmith train ...   the same, from a cluster's launcher
@@ -31,8 +32,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -43,7 +42,10 @@ import torch.distributed as dist
 
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.batches import Row, _group_rows
-from tunesmith.train.loss import causal_lm_parts, token_loss_and_accuracy
+from tunesmith.train.engine import Engine, ObjectiveModule
+from tunesmith.train.loss import causal_lm_parts
+from tunesmith.train.objectives import Objective, Sums
+from tunesmith.train.objectives.sft import SFT
 
 # A collective that waits longer than this raises instead of hanging. (A rank that *dies* is noticed by
 # torchrun within a second, and it stops the others; this is for a rank that is stuck.) Generous, because
@@ -124,100 +126,20 @@ def broadcast_object(value: Any) -> Any:
     return box[0]
 
 
-# ---- the launcher -------------------------------------------------------------------------------------
+# ---- the engines for several processes ----------------------------------------------------------------
 
 
-def launch(config_yaml: str, train_args: list[str], nproc: int) -> int:
-    """Run ``tunesmith train --config <config_yaml> <train_args>`` in ``nproc`` local processes through
-    torchrun's own agent (in this process, as the ``torchrun`` command does); returns the exit code."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
+class PeerEngine(Engine):
+    """What every engine with peers shares: dealing a step's rows, adding up, and checkpoints written by
+    rank 0 (LoRA's are small, so rank 0 writes the single-process format, which any world size resumes)
+    or by every rank (full fine-tuning's shards, which reshard on load)."""
 
-    from tunesmith import console
-
-    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
-        from tunesmith.errors import UserError
-
-        raise UserError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPUs (one process per GPU)")
-    # torchrun would set 1 thread per process (and warn); give each its share of the cores instead.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpu_cores() // nproc)))
-    fd, path = tempfile.mkstemp(prefix="tunesmith-launch-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(config_yaml)
-    args = ["--standalone", "--nnodes=1", f"--nproc-per-node={nproc}", "-m", "tunesmith", "train"]
-    args += ["--config", path, *train_args]
-    try:
-        run(get_args_parser().parse_args(args))
-        return 0
-    except ChildFailedError as e:
-        first, failure = e.get_first_failure()
-        order = [first, *sorted(r for r in e.failures if r != first)]
-        what = ", ".join(f"rank {r} ({_how(e.failures[r].exitcode)})" for r in order)
-        console.error(f"training failed: {what}; torchrun stopped every other rank")
-        # A rank's own one-line error (bad input: exit code 2) keeps its exit code; anything else is 1.
-        return 2 if failure.exitcode == 2 else 1
-    except SignalException as e:
-        console.error(f"interrupted ({signal.Signals(e.sigval).name}); every rank was stopped")
-        return 128 + int(e.sigval)
-    finally:
-        Path(path).unlink(missing_ok=True)
-
-
-def _how(exitcode: int) -> str:
-    if exitcode >= 0:
-        return f"exit code {exitcode}"
-    try:
-        return f"signal {signal.Signals(-exitcode).name}"
-    except ValueError:
-        return f"signal {-exitcode}"
-
-
-# ---- the engine: how the loop runs one model on this process ------------------------------------------
-
-
-class TokenLoss(torch.nn.Module):
-    """The loss as a module, so that DDP and FSDP2 see the whole forward pass (their hooks run on the
-    wrapped module's forward; the loss calls the decoder and the output head directly)."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
-        return token_loss_and_accuracy(self.model, batch)
-
-
-class Engine:
-    """One process, the model as it is: what single-process training always did."""
-
-    def __init__(self, model: Any, *, sharded_checkpoints: bool = False) -> None:
-        self.model = model
-        self.module: Any = None  # the wrapped TokenLoss (DDP / FSDP2)
-        self.sharded_checkpoints = sharded_checkpoints  # full fine-tuning: torch.distributed.checkpoint
+    def __init__(self, model: Any, objective: Objective | None = None, *, sharded_checkpoints: bool = False) -> None:
+        super().__init__(model, objective, sharded_checkpoints=sharded_checkpoints)
         self.rank, self.world = rank(), world()
         self.grad_scale = float(self.world)  # DDP averages gradients over the ranks; the update wants the sum
-        first = next(model.parameters(), None)
-        self.device = first.device if first is not None else torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        if self.module is None:
-            return token_loss_and_accuracy(self.model, batch)
-        return self.module(batch)
-
-    def sync(self, last: bool) -> contextlib.AbstractContextManager[Any]:
-        """Around one micro-batch's forward and backward: whether gradients are reduced after it."""
-        return contextlib.nullcontext()
 
     def shard(self, micro_batches: list[list[Row]], lengths: list[int]) -> tuple[list[list[Row]], int]:
-        """(this rank's micro-batches of a step, how many are real): the rest are weight-0 placeholders."""
-        if self.world == 1:
-            return micro_batches, len(micro_batches)
         rows = sorted((row for mb in micro_batches for row in mb), key=lambda r: (sum(lengths[i] for i in r), r))
         budget = max(len(mb) * max(sum(lengths[i] for i in row) for row in mb) for mb in micro_batches)
         per_rank = [_group_rows(rows[k :: self.world], lengths, budget) for k in range(self.world)]
@@ -225,41 +147,25 @@ class Engine:
         return mine + [[rows[0]]] * (most - len(mine)), len(mine)
 
     def eval_shard(self, n_batches: int) -> tuple[list[int], int]:
-        """(indices of the evaluation micro-batches this rank runs, how many forwards every rank makes)."""
         return list(range(self.rank, n_batches, self.world)), math.ceil(n_batches / self.world)
 
     def all_sum(self, *values: float) -> list[float]:
-        if self.world == 1:
-            return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
 
     def all_max(self, value: float) -> float:
-        if self.world == 1:
-            return value
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t.item())
-
-    def clip_grad_norm(self, params: list[torch.nn.Parameter], max_norm: float) -> float:
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor reduced over the shards
-            norm = norm.full_tensor()
-        return float(norm)
-
-    # -- checkpoints: LoRA's are small, so rank 0 writes the single-process format (any world size resumes
-    # -- it); full fine-tuning writes shards with torch.distributed.checkpoint, which reshards on load.
 
     def latest_checkpoint(self, folder: Path) -> Path | None:
         return broadcast_object(ckpt.latest_valid(folder) if self.is_main else None)
 
     def load_checkpoint(self, found: Path, params: dict[str, Any], optimizer: Any) -> dict[str, Any]:
-        """What ``checkpoint.load_checkpoint`` returns; a sharded checkpoint is loaded in place, so its
-        "weights" and "optimizer" are None."""
         if ckpt.is_sharded(found):
             return ckpt.load_sharded(found, self.model, params, optimizer)
-        if self.sharded_checkpoints and self.world > 1:
+        if self.sharded_checkpoints:
             from tunesmith.errors import UserError
 
             raise UserError(f"{found.name} was written by an older single-process run: resume it with one process")
@@ -272,17 +178,16 @@ class Engine:
             ckpt.save_checkpoint(folder, step, **kwargs)
 
     def save_pretrained(self, out: Path) -> None:
-        """The finished weights as a plain HF folder (rank 0 writes)."""
         if self.is_main:
             self.model.save_pretrained(out, safe_serialization=True)
 
 
-class DDPEngine(Engine):
-    def __init__(self, model: Any) -> None:
+class DDPEngine(PeerEngine):
+    def __init__(self, model: Any, objective: Objective | None = None) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        super().__init__(model)
-        wrapper = TokenLoss(model)
+        super().__init__(model, objective)
+        wrapper = ObjectiveModule(model, self.objective)
         frozen = [f"model.{n}" for n, p in model.named_parameters() if not p.requires_grad]
         frozen += [f"model.{n}" for n, _ in model.named_buffers()]
         DDP._set_params_and_buffers_to_ignore_for_model(wrapper, frozen)
@@ -294,8 +199,8 @@ class DDPEngine(Engine):
         return contextlib.nullcontext() if last else self.module.no_sync()
 
 
-class FSDPEngine(Engine):
-    def __init__(self, model: Any, bf16: bool) -> None:
+class FSDPEngine(PeerEngine):
+    def __init__(self, model: Any, bf16: bool, objective: Objective | None = None) -> None:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
@@ -308,7 +213,7 @@ class FSDPEngine(Engine):
         decoder, _ = causal_lm_parts(model)
         for layer in decoder.layers:
             fully_shard(layer, mesh=mesh, mp_policy=policy)
-        wrapper = TokenLoss(model)
+        wrapper = ObjectiveModule(model, objective or SFT())
         # The root holds what no layer owns (embeddings, final norm, output head, tied or not).
         fully_shard(wrapper, mesh=mesh, mp_policy=policy)
         # Sum the gradients instead of averaging them: gloo has no AVG reduction (FSDP2 would ask for it in
@@ -317,11 +222,11 @@ class FSDPEngine(Engine):
             if isinstance(m, FSDPModule):
                 m.set_force_sum_reduction_for_comms(True)
                 m.set_gradient_divide_factor(1.0)
-        super().__init__(model, sharded_checkpoints=True)
+        super().__init__(model, wrapper.objective, sharded_checkpoints=True)
         self.module = wrapper
         self.grad_scale = 1.0
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Sums]:
         out = super().forward(batch)
         if not torch.is_grad_enabled():
             # The root keeps its weights gathered after a forward, for the backward that follows in training.
@@ -343,14 +248,14 @@ class FSDPEngine(Engine):
             self.model.save_pretrained(out, state_dict=full, safe_serialization=True)
 
 
-def make_engine(model: Any, method: str, bf16: bool) -> Engine:
+def make_engine(model: Any, method: str, bf16: bool, objective: Objective | None = None) -> Engine:
     """The engine for this process: DDP for LoRA and FSDP2 for full fine-tuning when there are peers."""
     model.to(device())
     if not active():
-        return Engine(model, sharded_checkpoints=method == "full")
+        return Engine(model, objective, sharded_checkpoints=method == "full")
     if method == "lora":
-        return DDPEngine(model)
-    return FSDPEngine(model, bf16)
+        return DDPEngine(model, objective)
+    return FSDPEngine(model, bf16, objective)
 
 
 def describe() -> str:

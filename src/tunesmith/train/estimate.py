@@ -41,7 +41,6 @@ import torch
 from tunesmith.config import RunConfig
 from tunesmith.data.formats import Conversation
 from tunesmith.data.render import Rendered, Renderer
-from tunesmith.train import auto
 from tunesmith.train.batches import Row, StepPlan, plan_steps
 from tunesmith.train.loop import accumulate_gradients
 from tunesmith.train.optim import make_optimizer
@@ -197,18 +196,13 @@ def _layer_bytes(model: Any) -> tuple[int, int]:
 def _probe(
     model: Any, cfg: RunConfig, method: str, rows: _Rows, val_lengths: list[int], nproc: int = 1
 ) -> MethodEstimate:
-    from tunesmith.train.setup import choose_precision, prepare_model
+    from tunesmith.train.setup import prepare
 
     lengths = rows.lengths
-    p95 = sorted(lengths)[int(0.95 * (len(lengths) - 1))]
-    resolved = auto.resolve(cfg.train.model_copy(update={"method": method}), len(lengths), p95, bool(val_lengths))
-    s = resolved.settings
+    # The run's own set-up, minus torch.compile (a probe of two steps would time the compiler).
+    prep = prepare(cfg, model, lengths, has_val=bool(val_lengths), method=method, compile=False)
+    model, resolved, s, bf16 = prep.model, prep.resolved, prep.settings, prep.bf16
     batch, micro, epochs = s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1
-    bf16, _ = choose_precision(s.precision, method)
-    model = prepare_model(model, method, cfg.lora, bf16)
-    if s.gradient_checkpointing:  # as run_training does: the saved activations shrink, the step slows
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     # lr 0: the probe measures the update's cost without changing the weights.
     optimizer, _ = make_optimizer(params, 0.0, s.weight_decay, 1, 0, s.min_lr_ratio)
@@ -320,8 +314,8 @@ def estimate_training(
     """Probe full fine-tuning, then LoRA (or only those of ``methods``), on one loaded copy of the model;
     ``kept`` are the training rows that survive the overlong policy (from the dataset doctor),
     ``kept_lengths`` their token counts."""
-    from tunesmith.generate import stop_token_ids
     from tunesmith.models.load import load_model
+    from tunesmith.models.stops import stop_token_ids
 
     t0 = time.perf_counter()
     model, tokenizer, _ = load_model(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)

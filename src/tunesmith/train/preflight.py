@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 
-from tunesmith import console, runs
+from tunesmith import console
 from tunesmith.config import RunConfig
 from tunesmith.data.check_report import CheckReport
 from tunesmith.data.checks import check_dataset
@@ -41,30 +40,6 @@ class CheckResult:
         return out
 
 
-def model_stop_ids(name: str) -> list[int]:
-    """The EOS ids of the model's generation config, read without loading its weights.
-
-    Training renders with these (plus the tokenizer's EOS, which the Renderer always adds)."""
-    from transformers import GenerationConfig
-
-    from tunesmith.models.load import resolve
-
-    source = resolve(name)
-    path = source.path
-    if source.kind == "gguf":
-        return []  # load_gguf stops on the tokenizer's EOS, which the Renderer adds anyway
-    if source.kind == "run":
-        info = runs.read_run(Path(source.path))
-        if info["method"] != "full":
-            return model_stop_ids(info["base_model"])
-        path = str(Path(source.path) / info["weights_dir"])
-    try:
-        eos = GenerationConfig.from_pretrained(path, local_files_only=source.kind != "hub").eos_token_id
-    except (OSError, ValueError):
-        return []
-    return [eos] if isinstance(eos, int) else list(eos or [])
-
-
 def run_check(
     cfg: RunConfig,
     *,
@@ -77,6 +52,7 @@ def run_check(
     """Every check on ``cfg.data.train`` (and ``cfg.data.val``), rendered with ``cfg.model``'s tokenizer at
     ``cfg.data`` settings; then, if asked and any row is trainable, the measured pre-flight estimate."""
     from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.stops import model_stop_ids
 
     if cfg.data.train is None:
         raise UserError("no training data: pass the training JSONL file")
@@ -105,8 +81,9 @@ def run_check(
     return result
 
 
-def refuse_on_errors(cfg: RunConfig) -> None:
-    """Run the checks; raise one DataError if any error was found, warn in one line about warnings."""
+def refuse_on_errors(cfg: RunConfig) -> CheckReport:
+    """Run the checks; raise one DataError if any error was found, warn in one line about warnings. The
+    report holds the parsed and rendered rows, which training reuses."""
     report = run_check(cfg, estimate=False).report
     errors = report.errors
     if errors:
@@ -125,3 +102,4 @@ def refuse_on_errors(cfg: RunConfig) -> None:
     if report.warnings:
         counts = ", ".join(f"{n} {code}" for code, n in Counter(f.code for f in report.warnings).most_common())
         console.warn(f"tunesmith check: {len(report.warnings)} warning(s) ({counts}); `tunesmith check` shows them")
+    return report

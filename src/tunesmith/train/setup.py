@@ -1,15 +1,66 @@
-"""How the model is set up for training, before the loop: precision, which weights train and how they are
-stored, and torch.compile. Each choice returns the sentence the run summary prints for it."""
+"""How a run is set up before the loop: hyperparameters for the data, precision, which weights train and how
+they are stored, gradient checkpointing, and torch.compile. Each choice comes with the sentence the run
+summary prints for it.
+
+``prepare`` is the one recipe: training (pipeline.py) and the pre-flight estimate's probe (estimate.py)
+both call it, so the probe measures exactly the set-up a run would train with.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from tunesmith.config import LoraSettings
+from tunesmith.config import LoraSettings, RunConfig, TrainSettings
 from tunesmith.models.load import inference_dtype
-from tunesmith.train import distributed
+from tunesmith.train import auto, distributed
+
+
+@dataclass
+class Prepared:
+    model: Any  # wrapped for the method (a PeftModel for LoRA), on the CPU until the engine moves it
+    resolved: auto.Resolved  # the settings with every automatic choice filled in, and the step counts
+    bf16: bool
+    reasons: list[str] = field(default_factory=list)  # the automatic choices, one sentence each
+    n_trainable: int = 0
+    n_total: int = 0
+
+    @property
+    def settings(self) -> TrainSettings:
+        return self.resolved.settings
+
+
+def p95(lengths: list[int]) -> int:
+    """The 95th-percentile row length: what the micro-batch size is sized for."""
+    return sorted(lengths)[int(0.95 * (len(lengths) - 1))]
+
+
+def prepare(
+    cfg: RunConfig, model: Any, lengths: list[int], *, has_val: bool, method: str | None = None, compile: bool = True
+) -> Prepared:
+    """Resolve the hyperparameters for rows of ``lengths`` tokens, then set ``model`` up to train with them:
+    precision, LoRA or full, gradient checkpointing and (``compile``) torch.compile. ``method`` overrides
+    the config's (the estimate probes both)."""
+    settings = cfg.train if method is None else cfg.train.model_copy(update={"method": method})
+    resolved = auto.resolve(settings, len(lengths), p95(lengths), has_val=has_val)
+    s = resolved.settings
+    bf16, why = choose_precision(s.precision, s.method)
+    reasons = [*resolved.reasons, why]
+    model = prepare_model(model, s.method, cfg.lora, bf16)
+    if s.gradient_checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        reasons.append("gradient checkpointing: on (activations recomputed in the backward pass)")
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+    if compile:
+        use_compile, why = choose_compile(s.compile, resolved.total_steps, n_total)
+        if use_compile:
+            compile_layers(model)
+        reasons.append(why)
+    return Prepared(model, resolved, bf16, reasons, n_trainable, n_total)
 
 
 def choose_precision(setting: str, method: str) -> tuple[bool, str]:
