@@ -28,8 +28,8 @@ from tunesmith.errors import ModelError, UserError
 from tunesmith.eval import forgetting, scoring
 from tunesmith.eval import metrics as m
 from tunesmith.generate import Completion, generate
-from tunesmith.models.stops import stop_token_ids
 from tunesmith.models.load import load_model
+from tunesmith.models.stops import stop_token_ids
 from tunesmith.train.batches import collate
 from tunesmith.train.loss import token_loss_sum
 

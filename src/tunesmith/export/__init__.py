@@ -129,8 +129,8 @@ def export_run(
     from tunesmith.data.render import Renderer, template_hash
     from tunesmith.export import merge as merging
     from tunesmith.export import parity
-    from tunesmith.models.stops import stop_token_ids
     from tunesmith.models.load import load_model
+    from tunesmith.models.stops import stop_token_ids
 
     t0 = time.time()
     run_dir = Path(run)

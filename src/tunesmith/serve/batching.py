@@ -34,8 +34,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from tunesmith.data.render import Renderer
-from tunesmith.models.stops import stop_token_ids
 from tunesmith.kv_cache import GrowingLayer, cache_argument, growing_cache
+from tunesmith.models.stops import stop_token_ids
 from tunesmith.serve.requests import MIN_TEMPERATURE, Event, GenRequest, Sampling, holdback
 
 log = logging.getLogger("tunesmith.serve")

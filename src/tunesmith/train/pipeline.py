@@ -54,7 +54,7 @@ def run_training(
     skip_check: bool = False,
     objective: str = "sft",
 ) -> TrainResult:
-    out = Path(out)
+    out, loss = Path(out), get_objective(objective)
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE.jsonl")
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
@@ -95,7 +95,7 @@ def run_training(
     peak = measure_peak_flops(torch.bfloat16 if prep.bf16 else torch.float32) * distributed.world()
     fpt = flops_per_token(prep.model, sum(lengths) / len(lengths))
     # Moves the model to this process's device; with peers, wraps it in DDP (LoRA) or shards it (full).
-    engine = distributed.make_engine(prep.model, s.method, prep.bf16, get_objective(objective))
+    engine = distributed.make_engine(prep.model, s.method, prep.bf16, loss)
     console.note(
         f"MFU is measured against this machine's {'bf16' if prep.bf16 else 'fp32'} GEMM peak: {peak / 1e12:.2f} TFLOP/s"
     )
