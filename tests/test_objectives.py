@@ -150,3 +150,35 @@ def test_a_run_checkpointed_before_the_renovation_resumes_exactly(tmp_path: Path
     old, new = metric_lines(run), metric_lines(tmp_path / "straight")
     assert [x["step"] for x in old] == list(range(1, 9))
     assert [round(x["loss"], 5) for x in old] == [round(x["loss"], 5) for x in new]
+
+
+def test_a_run_parses_and_renders_each_row_once(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """The dataset doctor's parsed and rendered rows are what training uses: no row is parsed or rendered
+    twice (they were, once by the check and once by the pipeline)."""
+    from collections import Counter
+
+    from tunesmith.data import formats, render
+
+    data = write_jsonl(tmp_path / "d.jsonl", chat_rows(24))
+    parsed, rendered = Counter(), Counter()
+    parse_row, render_row = formats.row_to_messages, render.Renderer._render
+
+    def counting_parse(row, *args, **kwargs):
+        parsed[json.dumps(row, sort_keys=True)] += 1
+        return parse_row(row, *args, **kwargs)
+
+    def counting_render(self, conv):
+        rendered[conv.source] += 1
+        return render_row(self, conv)
+
+    monkeypatch.setattr(formats, "row_to_messages", counting_parse)
+    monkeypatch.setattr(render.Renderer, "_render", counting_render)
+    cfg = make_cfg(tiny_model_dir, data, max_steps=2)
+    cfg.data.val_split = 0.25
+    run_training(cfg, tmp_path / "run")
+    assert len(parsed) == 24 and set(parsed.values()) == {1}
+    assert len(rendered) == 24 and set(rendered.values()) == {1}
+    # With --skip-check the pipeline parses and renders by itself, still once.
+    parsed.clear(), rendered.clear()
+    run_training(cfg, tmp_path / "skip", skip_check=True)
+    assert len(parsed) == 24 and set(parsed.values()) == {1} and set(rendered.values()) == {1}
