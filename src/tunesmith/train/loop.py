@@ -16,16 +16,13 @@ steps, schedules or checkpoints, and this file knows nothing of losses.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tunesmith import console, runs
 from tunesmith.config import TrainSettings
@@ -35,6 +32,7 @@ from tunesmith.train.batches import StepPlan
 from tunesmith.train.engine import Engine
 from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.optim import make_optimizer
+from tunesmith.train.progress import Progress, trim_metrics
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -102,7 +100,7 @@ def train(
         )
 
     model.train()
-    with _Progress(total_steps, state.step, engine.is_main, metrics_path) as progress:
+    with Progress(total_steps, state.step, engine.is_main, metrics_path) as progress:
         while state.step < total_steps and not state.stopped_early:
             if stop_after is not None and state.step >= stop_after:
                 break
@@ -356,7 +354,7 @@ def _start(
     if found is None:
         console.info("No checkpoint was saved yet: starting from step 0.")
         if main:
-            _trim_metrics(metrics_path, 0)
+            trim_metrics(metrics_path, 0)
         return LoopState(), None
     ck = engine.load_checkpoint(found, params, optimizer)
     if ck["weights"] is not None:  # (a sharded checkpoint was loaded in place)
@@ -370,70 +368,5 @@ def _start(
         best = _snapshot(params)
     console.info(f"Resuming from {found.name} (step {state.step} of {total_steps}).")
     if main:
-        _trim_metrics(metrics_path, state.step)
+        trim_metrics(metrics_path, state.step)
     return state, best
-
-
-def _trim_metrics(path: Path, upto_step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint we resume from (and a line torn in half
-    by a kill), so the log continues without gaps or repeats."""
-    if not path.is_file():
-        return
-    keep = []
-    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            if json.loads(ln)["step"] <= upto_step:
-                keep.append(ln)
-        except (ValueError, KeyError, TypeError):
-            continue
-    runs.write_text_atomic(path, "".join(ln + "\n" for ln in keep))
-
-
-class _Progress:
-    """The progress bar (interactive terminals), the plain progress lines (elsewhere) and metrics.jsonl,
-    all rank 0's."""
-
-    def __init__(self, total_steps: int, done: int, main: bool, metrics_path: Path) -> None:
-        self.show = console.is_interactive()
-        columns = [
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("val {task.fields[val]}"),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TimeRemainingColumn(),
-        ]
-        self.bar = Progress(*columns, console=console.console, disable=not self.show, transient=False)
-        self.total, self.done, self.path = total_steps, done, metrics_path if main else Path(os.devnull)
-        self.last_tps = 0.0
-
-    def __enter__(self) -> _Progress:
-        self.bar.__enter__()
-        self.task = self.bar.add_task("train", total=self.total, completed=self.done, loss="-", val="-", tps="-")
-        self.log_file = open(self.path, "a", encoding="utf-8")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.log_file.close()
-        self.bar.__exit__(*exc)
-
-    def log(self, line: dict[str, Any]) -> None:
-        self.log_file.write(json.dumps(line) + "\n")
-        if "tokens_per_s" in line:
-            self.last_tps = line["tokens_per_s"]
-
-    def say(self, text: str) -> None:
-        """A progress line where no bar is shown (logs, CI), with the step's tokens/s."""
-        if not self.show:
-            console.info(f"{text}  {self.last_tps:.0f} tok/s")
-
-    def update(self, state: LoopState, tokens_per_s: float) -> None:
-        self.log_file.flush()
-        self.bar.update(
-            self.task,
-            completed=state.step,
-            loss=f"{state.last_loss:.4f}",
-            tps=f"{tokens_per_s:.0f}",
-            val=f"{state.last_val:.4f}" if state.last_val is not None else "-",
-        )

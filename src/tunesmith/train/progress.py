@@ -1,0 +1,83 @@
+"""What a training run shows and logs, rank 0's alone: the progress bar (interactive terminals), plain
+progress lines (logs, CI), and metrics.jsonl (one line per optimizer step, one per validation), which
+the dashboard and the reports read while and after the run trains."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as Bar
+
+from tunesmith import console, runs
+
+if TYPE_CHECKING:
+    from tunesmith.train.loop import LoopState
+
+
+def trim_metrics(path: Path, upto_step: int) -> None:
+    """On resume, drop metric lines written after the checkpoint we resume from (and a line torn in half
+    by a kill), so the log continues without gaps or repeats."""
+    if not path.is_file():
+        return
+    keep = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(ln)["step"] <= upto_step:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):
+            continue
+    runs.write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
+class Progress:
+    """The progress bar (interactive terminals), the plain progress lines (elsewhere) and metrics.jsonl,
+    all rank 0's."""
+
+    def __init__(self, total_steps: int, done: int, main: bool, metrics_path: Path) -> None:
+        self.show = console.is_interactive()
+        columns = [
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("val {task.fields[val]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeRemainingColumn(),
+        ]
+        self.bar = Bar(*columns, console=console.console, disable=not self.show, transient=False)
+        self.total, self.done, self.path = total_steps, done, metrics_path if main else Path(os.devnull)
+        self.last_tps = 0.0
+
+    def __enter__(self) -> Progress:
+        self.bar.__enter__()
+        self.task = self.bar.add_task("train", total=self.total, completed=self.done, loss="-", val="-", tps="-")
+        self.log_file = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.log_file.close()
+        self.bar.__exit__(*exc)
+
+    def log(self, line: dict[str, Any]) -> None:
+        self.log_file.write(json.dumps(line) + "\n")
+        if "tokens_per_s" in line:
+            self.last_tps = line["tokens_per_s"]
+
+    def say(self, text: str) -> None:
+        """A progress line where no bar is shown (logs, CI), with the step's tokens/s."""
+        if not self.show:
+            console.info(f"{text}  {self.last_tps:.0f} tok/s")
+
+    def update(self, state: LoopState, tokens_per_s: float) -> None:
+        self.log_file.flush()
+        self.bar.update(
+            self.task,
+            completed=state.step,
+            loss=f"{state.last_loss:.4f}",
+            tps=f"{tokens_per_s:.0f}",
+            val=f"{state.last_val:.4f}" if state.last_val is not None else "-",
+        )
