@@ -15,7 +15,6 @@ steps, schedules or checkpoints, and this file knows nothing of losses.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from tunesmith.config import TrainSettings
 from tunesmith.errors import UserError
 from tunesmith.train import signals
 from tunesmith.train.batches import StepPlan
-from tunesmith.train.engine import Engine
+from tunesmith.train.engine import Engine, autocast
 from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.optim import make_optimizer
 from tunesmith.train.progress import Progress, trim_metrics
@@ -220,11 +219,6 @@ def _ordered(record: dict[str, Any]) -> dict[str, Any]:
     """The metrics line with its fixed fields first, as metrics.jsonl has always had them."""
     head = {k: record[k] for k in _RECORD_ORDER if k in record}
     return head | {k: v for k, v in record.items() if k not in head}
-
-
-def autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def accumulate_gradients(

@@ -159,3 +159,28 @@ def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     """Sum of next-token cross-entropy over trained positions, and how many there were."""
     loss, n, _ = token_loss_and_accuracy(model, batch)
     return loss, n
+
+
+def _target_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden)
+    return torch.log_softmax(logits.float(), -1).gather(1, targets[:, None]).squeeze(1)
+
+
+def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per row of ``batch`` (padded, not packed): the summed log-probability of its trained tokens, the
+    quantity preference objectives compare. Like the token loss, only trained positions reach the output
+    projection, chunk by chunk under activation checkpointing, so no batch x length x vocab tensor exists."""
+    decoder, head = causal_lm_parts(model)
+    hidden = decoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
+    h, t = hidden[:, :-1][keep], targets[keep]
+    parts = [
+        checkpoint(_target_logps, head, h[s : s + CHUNK_ROWS], t[s : s + CHUNK_ROWS], use_reentrant=False)
+        for s in range(0, h.shape[0], CHUNK_ROWS)
+    ]
+    logps = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    return torch.zeros(targets.shape[0], dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)

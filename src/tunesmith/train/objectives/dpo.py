@@ -1,0 +1,108 @@
+"""Direct Preference Optimisation (Rafailov et al. 2023): learn to prefer one reply over another, from pairs.
+
+For a prompt x with a preferred reply y+ and a non-preferred one y-, with log pi(y|x) summed over the reply's
+tokens (masked exactly as SFT masks a reply: the assistant turn and its stop token),
+
+    loss = -log sigmoid( beta * [ (log pi(y+|x) - log ref(y+|x)) - (log pi(y-|x) - log ref(y-|x)) ] )
+
+summed over the step's pairs and divided by their number. ``ref`` is the starting policy. Its log-probs are
+computed once, before the first step, with the starting weights (a fresh LoRA adapter is zero, so that is the
+base model with the adapter disabled; a run folder given as --model starts from its own tuned weights), and
+kept on each pair: no second copy of the model is ever held, and resume recomputes the same numbers.
+
+Metrics, as TRL and OpenAI report them: the reward margin beta * [(log-ratio of y+) - (log-ratio of y-)],
+averaged over pairs, and the preference accuracy, the share of pairs whose margin is positive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.render import Rendered
+from tunesmith.train.batches import collate
+from tunesmith.train.loss import sequence_logps
+from tunesmith.train.objectives.base import Sums
+
+DEFAULT_BETA = 0.1
+
+
+@dataclass
+class PreferencePair:
+    chosen: Rendered  # prompt + preferred reply, labels on the reply
+    rejected: Rendered  # the same prompt + the other reply
+    ref_chosen: float | None = None  # summed log-prob of each reply under the reference policy
+    ref_rejected: float | None = None
+
+    @property
+    def source(self) -> str:
+        return self.chosen.source
+
+    @property
+    def input_ids(self) -> list[int]:
+        """Both sequences' tokens (their count is what a pair costs a batch)."""
+        return self.chosen.input_ids + self.rejected.input_ids
+
+    @property
+    def n_trained(self) -> int:
+        return self.chosen.n_trained + self.rejected.n_trained
+
+
+class DPO:
+    name = "dpo"
+
+    def __init__(self, beta: float = DEFAULT_BETA) -> None:
+        self.beta = beta
+
+    def length(self, pair: PreferencePair) -> int:
+        return len(pair.chosen.input_ids) + len(pair.rejected.input_ids)
+
+    def weight(self, pairs: Sequence[PreferencePair]) -> int:
+        return len(pairs)
+
+    def collate(self, rows: list[list[PreferencePair]], pad_id: int) -> dict[str, torch.Tensor]:
+        """One padded batch: every pair's preferred sequence, then every pair's other one (rows are never
+        packed: a pair is compared whole)."""
+        pairs = [p for row in rows for p in row]
+        batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+        if all(p.ref_chosen is not None for p in pairs):
+            refs = [p.ref_chosen for p in pairs] + [p.ref_rejected for p in pairs]
+            batch["ref_logps"] = torch.tensor(refs, dtype=torch.float64)
+        return batch
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Sums]:
+        logps = sequence_logps(model, batch)
+        policy_chosen, policy_rejected = logps.chunk(2)
+        ref_chosen, ref_rejected = batch["ref_logps"].to(logps.dtype).chunk(2)
+        margin = self.beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+        loss = -F.logsigmoid(margin).sum()
+        margin = margin.detach()
+        return loss, {"preferred": float((margin > 0).sum()), "margin": float(margin.sum())}
+
+    def metrics(self, sums: Sums, weight: float) -> dict[str, float]:
+        n = max(1, weight)
+        return {"preference_accuracy": sums.get("preferred", 0) / n, "reward_margin": sums.get("margin", 0.0) / n}
+
+    @torch.no_grad()
+    def compute_references(
+        self, model: Any, pairs: Sequence[PreferencePair], micro: int, pad_id: int, bf16: bool = False
+    ) -> None:
+        """Fill in each pair's reference log-probs with ``model`` as it is now (eval mode: no dropout), in the
+        precision training runs in, so that the log-ratios start at zero."""
+        from tunesmith.train.engine import autocast
+
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        for start in range(0, len(pairs), micro):
+            chunk = list(pairs[start : start + micro])
+            batch = collate([p.chosen for p in chunk] + [p.rejected for p in chunk], pad_id)
+            with autocast(bf16):
+                logps = sequence_logps(model, {k: v.to(device) for k, v in batch.items()}).double().cpu()
+            for p, c, r in zip(chunk, logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist(), strict=True):
+                p.ref_chosen, p.ref_rejected = c, r
+        model.train(was_training)

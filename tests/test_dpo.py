@@ -1,0 +1,138 @@
+"""DPO, the second objective: equal to TRL's DPOTrainer on the same pairs, and trained through the one loop."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith.data.formats import Conversation, Message
+from tunesmith.data.render import IGNORE, Renderer
+from tunesmith.models.load import load_model
+from tunesmith.models.lora import add_lora
+from tunesmith.train.objectives.dpo import DPO, PreferencePair
+
+BETA = 0.1
+
+
+def make_pairs(tok) -> list[PreferencePair]:
+    renderer = Renderer(tok, train_on="last")
+    prompts = ["Where is my parcel?", "Cancel order 1234, please.", "Do you ship to Norway?", "Reset my password."]
+    good = ['{"intent": "track"}', '{"intent": "cancel", "order": 1234}', "Yes, in 3 days.", "Sent you a link."]
+    bad = ['{"intent": "cancel"}', '{"intent": "cancel", "order": 1243}', "No.", "I cannot help with that at all."]
+    pairs = []
+    for k, (p, g, b) in enumerate(zip(prompts, good, bad, strict=True)):
+        convs = [
+            Conversation([Message("user", p), Message("assistant", reply)], source=f"pairs:{k + 1}") for reply in (g, b)
+        ]
+        pairs.append(PreferencePair(renderer.render(convs[0]), renderer.render(convs[1])))
+    return pairs
+
+
+def lora_model(model_dir: Path):
+    torch.manual_seed(0)
+    model, tok, _ = load_model(str(model_dir))
+    from tunesmith.config import load_config
+
+    model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
+    with torch.no_grad():  # B starts at zero: give it values so the policy differs from the reference
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model, tok
+
+
+def trl_example(pair: PreferencePair) -> dict[str, list[int]]:
+    """The same tokens in TRL's pre-tokenized layout: the shared prompt, then each reply as masked by us."""
+
+    def span(r):
+        trained = [i for i, x in enumerate(r.labels) if x != IGNORE]
+        return trained[0], trained[-1] + 1
+
+    (c0, c1), (r0, r1) = span(pair.chosen), span(pair.rejected)
+    assert c0 == r0 and pair.chosen.input_ids[:c0] == pair.rejected.input_ids[:r0]
+    return {
+        "prompt_ids": pair.chosen.input_ids[:c0],
+        "chosen_ids": pair.chosen.input_ids[c0:c1],
+        "rejected_ids": pair.rejected.input_ids[r0:r1],
+    }
+
+
+def test_dpo_loss_and_gradients_equal_trls_dpo_trainer(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    ours, tok = lora_model(tiny_model_dir)
+    theirs = copy.deepcopy(ours)
+    pairs = make_pairs(tok)
+
+    # Both references are the starting policy: ours computed now, TRL's a copy of the adapter ("ref") that it
+    # takes when the trainer is made. Then both policies move by the same amount, so the log-ratios are not 0.
+    objective = DPO(beta=BETA)
+    objective.compute_references(ours, pairs, micro=2, pad_id=tok.pad_token_id)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"), beta=BETA, report_to=[], use_cpu=True, bf16=False, max_length=None
+    )
+    dummy = Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}])
+    trainer = DPOTrainer(model=theirs, args=args, train_dataset=dummy, processing_class=tok)
+    generator = torch.Generator().manual_seed(1)
+    theirs_params = dict(trainer.model.named_parameters())
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if "lora_" in name:
+                step = torch.randn(p.shape, generator=generator) * 0.05
+                p.add_(step)
+                theirs_params[name].add_(step)  # the "default" adapter; TRL's "ref" copy stays as it was
+
+    ours.train()
+    loss_sum, sums = objective.loss(ours, objective.collate([[p] for p in pairs], tok.pad_token_id))
+    (loss_sum / objective.weight(pairs)).backward()
+    trainer.model.train()
+    batch = trainer.data_collator([trl_example(p) for p in pairs])
+    trl_loss = trainer.compute_loss(trainer.model, batch)
+    trl_loss.backward()
+
+    assert abs(float(trl_loss.detach()) - 0.6931) > 1e-3, "the policies moved away from the references"
+    assert abs(float(loss_sum.detach()) / len(pairs) - float(trl_loss.detach())) < 1e-4
+    mine = {n: p.grad for n, p in ours.named_parameters() if p.requires_grad}
+    other = {n: p.grad for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert mine.keys() == other.keys() and mine
+    for name, g in mine.items():
+        assert g.abs().sum() > 0, name
+        torch.testing.assert_close(g, other[name], atol=1e-4, rtol=0, msg=name)
+    assert 0 <= sums["preferred"] <= len(pairs)
+
+
+def test_sequence_log_probs_count_only_the_reply(tiny_model_dir: Path) -> None:
+    """The summed log-prob of a pair's reply is what a full-logits computation gives over the labelled tokens."""
+    from tunesmith.train.batches import collate
+    from tunesmith.train.loss import sequence_logps
+
+    model, tok = lora_model(tiny_model_dir)
+    model.eval()
+    pairs = make_pairs(tok)
+    batch = collate([p.chosen for p in pairs], tok.pad_token_id)
+    with torch.no_grad():
+        got = sequence_logps(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], -1)
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    want = (logp.gather(2, targets.clamp(min=0)[..., None]).squeeze(-1) * keep).sum(1)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_the_start_has_zero_margin_and_the_loss_is_log_two(tiny_model_dir: Path, beta: float) -> None:
+    """With the reference computed from the same weights, every log-ratio is 0: loss log 2 per pair."""
+    model, tok = lora_model(tiny_model_dir)
+    pairs = make_pairs(tok)
+    objective = DPO(beta=beta)
+    objective.compute_references(model, pairs, micro=3, pad_id=tok.pad_token_id)
+    model.eval()
+    with torch.no_grad():
+        loss, sums = objective.loss(model, objective.collate([[p] for p in pairs], tok.pad_token_id))
+    assert abs(float(loss) / len(pairs) - float(torch.log(torch.tensor(2.0)))) < 1e-5
+    assert abs(sums["margin"]) < 1e-4
