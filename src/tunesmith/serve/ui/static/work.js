@@ -76,7 +76,7 @@ async function pageJobs(root) {
       el("label", {}, "base model", el("select", { name: "model" }, options(models.filter((m) => !m.startsWith("ft:")), null))),
       el("label", {}, "method", el("select", { name: "type" }, options(["supervised"], "supervised"))),
       el("label", {}, "weights", el("select", { name: "train" }, options(["lora", "full"], "lora"))),
-      f("suffix", "suffix", { placeholder: "optional", pattern: "[A-Za-z0-9_-]*" })),
+      f("suffix", "suffix", { placeholder: "optional", pattern: "[A-Za-z0-9_\\-]*" })),
     el("h2", {}, "Hyperparameters"),
     el("div", { class: "row" },
       f("n_epochs", "epochs", { placeholder: "auto" }), f("batch_size", "batch size", { placeholder: "auto" }),
