@@ -177,7 +177,7 @@ def test_curve_follows_appended_metrics(page: Page, dash: dict) -> None:
     page.wait_points(lambda n: n == 5, timeout=15)
 
 
-def test_job_created_in_the_page_trains(page: Page, dash: dict) -> None:
+def test_job_created_in_the_page_trains(page: Page, dash: dict, tmp_path: Path) -> None:
     page.open("#/jobs", "#create-job")
     page.page.set_input_files("input[name=file]", str(dash["data"]))
     page.page.select_option("select[name=model]", "tiny")
@@ -200,6 +200,7 @@ def test_job_created_in_the_page_trains(page: Page, dash: dict) -> None:
     assert min(seen) < 12, seen  # the page was open while the job ran, and its curve filled in without a reload
     page.page.wait_for_selector("#open-model", timeout=15000)
     assert "successfully completed" in page.page.text_content("#events")
+    page.shot("job", tmp_path)
     page.page.click("#open-model")
     page.page.wait_for_selector("#send")
     assert page.page.input_value("#model-b").startswith("ft:tiny:ui:")
@@ -220,7 +221,7 @@ def test_playground_streams_two_replies(page: Page, dash: dict, tmp_path: Path) 
     page.shot("playground-replies", tmp_path)
 
 
-def test_markup_in_data_and_replies_is_text(page: Page, dash: dict) -> None:
+def test_markup_in_data_and_replies_is_text(page: Page, dash: dict, tmp_path: Path) -> None:
     rows = chat_rows(6)
     rows[0]["messages"][1]["content"] = XSS
     bad = write_jsonl(dash["tmp"] / "markup.jsonl", rows)
@@ -230,6 +231,7 @@ def test_markup_in_data_and_replies_is_text(page: Page, dash: dict) -> None:
     page.page.wait_for_selector("#masked-rows .masked", timeout=60000)
     assert XSS in page.page.text_content("#masked-rows")
     assert page.page.locator("#check-out script, #check-out img").count() == 0
+    page.shot("data-check", tmp_path)
     # A reply with markup: the model's stream is stood in for (a tiny random model will not write one).
     chunk = {"choices": [{"index": 0, "delta": {"content": XSS}, "finish_reason": None}]}
     usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
