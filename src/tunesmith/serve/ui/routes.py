@@ -93,6 +93,8 @@ def ui_router(settings: Any, store: Any, registry: Any) -> APIRouter:
         detail = await run_in_threadpool(runs_view.read_run_folder, path)
         detail["reports"] = runs_view.reports(path, within)
         detail["job"] = job["id"] if job else None
+        if job is not None and (f := store.get_file(job["training_file"])):
+            detail["data"] = f["filename"]  # the name it was uploaded as, not the id it is stored under
         return {"src": src, "name": job["id"] if job else src[4:], **detail}
 
     @r.get("/ui/api/report")
