@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -48,6 +49,9 @@ def serve_command(
         bool,
         Opt("--trust-remote-code", help="Let the models (and jobs trained on them) run their own Python code."),
     ] = False,
+    runs_dir: Annotated[Path, Opt("--runs", help="Folder of runs the dashboard (at /) lists.", file_okay=False)] = Path(
+        "runs"
+    ),
     threads: Annotated[
         int | None, Opt("--threads", min=1, help="CPU threads for generation and jobs (default: torch's).")
     ] = None,
@@ -101,9 +105,11 @@ def serve_command(
         max_tokens=max_tokens,
         max_concurrency=max_concurrency,
         jobs=jobs,
+        runs_dir=runs_dir,
     )
     app = create_app(registry, settings, store)
     registry.describe()
     console.info(f"tunesmith serve: http://{host}:{port}/v1  (key required: {'yes' if key else 'no'})")
+    console.info(f"dashboard: http://{host}:{port}/  (runs in {runs_dir})")
     # access_log lists method, path and status only: request bodies are never logged.
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

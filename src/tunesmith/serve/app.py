@@ -2,10 +2,10 @@
 
 Routes: GET /health, GET /v1/models[/{id}], POST /v1/chat/completions, POST /v1/completions (both with
 SSE streaming), and the files and fine-tuning job routes of ``jobs_api``; GET /openapi.json describes them
-all (``responses`` has the response shapes). Every error answers in OpenAI's shape with the status the
-official client maps to its exception classes: 400 bad parameter, unknown field or malformed body, 401 key,
-404 unknown model/file/job, 413 body too large, 422 invalid messages, 429 over the concurrency limit.
-Request bodies and keys are never logged.
+all (``responses`` has the response shapes). The dashboard (``ui``) is at /. Every error answers in
+OpenAI's shape with the status the official client maps to its exception classes: 400 bad parameter,
+unknown field or malformed body, 401 key, 404 unknown model/file/job, 413 body too large, 422 invalid
+messages, 429 over the concurrency limit. Request bodies and keys are never logged.
 """
 
 from __future__ import annotations
@@ -114,6 +114,9 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
         from tunesmith.serve.jobs_api import jobs_router
 
         app.include_router(jobs_router(store, registry, settings))
+    from tunesmith.serve.ui import mount_ui
+
+    mount_ui(app, settings, store, registry)  # the dashboard at /
     _document_limits(app, settings)
     return app
 

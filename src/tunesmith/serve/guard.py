@@ -3,7 +3,9 @@
 The key is checked in constant time on digests, before any route; a body larger than the limit is refused
 with 413 before it is parsed (by its Content-Length, or as it arrives when it has none). Every error,
 including FastAPI's own validation errors, answers {"error": {"message", "type", "param", "code"}}; the key
-and request bodies are never echoed or logged.
+and request bodies are never echoed or logged. The dashboard's pages and routes need the key too: as a
+bearer header, or as the session cookie its login form sets (``ui.auth``); a page asked for without either
+gets the login form.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from tunesmith.serve.schemas import ApiError
+from tunesmith.serve.ui import auth as ui_auth
 
 
 @dataclass
@@ -30,6 +34,7 @@ class ServeSettings:
     max_tokens: int = 4096  # the most new tokens one request may ask for
     max_concurrency: int = 64  # generation requests in flight; more are answered 429
     jobs: bool = True
+    runs_dir: Path | None = None  # the dashboard lists the runs in this folder (`--runs`; None: ./runs)
 
 
 class BodyTooLarge(HTTPException):
@@ -56,7 +61,15 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if scope["path"].startswith("/v1") and not self.authorized(headers.get(b"authorization", b""), self.key):
+        path = scope["path"]
+        if (
+            self.key
+            and ui_auth.needs_key(path)
+            and not self.authorized(headers.get(b"authorization", b""), self.key)
+            and not ui_auth.cookie_ok(headers, scope.get("method", "GET"), self.key)  # the dashboard's session
+        ):
+            if ui_auth.is_page(path) and not path.startswith("/ui/api"):
+                return await HTMLResponse(ui_auth.login_page(), 401)(scope, receive, send)
             err = ApiError(401, "Incorrect or missing API key", param=None, code="invalid_api_key")
             return await JSONResponse(err.body(), 401)(scope, receive, send)
         limit = self.settings.max_file_bytes if scope["path"] == "/v1/files" else self.settings.max_body_bytes
