@@ -1,6 +1,8 @@
 """The dataset doctor: what would spoil a fine-tune, found before any compute is spent.
 
-    formats.parse_file   every malformed row, with its file, line and a stable code
+    formats.parse_file   every malformed row, with its file, line and a stable code; for tool-calling rows
+                         OpenAI's rules too (openai_chat.py: every call answered once, no result without
+                         a call, called functions defined, arguments JSON that fits the parameter schema)
     dedup                duplicates, conflicting replies, near-duplicates, train/validation leakage
     special tokens       text that the tokenizer would read as the chat template's control tokens
     render.Renderer      every row rendered exactly as training renders it: lengths against max_len,
@@ -77,7 +79,7 @@ def _special_token_findings(name: str, convs: Sequence[Conversation], tokens: li
     out = []
     for conv in convs:
         for i, m in enumerate(conv.messages, start=1):
-            hit = pattern.search(m.content)
+            hit = pattern.search(m.text)
             if hit:
                 what = "the reply" if m.role == "assistant" else f"the {m.role} message"
                 msg = (

@@ -39,7 +39,8 @@ def _norm(text: str) -> str:
 
 
 def row_key(conv: Conversation) -> tuple[tuple[str, str], ...]:
-    return tuple((m.role, _norm(m.content)) for m in conv.messages)
+    # m.text includes tool calls: two rows that differ only in a call's arguments are not duplicates.
+    return tuple((m.role, _norm(m.text)) for m in conv.messages)
 
 
 def _last_reply(conv: Conversation) -> int:
@@ -53,12 +54,12 @@ def prompt_key(conv: Conversation) -> tuple[tuple[str, str], ...]:
 
 def reply_text(conv: Conversation) -> str:
     i = _last_reply(conv)
-    return _norm(conv.messages[i].content) if i < len(conv.messages) else ""
+    return _norm(conv.messages[i].text) if i < len(conv.messages) else ""
 
 
 def shingles(conv: Conversation) -> set[str]:
     # System messages are left out: a long system prompt shared by every row would make them all "similar".
-    words = _WORD.findall(" ".join(m.content for m in conv.messages if m.role != "system").lower())
+    words = _WORD.findall(" ".join(m.text for m in conv.messages if m.role != "system").lower())
     if len(words) < SHINGLE:
         return {" ".join(words)}
     return {" ".join(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}

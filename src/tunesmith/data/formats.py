@@ -1,7 +1,8 @@
 """JSONL datasets -> ``Conversation`` objects.
 
 Three row formats, detected per file from its first valid row:
-  * chat (OpenAI fine-tuning): ``{"messages": [{"role", "content", "weight"?}, ...]}``
+  * chat (OpenAI fine-tuning): ``{"messages": [{"role", "content", "weight"?, ...}, ...], "tools"?: [...]}``,
+    with tool calls, tool results and every other field OpenAI accepts (``data/openai_chat.py``)
   * prompt/completion:         ``{"prompt": ..., "completion": ...}``
   * alpaca:                    ``{"instruction": ..., "input"?: ..., "output": ..., "system"?: ...}``
 
@@ -15,40 +16,23 @@ import hashlib
 import itertools
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.openai_chat import ROW_KEYS as _CHAT_KEYS
+from tunesmith.data.openai_chat import chat_row
+from tunesmith.data.rows import Conversation, Message, ToolCall  # noqa: F401 (re-exported: the row types)
+from tunesmith.data.rows import RowError as _RowError
+from tunesmith.data.rows import check_unicode as _check_unicode
 from tunesmith.errors import DataError
 
-ROLES = ("system", "user", "assistant")
 FORMATS = ("chat", "prompt_completion", "alpaca")
-_MESSAGE_KEYS = {"role", "content", "weight"}
 _ROW_KEYS = {
-    "chat": {"messages"},
+    "chat": _CHAT_KEYS,
     "prompt_completion": {"prompt", "completion"},
     "alpaca": {"instruction", "input", "output", "system"},
 }
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-    weight: int = 1  # OpenAI's per-message weight: 0 excludes an assistant turn from the loss
-
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
-
-
-@dataclass
-class Conversation:
-    messages: list[Message]
-    source: str = ""  # "file:line", for messages that point the user at the row
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def as_dicts(self) -> list[dict[str, str]]:
-        return [m.as_dict() for m in self.messages]
 
 
 @dataclass(frozen=True)
@@ -71,25 +55,10 @@ class ParsedFile:
     sha256: str
 
 
-class _RowError(Exception):
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 # One example this large cannot fit any context we could train on (~2M tokens), and reading it through a
 # tokenizer would take minutes: the line is reported instead of parsed.
 MAX_LINE_BYTES = 8 << 20
 REPLY_KEYS = ("completion", "output")
-
-
-def _check_unicode(value: str, where: str) -> None:
-    # json.loads accepts "\ud800" escapes, but a lone surrogate is not text: tokenizers raise on it.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        message = f"{where} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode text"
-        raise _RowError(message, "invalid-unicode") from None
 
 
 def detect_format(row: dict[str, Any]) -> str | None:
@@ -114,66 +83,6 @@ def _text(row: dict[str, Any], key: str, *, allow_empty: bool = False) -> str:
     return value
 
 
-def _chat_messages(row: dict[str, Any], *, require_reply: bool = True) -> list[Message]:
-    raw = row.get("messages")
-    if not isinstance(raw, list):
-        raise _RowError("'messages' must be a list of {role, content} objects", "missing-messages")
-    if not raw:
-        raise _RowError("'messages' is empty", "missing-messages")
-    out: list[Message] = []
-    for i, m in enumerate(raw, start=1):
-        if not isinstance(m, dict):
-            raise _RowError(f"message {i} is not an object", "bad-message")
-        unknown = set(m) - _MESSAGE_KEYS
-        if unknown:
-            raise _RowError(
-                f"message {i} has unknown key(s) {sorted(unknown)}; allowed: role, content, weight", "unknown-key"
-            )
-        role = m.get("role")
-        if role not in ROLES:
-            raise _RowError(
-                f"message {i} has unknown role {role!r}; expected one of {', '.join(ROLES)}", "unknown-role"
-            )
-        content = m.get("content")
-        if not isinstance(content, str):
-            raise _RowError(f"message {i} ({role}) has no text content", "missing-content")
-        if not content.strip():
-            code = "empty-reply" if role == "assistant" else "empty-content"
-            raise _RowError(f"message {i} ({role}) has empty content", code)
-        _check_unicode(content, f"message {i} ({role})")
-        weight = m.get("weight", 1)
-        if isinstance(weight, bool) or weight not in (0, 1):
-            raise _RowError(f"message {i} has weight {weight!r}; weight must be 0 or 1", "bad-weight")
-        if "weight" in m and role != "assistant":
-            raise _RowError(f"message {i} ({role}) has a weight; only assistant messages take one", "bad-weight")
-        out.append(Message(role, content, int(weight)))
-    _check_role_order(out, require_reply=require_reply)
-    return out
-
-
-def _check_role_order(messages: list[Message], *, require_reply: bool = True) -> None:
-    """Optional system first, then user/assistant alternating from user: what chat templates accept.
-
-    ``require_reply=False`` (evaluation data) also accepts a conversation that ends on a user turn: the
-    model is scored on its reply with the measures that need no reference."""
-    body = messages[1:] if messages[0].role == "system" else messages
-    if any(m.role == "system" for m in body):
-        raise _RowError("a system message may only come first", "role-order")
-    if not body or body[0].role != "user":
-        raise _RowError(
-            "the conversation must start with a user message (after an optional system message)", "role-order"
-        )
-    for prev, cur in itertools.pairwise(body):
-        if prev.role == cur.role:
-            raise _RowError(f"two {cur.role} messages in a row; user and assistant must alternate", "role-order")
-    if not require_reply:
-        return
-    if not any(m.role == "assistant" for m in body):
-        raise _RowError("no assistant reply to train on", "no-assistant")
-    if not any(m.role == "assistant" and m.weight for m in body):
-        raise _RowError("every assistant reply has weight 0, so nothing would be trained", "all-weights-zero")
-
-
 def _reply(row: dict[str, Any], key: str, require_reply: bool) -> list[Message]:
     """The reference reply; for evaluation data a missing or empty one means "no reference"."""
     if not require_reply and (row.get(key) is None or (isinstance(row[key], str) and not row[key].strip())):
@@ -182,6 +91,11 @@ def _reply(row: dict[str, Any], key: str, require_reply: bool) -> list[Message]:
 
 
 def row_to_messages(row: Any, fmt: str, *, require_reply: bool = True) -> list[Message]:
+    return parse_row(row, fmt, require_reply=require_reply).messages
+
+
+def parse_row(row: Any, fmt: str, *, require_reply: bool = True) -> Conversation:
+    """One row -> a Conversation (without its source), or a _RowError naming the field."""
     if not isinstance(row, dict):
         raise _RowError(f"row is a JSON {type(row).__name__}, not an object", "not-object")
     row_fmt = detect_format(row)
@@ -193,16 +107,17 @@ def row_to_messages(row: Any, fmt: str, *, require_reply: bool = True) -> list[M
     if unknown:
         raise _RowError(f"unknown key(s) {sorted(unknown)} for {fmt} format", "unknown-key")
     if fmt == "chat":
-        return _chat_messages(row, require_reply=require_reply)
+        messages, tools, parallel = chat_row(row, require_reply=require_reply)
+        return Conversation(messages, tools=tools, parallel_tool_calls=parallel)
     if fmt == "prompt_completion":
-        return [Message("user", _text(row, "prompt")), *_reply(row, "completion", require_reply)]
+        return Conversation([Message("user", _text(row, "prompt")), *_reply(row, "completion", require_reply)])
     instruction = _text(row, "instruction")
     extra = _text(row, "input", allow_empty=True) if "input" in row else ""
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     messages = [Message("user", user), *_reply(row, "output", require_reply)]
     if "system" in row:
         messages.insert(0, Message("system", _text(row, "system")))
-    return messages
+    return Conversation(messages)
 
 
 def _is_json(text: bytes, kind: type) -> bool:
@@ -289,11 +204,12 @@ def parse_file(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
         if fmt is None and isinstance(row, dict):
             fmt = detect_format(row)
         try:
-            messages = row_to_messages(row, fmt or "chat", require_reply=require_reply)
+            conv = parse_row(row, fmt or "chat", require_reply=require_reply)
         except _RowError as e:
             problems.append(Problem(name, lineno, str(e), e.code))
             continue
-        examples.append(Conversation(messages, source=f"{name}:{lineno}", meta={"line": lineno}))
+        conv.source, conv.meta = f"{name}:{lineno}", {"line": lineno}
+        examples.append(conv)
     if not examples and not problems:
         problems.append(Problem(name, 0, "no examples in the file", "no-examples"))
     return ParsedFile(path, fmt, examples, problems, digest)

@@ -27,7 +27,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 """
 
+Events = Sequence[tuple[str, str]]  # (message, level) pairs
 ACTIVE = ("validating_files", "queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -88,6 +89,20 @@ class Store:
             yield conn
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One connection in one write transaction: other readers see all of it or none of it.
+
+        BEGIN IMMEDIATE takes the write lock at once, so two writers queue instead of failing midway."""
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
 
     # -- paths: only ever from a validated id -------------------------------------------------------------
     def file_path(self, file_id: str) -> Path:
@@ -159,11 +174,13 @@ class Store:
             return c.execute(q, (*ACTIVE, file_id, file_id)).fetchone() is not None
 
     # -- jobs ----------------------------------------------------------------------------------------------
-    def create_job(self, job: dict[str, Any]) -> None:
+    def create_job(self, job: dict[str, Any], events: Events = ()) -> None:
+        """Insert the job, with its first events in the same transaction."""
         row = {**job, "hyperparameters": json.dumps(job["hyperparameters"]), "options": json.dumps(job["options"])}
         keys = ", ".join(row)
-        with self._conn() as c:
+        with self._transaction() as c:
             c.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+            _insert_events(c, job["id"], events)
 
     @staticmethod
     def _decode(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -185,8 +202,14 @@ class Store:
             rows = c.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC").fetchall()
         return [self._decode(r) for r in rows]
 
-    def update_job(self, job_id: str, *, only_if: tuple[str, ...] | None = None, **fields: Any) -> bool:
-        """Set fields; with ``only_if``, only while the job's status is one of those (a compare-and-set)."""
+    def update_job(
+        self, job_id: str, *, only_if: tuple[str, ...] | None = None, events: Events = (), **fields: Any
+    ) -> bool:
+        """Set fields; with ``only_if``, only while the job's status is one of those (a compare-and-set).
+
+        ``events`` ((message, level) pairs) are added in the same transaction, and only if the update
+        happened: a client never sees a status without the events that announce it (a job `succeeded`
+        whose "successfully completed" event is not there yet), nor those events without the status."""
         if "error" in fields and fields["error"] is not None:
             fields["error"] = json.dumps(fields["error"])
         sets = ", ".join(f"{k} = ?" for k in fields)
@@ -194,8 +217,11 @@ class Store:
         if only_if:
             where += f" AND status IN ({','.join('?' * len(only_if))})"
             args += list(only_if)
-        with self._conn() as c:
-            return c.execute(f"UPDATE jobs SET {sets} WHERE {where}", args).rowcount > 0
+        with self._transaction() as c:
+            done = c.execute(f"UPDATE jobs SET {sets} WHERE {where}", args).rowcount > 0
+            if done:
+                _insert_events(c, job_id, events)
+            return done
 
     def next_job(self) -> dict[str, Any] | None:
         """The job to run next: an interrupted one first (it resumes), then the oldest queued."""
@@ -215,11 +241,9 @@ class Store:
 
     # -- events and metrics --------------------------------------------------------------------------------
     def add_event(self, job_id: str, message: str, level: str = "info") -> None:
+        """An event on its own; one that goes with a status change is passed to ``update_job`` instead."""
         with self._conn() as c:
-            c.execute(
-                "INSERT INTO events (id, job_id, created_at, level, message) VALUES (?, ?, ?, ?, ?)",
-                (new_id("ftevent"), job_id, int(time.time()), level, message),
-            )
+            _insert_events(c, job_id, [(message, level)])
 
     def put_metrics(self, job_id: str, points: dict[int, dict[str, Any]]) -> None:
         # A resumed run recomputes the steps after its checkpoint: new values replace old ones, and points
@@ -256,6 +280,14 @@ class Store:
         with self._conn() as c:
             rows = c.execute("SELECT step, data FROM metrics WHERE job_id = ?", (job_id,)).fetchall()
         return {r["step"]: json.loads(r["data"]) for r in rows}
+
+
+def _insert_events(c: sqlite3.Connection, job_id: str, events: Events) -> None:
+    now = int(time.time())
+    c.executemany(
+        "INSERT INTO events (id, job_id, created_at, level, message) VALUES (?, ?, ?, ?, ?)",
+        [(new_id("ftevent"), job_id, now, level, message) for message, level in events],
+    )
 
 
 def _metrics_message(d: dict[str, Any]) -> str:

@@ -253,8 +253,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
                 400, str(e).replace(str(store.root), "$TUNESMITH_HOME/serve"), param="hyperparameters"
             ) from None
         job["status"] = "queued"
-        store.create_job(job)
-        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+        store.create_job(job, events=[(f"Created fine-tuning job: {job['id']}", "info")])
         return _job_object(store, store.get_job(job["id"]))
 
     @r.get("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.JobList))
@@ -268,9 +267,11 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
     @r.post("/fine_tuning/jobs/{job_id}/cancel", response_model=None, responses=doc.ok(doc.Job))
     async def cancel_job(job_id: str) -> dict[str, Any]:
         job = get_job(job_id)
-        if not store.update_job(job_id, only_if=ACTIVE, status="cancelled", finished_at=int(time.time())):
+        cancelled = store.update_job(
+            job_id, only_if=ACTIVE, status="cancelled", finished_at=int(time.time()), events=[("Job cancelled", "info")]
+        )
+        if not cancelled:
             raise ApiError(400, f"the job has already {job['status']}", param="fine_tuning_job_id")
-        store.add_event(job_id, "Job cancelled")
         return _job_object(store, get_job(job_id))
 
     @r.get("/fine_tuning/jobs/{job_id}/events", response_model=None, responses=doc.ok(doc.JobEventList))

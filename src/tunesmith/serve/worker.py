@@ -109,13 +109,12 @@ class Supervisor:
     def _launch(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
         resumed = job["status"] == "running"
-        if not self.store.update_job(job_id, only_if=("queued", "running"), status="running"):
-            return
         run_dir = self.store.job_path(job_id)
-        self.store.add_event(
-            job_id,
-            "Job resumed from its last checkpoint" if resumed and run_dir.exists() else "Fine-tuning job started",
-        )
+        started = "Job resumed from its last checkpoint" if resumed and run_dir.exists() else "Fine-tuning job started"
+        if not self.store.update_job(
+            job_id, only_if=("queued", "running"), status="running", events=[(started, "info")]
+        ):
+            return
         self.store.job_path(job_id, ".error").unlink(missing_ok=True)
         log = open(self.store.job_path(job_id, ".log"), "ab")  # noqa: SIM115 (handed to the child)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -140,6 +139,8 @@ class Supervisor:
         self._sync_metrics(job_id)
         job = self.store.get_job(job_id)
         if job is None or job["status"] == "cancelled":
+            # The cancel itself recorded "Job cancelled" with the status; this later event only reports
+            # that the process is gone (which necessarily happens after the client saw `cancelled`).
             self._terminate()
             self.store.add_event(job_id, "Job cancelled; the training process was stopped")
             return
@@ -151,22 +152,27 @@ class Supervisor:
         if rc == 0 and weights_on_disk(run_dir):
             info = runs.read_run(run_dir)
             name = f"ft:{job['model']}:{job['suffix'] or ''}:{job_id[6:14]}"
-            done = self.store.update_job(
+            self.store.update_job(
                 job_id,
                 only_if=("running",),
                 status="succeeded",
                 fine_tuned_model=name,
                 finished_at=int(time.time()),
                 trained_tokens=info.get("trained_tokens_seen"),
+                events=[
+                    (f"New fine-tuned model created: {name}", "info"),
+                    ("The job has successfully completed", "info"),
+                ],
             )
-            if done:
-                self.store.add_event(job_id, f"New fine-tuned model created: {name}")
-                self.store.add_event(job_id, "The job has successfully completed")
             return
         error = self._read_error(job_id)
         if error is None and job["attempts"] + 1 < MAX_ATTEMPTS:  # died without a word (killed): try again
-            self.store.update_job(job_id, attempts=job["attempts"] + 1)
-            self.store.add_event(job_id, f"The training process exited with code {rc}; resuming", "warn")
+            self.store.update_job(
+                job_id,
+                only_if=("running",),
+                attempts=job["attempts"] + 1,
+                events=[(f"The training process exited with code {rc}; resuming", "warn")],
+            )
             return
         if error is None:
             error = {"code": "training_interrupted", "message": f"the training process died {MAX_ATTEMPTS} times"}
@@ -180,10 +186,14 @@ class Supervisor:
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         error = {"code": code, "message": message, "param": None}
-        if self.store.update_job(
-            job_id, only_if=("queued", "running"), status="failed", error=error, finished_at=int(time.time())
-        ):
-            self.store.add_event(job_id, f"Job failed: {message}", "error")
+        self.store.update_job(
+            job_id,
+            only_if=("queued", "running"),
+            status="failed",
+            error=error,
+            finished_at=int(time.time()),
+            events=[(f"Job failed: {message}", "error")],
+        )
 
     def _terminate(self) -> None:
         proc, self.proc, self.job_id = self.proc, None, None

@@ -1,0 +1,85 @@
+"""The parsed form of a dataset row, shared by every reader and by the renderer.
+
+A ``Conversation`` is a list of ``Message``s plus, for tool-calling rows, the function definitions
+(OpenAI's ``tools``). Plain chats carry no tool fields at all, so they render exactly as before.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RowError(Exception):
+    """One malformed row: the message names the field, the code is stable (`tunesmith check --format json`)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_unicode(value: str, where: str) -> None:
+    # json.loads accepts "\ud800" escapes, but a lone surrogate is not text: tokenizers raise on it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        message = f"{where} holds a lone surrogate (\\ud800-\\udfff), not valid Unicode text"
+        raise RowError(message, "invalid-unicode") from None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # the JSON text as the data holds it (already checked to parse to an object)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return json.loads(self.arguments)
+
+    def as_dict(self) -> dict[str, Any]:
+        # Chat templates take the arguments as a mapping (Qwen's and Llama's write them with `tojson`).
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.args}}
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # system | user | assistant | tool
+    content: str  # "" for an assistant turn that only calls tools
+    weight: int = 1  # OpenAI's per-message weight: 0 excludes an assistant turn from the loss
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # on a tool message: the call it answers
+    name: str | None = None  # OpenAI's participant name; on a tool message, the function's name
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.as_dict() for c in self.tool_calls]
+        if self.role == "tool":
+            out["tool_call_id"] = self.tool_call_id
+            if self.name:
+                out["name"] = self.name
+        return out
+
+    @property
+    def text(self) -> str:
+        """Everything the message says, tool calls included (for duplicate and special-token checks)."""
+        calls = "".join(f"\n{c.name}({c.arguments})" for c in self.tool_calls)
+        return self.content + calls
+
+
+@dataclass
+class Conversation:
+    messages: list[Message]
+    source: str = ""  # "file:line", for messages that point the user at the row
+    meta: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None  # OpenAI `tools`: [{"type": "function", "function": {...}}]
+    parallel_tool_calls: bool | None = None
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [m.as_dict() for m in self.messages]
+
+    @property
+    def uses_tools(self) -> bool:
+        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
