@@ -157,28 +157,28 @@ def test_a_run_parses_and_renders_each_row_once(tmp_path: Path, tiny_model_dir: 
     twice (they were, once by the check and once by the pipeline)."""
     from collections import Counter
 
-    from tunesmith.data import formats, render
+    from tunesmith.data import render
 
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(24))
-    parsed, rendered = Counter(), Counter()
-    parse_row, render_row = formats.row_to_messages, render.Renderer._render
+    reads, rendered = Counter(), Counter()
+    read_bytes, render_row = Path.read_bytes, render.Renderer._render
 
-    def counting_parse(row, *args, **kwargs):
-        parsed[json.dumps(row, sort_keys=True)] += 1
-        return parse_row(row, *args, **kwargs)
+    def counting_read(self):
+        reads[self.name] += 1
+        return read_bytes(self)
 
     def counting_render(self, conv):
         rendered[conv.source] += 1
         return render_row(self, conv)
 
-    monkeypatch.setattr(formats, "row_to_messages", counting_parse)
+    monkeypatch.setattr(Path, "read_bytes", counting_read)
     monkeypatch.setattr(render.Renderer, "_render", counting_render)
     cfg = make_cfg(tiny_model_dir, data, max_steps=2)
     cfg.data.val_split = 0.25
     run_training(cfg, tmp_path / "run")
-    assert len(parsed) == 24 and set(parsed.values()) == {1}
+    assert reads["d.jsonl"] == 1, "the data file is read and parsed once"
     assert len(rendered) == 24 and set(rendered.values()) == {1}
     # With --skip-check the pipeline parses and renders by itself, still once.
-    parsed.clear(), rendered.clear()
+    reads.clear(), rendered.clear()
     run_training(cfg, tmp_path / "skip", skip_check=True)
-    assert len(parsed) == 24 and set(parsed.values()) == {1} and set(rendered.values()) == {1}
+    assert reads["d.jsonl"] == 1 and len(rendered) == 24 and set(rendered.values()) == {1}
