@@ -66,7 +66,7 @@ BAD_ROWS = [
     ("chat", {"messages": []}, "missing-messages", "'messages' is empty"),
     ("chat", {"messages": "hi"}, "missing-messages", "must be a list"),
     ("chat", {"messages": [U, A], "id": 7}, "unknown-key", "unknown key(s) ['id']"),
-    ("chat", {"messages": [{**U, "name": "bob"}, A]}, "unknown-key", "unknown key(s) ['name']"),
+    ("chat", {"messages": [{**U, "mood": "bob"}, A]}, "unknown-key", "unknown key(s) ['mood']"),
     ("chat", {"messages": [{"role": "human", "content": "x"}, A]}, "unknown-role", "unknown role 'human'"),
     ("chat", {"messages": [{"content": "x"}, A]}, "unknown-role", "unknown role None"),
     ("chat", {"messages": [U, {"role": "assistant", "content": None}]}, "missing-content", "no text content"),

@@ -186,7 +186,7 @@ BAD = [
     ),
     (_set(["messages", 2, "tool_calls", 0, "type"], "custom"), "bad-tool-call", "only 'function'"),
     (_set(["messages", 4, "weight"], 2), "bad-weight", "weight must be 0 or 1"),
-    (_set(["messages", 1, "weight"], 0), "unknown-key", "weight"),
+    (_set(["messages", 1, "weight"], 0), "bad-weight", "only assistant messages take one"),
 ]
 
 

@@ -188,7 +188,9 @@ def _token_checks(renderer: Renderer, report: FileReport, convs: Sequence[Conver
             out.findings.append(found)
             note = found.message
         else:
-            _add(report.stats, RenderStats(examples=1, kept=1, tokens=n, trained_tokens=full.n_trained))
+            stats = RenderStats(examples=1, kept=1, tokens=n, trained_tokens=full.n_trained)
+            stats.tool_rows = int(conv.uses_tools)
+            _add(report.stats, stats)
         if r is not None:
             out.kept.append((conv, len(r.input_ids)))
             if r.n_trained == 0:

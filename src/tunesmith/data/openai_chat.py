@@ -120,6 +120,8 @@ def _message(m: Any, i: int, legacy_ids: itertools.count) -> Message:
     if role not in MESSAGE_KEYS:
         roles = ", ".join(MESSAGE_KEYS)
         raise RowError(f"message {i} has unknown role {role!r}; expected one of {roles}", "unknown-role")
+    if "weight" in m and role != "assistant":
+        raise RowError(f"message {i} ({role}) has a weight; only assistant messages take one", "bad-weight")
     unknown = set(m) - MESSAGE_KEYS[role]
     if unknown:
         allowed = ", ".join(sorted(MESSAGE_KEYS[role]))
