@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data import preference
 from tunesmith.data.openai_chat import ROW_KEYS as _CHAT_KEYS
 from tunesmith.data.openai_chat import chat_row
 from tunesmith.data.rows import Conversation, Message, ToolCall  # noqa: F401 (re-exported: the row types)
@@ -27,11 +28,12 @@ from tunesmith.data.rows import RowError as _RowError
 from tunesmith.data.rows import check_unicode as _check_unicode
 from tunesmith.errors import DataError
 
-FORMATS = ("chat", "prompt_completion", "alpaca")
+FORMATS = ("chat", "prompt_completion", "alpaca", "preference")
 _ROW_KEYS = {
     "chat": _CHAT_KEYS,
     "prompt_completion": {"prompt", "completion"},
     "alpaca": {"instruction", "input", "output", "system"},
+    "preference": preference.OPENAI_KEYS | preference.TRL_KEYS,
 }
 
 
@@ -62,6 +64,8 @@ REPLY_KEYS = ("completion", "output")
 
 
 def detect_format(row: dict[str, Any]) -> str | None:
+    if preference.is_preference(row):
+        return "preference"
     if "messages" in row:
         return "chat"
     if "prompt" in row or "completion" in row:
@@ -106,6 +110,8 @@ def parse_row(row: Any, fmt: str, *, require_reply: bool = True) -> Conversation
     unknown = set(row) - _ROW_KEYS[fmt]
     if unknown:
         raise _RowError(f"unknown key(s) {sorted(unknown)} for {fmt} format", "unknown-key")
+    if fmt == "preference":
+        return preference.preference_row(row)
     if fmt == "chat":
         messages, tools, parallel = chat_row(row, require_reply=require_reply)
         return Conversation(messages, tools=tools, parallel_tool_calls=parallel)
@@ -212,7 +218,21 @@ def parse_file(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
         examples.append(conv)
     if not examples and not problems:
         problems.append(Problem(name, 0, "no examples in the file", "no-examples"))
-    return ParsedFile(path, fmt, examples, problems, digest)
+    return ParsedFile(path, fmt, examples, _one_mixing_problem(name, fmt, problems), digest)
+
+
+def _one_mixing_problem(name: str, fmt: str | None, problems: list[Problem]) -> list[Problem]:
+    """A file that mixes supervised rows and preference pairs is one error, not one per row."""
+    mixed = [p for p in problems if p.code == "format-mismatch" and "preference" in p.message]
+    if not mixed:
+        return problems
+    first = "preference pairs" if fmt == "preference" else "supervised rows"
+    message = (
+        f"the file mixes supervised rows and preference pairs ({len(mixed)} rows are not {first} like line 1's, "
+        f"the first at line {mixed[0].line}): put the pairs in a file of their own (SFT first, then DPO on the pairs)"
+    )
+    rest = [p for p in problems if p not in mixed]
+    return [*rest, Problem(name, mixed[0].line, message, "mixed-objectives")]
 
 
 def read_examples(path: Path | str, *, require_reply: bool = True) -> ParsedFile:

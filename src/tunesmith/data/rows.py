@@ -76,6 +76,7 @@ class Conversation:
     meta: dict[str, Any] = field(default_factory=dict)
     tools: list[dict[str, Any]] | None = None  # OpenAI `tools`: [{"type": "function", "function": {...}}]
     parallel_tool_calls: bool | None = None
+    rejected: list[Message] | None = None  # a preference pair's non-preferred reply (the last message is the other)
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [m.as_dict() for m in self.messages]
