@@ -136,3 +136,72 @@ def test_the_start_has_zero_margin_and_the_loss_is_log_two(tiny_model_dir: Path,
         loss, sums = objective.loss(model, objective.collate([[p] for p in pairs], tok.pad_token_id))
     assert abs(float(loss) / len(pairs) - float(torch.log(torch.tensor(2.0)))) < 1e-5
     assert abs(sums["margin"]) < 1e-4
+
+
+PAIRS = Path(__file__).resolve().parents[1] / "src/tunesmith/examples/support_triage_pairs"
+
+
+def pair_rows(n: int, split: str = "train") -> list[dict]:
+    import json
+
+    return [json.loads(x) for x in (PAIRS / f"{split}.jsonl").read_text().splitlines()[:n]]
+
+
+def test_a_file_of_pairs_trains_with_dpo_through_the_loop(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """No --method: the pairs choose DPO; metrics.jsonl has its reward margin and preference accuracy, the
+    margin grows, and the run resumes exactly (the references are recomputed from the start)."""
+    import json
+
+    from tunesmith import runs
+    from tunesmith.train.pipeline import run_training
+
+    from .conftest import write_jsonl
+    from .test_train import adapter_tensors, make_cfg
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(24))
+    cfg = make_cfg(
+        tiny_model_dir,
+        data,
+        max_steps=12,
+        save_every=6,
+        epochs=4,
+        learning_rate=3e-2,
+        early_stopping_patience=None,
+        beta=1.0,
+    )
+    cfg.data.val_split = 0.25
+    result = run_training(cfg, tmp_path / "run")
+    assert result.config.train.objective == "dpo" and result.config.train.packing is False
+    assert result.config.train.beta == 1.0 and "beta" not in " ".join(result.reasons)
+    lines = [json.loads(x) for x in (tmp_path / "run" / runs.METRICS).read_text().splitlines()]
+    steps = [x for x in lines if "loss" in x]
+    vals = [x for x in lines if "val_loss" in x]
+    assert {"preference_accuracy", "reward_margin"} <= steps[0].keys()
+    assert {"val_preference_accuracy", "val_reward_margin"} <= vals[0].keys()
+    assert abs(steps[0]["loss"] - 0.6931) < 0.02, "the first step starts at log 2: policy == reference"
+    late = steps[-4:]
+    assert sum(x["loss"] for x in late) / 4 < 0.66, "it learns to prefer the preferred replies"
+    assert sum(x["reward_margin"] for x in late) / 4 > 0.05
+
+    run_training(cfg, tmp_path / "resumed", stop_after=6)
+    run_training(cfg, tmp_path / "resumed", resume=True)
+    a, b = adapter_tensors(tmp_path / "run"), adapter_tensors(tmp_path / "resumed")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_the_objective_and_the_data_must_agree(tmp_path: Path, tiny_model_dir: Path, chat_file: Path) -> None:
+    from tunesmith.errors import UserError
+    from tunesmith.train.pipeline import run_training
+
+    from .conftest import write_jsonl
+    from .test_train import make_cfg
+
+    cfg = make_cfg(tiny_model_dir, chat_file, max_steps=2, method="dpo")
+    assert cfg.train.method == "lora" and cfg.train.objective == "dpo"
+    with pytest.raises(UserError, match="holds supervised rows, and DPO trains on preference pairs"):
+        run_training(cfg, tmp_path / "a")
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
+    cfg = make_cfg(tiny_model_dir, data, max_steps=2, objective="sft")
+    with pytest.raises(UserError, match="holds preference pairs: train them with --method dpo"):
+        run_training(cfg, tmp_path / "b")

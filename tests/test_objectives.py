@@ -47,7 +47,7 @@ class EveryToken(SFT):
 
 @pytest.fixture
 def every_token(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(objectives.OBJECTIVES, "every-token", EveryToken)
+    monkeypatch.setitem(objectives.OBJECTIVES, "every-token", lambda settings: EveryToken())
     return "every-token"
 
 

@@ -63,7 +63,17 @@ class LoraSettings(_Strict):
 
 
 class TrainSettings(_Strict):
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters or full fine-tuning.")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="LoRA adapters or full fine-tuning. 'dpo' is short for objective dpo with LoRA."
+    )
+    objective: Literal["sft", "dpo"] | None = Field(
+        None,
+        description="What the loss rewards: sft (the reference replies) or dpo (the preferred reply of each "
+        "pair over the other). None: dpo for a file of preference pairs, sft otherwise.",
+    )
+    beta: float | None = Field(
+        None, gt=0, description="DPO's beta: how strongly the policy is held near the starting model; None: 0.1."
+    )
     epochs: int | None = Field(None, ge=1, description="Passes over the data; None chooses for the data size.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate; None chooses per method.")
@@ -106,6 +116,16 @@ class TrainSettings(_Strict):
         "autocast with fp32 trainable weights; for LoRA the frozen base is stored in bf16 too.",
     )
     seed: int = Field(42, description="Seeds data order, splits, dropout and initialisation.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_dpo(cls, data: Any) -> Any:
+        """``method: dpo`` (the jobs API's and the CLI's word for it) is DPO with LoRA adapters."""
+        if isinstance(data, dict) and data.get("method") == "dpo":
+            if data.get("objective") not in (None, "dpo"):
+                raise ValueError(f"method dpo contradicts objective {data['objective']}")
+            data = {**data, "method": "lora", "objective": "dpo"}
+        return data
 
 
 class RunConfig(_Strict):

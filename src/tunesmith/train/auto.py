@@ -18,6 +18,11 @@ MIN_EPOCHS, MAX_EPOCHS = 1, 25
 # Peak learning rates that worked across our small-model runs (see BENCHMARKS.md / README defaults).
 LORA_LR = 1e-3
 FULL_LR = 5e-5
+# DPO moves the log-ratio of two replies at once and is held near the start only by beta: an order of
+# magnitude below SFT's rates (TRL's examples use 5e-6..5e-5 for full, ~1e-4 for LoRA).
+DPO_LORA_LR = 1e-4
+DPO_FULL_LR = 5e-6
+DPO_BETA = 0.1
 # Tokens per forward pass: bounds activation memory whatever the row length.
 MICRO_BATCH_TOKENS = 4096
 
@@ -46,6 +51,21 @@ def default_batch_size(n: int) -> tuple[int, str]:
     return b, f"batch {b}: enough optimizer steps for {n} rows"
 
 
+def _dpo_defaults(s: TrainSettings) -> list[str]:
+    """DPO's own choices: beta, a lower learning rate, and whole pairs (no packing)."""
+    reasons = []
+    if s.beta is None:
+        s.beta = DPO_BETA
+        reasons.append(f"beta {s.beta:g}: DPO's usual pull toward the starting model (the paper's and TRL's)")
+    if s.learning_rate is None:
+        s.learning_rate = DPO_LORA_LR if s.method == "lora" else DPO_FULL_LR
+        reasons.append(f"learning rate {s.learning_rate:g}: the DPO {s.method} default, 10x below SFT's")
+    if s.packing:
+        s.packing = False
+        reasons.append("packing: off (DPO compares each pair's two replies whole)")
+    return reasons
+
+
 def resolve(settings: TrainSettings, n_train: int, p95_len: int, has_val: bool) -> Resolved:
     s = settings.model_copy()
     reasons: list[str] = []
@@ -59,6 +79,8 @@ def resolve(settings: TrainSettings, n_train: int, p95_len: int, has_val: bool) 
         fit = max(1, MICRO_BATCH_TOKENS // max(1, p95_len))
         s.micro_batch_size = max(d for d in range(1, s.batch_size + 1) if s.batch_size % d == 0 and d <= fit)
         reasons.append(f"micro-batch {s.micro_batch_size}: ~{MICRO_BATCH_TOKENS} tokens per forward pass")
+    if s.objective == "dpo":
+        reasons += _dpo_defaults(s)
     if s.learning_rate is None:
         s.learning_rate = LORA_LR if s.method == "lora" else FULL_LR
         reasons.append(f"learning rate {s.learning_rate:g}: the {s.method} default, cosine-decayed")

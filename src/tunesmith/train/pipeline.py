@@ -7,6 +7,7 @@ presence marks a finished run).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -20,14 +21,15 @@ from tunesmith import console, runs
 from tunesmith.config import RunConfig
 from tunesmith.data.check_report import CheckReport
 from tunesmith.data.formats import Conversation, read_examples, require_clean, split_examples
-from tunesmith.data.render import Rendered, Renderer, RenderStats, template_hash
+from tunesmith.data.render import Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import distributed, rundir
 from tunesmith.train.batches import plan_steps
 from tunesmith.train.loop import LoopState, train
-from tunesmith.train.objectives import get_objective
+from tunesmith.train.objectives import check_objective, get_objective
+from tunesmith.train.objectives.dpo import render_pairs
 from tunesmith.train.perf import flops_per_token, measure_peak_flops
 from tunesmith.train.setup import Prepared, prepare
 
@@ -52,9 +54,13 @@ def run_training(
     force: bool = False,
     stop_after: int | None = None,
     skip_check: bool = False,
-    objective: str = "sft",
+    objective: str | None = None,
 ) -> TrainResult:
-    out, loss = Path(out), get_objective(objective)
+    """Train as ``cfg`` says, into the run folder ``out``. ``objective`` overrides the config's (a name from
+    ``train.objectives.OBJECTIVES``, for objectives the config does not list)."""
+    out = Path(out)
+    if objective is not None:
+        check_objective(objective)
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE.jsonl")
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
@@ -72,8 +78,9 @@ def run_training(
     t_start = time.time()
 
     data = _read_data(cfg, checked)
+    cfg, objective = _choose_objective(cfg, objective, data)
     model, tokenizer, source = load_model(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
-    rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked)
+    rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, pairs=objective == "dpo")
     lengths = [len(r.input_ids) for r in rows.train]
     prep = prepare(cfg, model, lengths, has_val=bool(rows.val))
     cfg = cfg.model_copy(update={"train": prep.settings})
@@ -95,7 +102,11 @@ def run_training(
     peak = measure_peak_flops(torch.bfloat16 if prep.bf16 else torch.float32) * distributed.world()
     fpt = flops_per_token(prep.model, sum(lengths) / len(lengths))
     # Moves the model to this process's device; with peers, wraps it in DDP (LoRA) or shards it (full).
-    engine = distributed.make_engine(prep.model, s.method, prep.bf16, loss)
+    engine = distributed.make_engine(prep.model, s.method, prep.bf16, get_objective(objective, s))
+    # Before the loop (and a resume's checkpoint) changes the weights: DPO's reference log-probs.
+    engine.objective.start(
+        prep.model, rows.train + rows.val, s.micro_batch_size or 1, tokenizer.pad_token_id, prep.bf16
+    )
     console.note(
         f"MFU is measured against this machine's {'bf16' if prep.bf16 else 'fp32'} GEMM peak: {peak / 1e12:.2f} TFLOP/s"
     )
@@ -143,6 +154,7 @@ class _Data:
     train_hash: str
     val_hash: str | None
     reasons: list[str]
+    pairs: bool = False  # the files hold preference pairs
 
 
 def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
@@ -150,10 +162,13 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
     validation file is given."""
     parsed = checked.parsed if checked is not None else {}
     train_file = require_clean(parsed["train"]) if "train" in parsed else read_examples(cfg.data.train)
-    examples, reasons = train_file.examples, []
+    examples, reasons, pairs = train_file.examples, [], train_file.format == "preference"
     if cfg.data.val is not None:
         val_file = require_clean(parsed["val"]) if "val" in parsed else read_examples(cfg.data.val)
-        return _Data(examples, val_file.examples, train_file.sha256, val_file.sha256, reasons)
+        if (val_file.format == "preference") != pairs:
+            kinds = ("preference pairs", "supervised rows") if pairs else ("supervised rows", "preference pairs")
+            raise UserError(f"{cfg.data.val} holds {kinds[1]} but {cfg.data.train} holds {kinds[0]}: give both alike")
+        return _Data(examples, val_file.examples, train_file.sha256, val_file.sha256, reasons, pairs)
     frac = cfg.data.val_split
     if frac is None:
         frac = AUTO_VAL_FRACTION if len(examples) >= AUTO_VAL_MIN_ROWS else 0.0
@@ -161,19 +176,37 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
             frac = min(frac, AUTO_VAL_MAX_ROWS / len(examples))
             reasons.append(f"validation: held out {frac:.0%} of the rows (seeded), no --val given")
     examples, val_examples = split_examples(examples, frac, cfg.train.seed)
-    return _Data(examples, val_examples, train_file.sha256, None, reasons)
+    return _Data(examples, val_examples, train_file.sha256, None, reasons, pairs)
+
+
+def _choose_objective(cfg: RunConfig, override: str | None, data: _Data) -> tuple[RunConfig, str]:
+    """(the config with its objective resolved, the objective's name): DPO for preference pairs, SFT for
+    everything else, unless the config or the caller names one."""
+    name = override or cfg.train.objective or ("dpo" if data.pairs else "sft")
+    if name == "dpo" and not data.pairs:
+        raise UserError(
+            f"{cfg.data.train} holds supervised rows, and DPO trains on preference pairs (OpenAI's "
+            "input/preferred_output/non_preferred_output or prompt/chosen/rejected rows)"
+        )
+    if name != "dpo" and data.pairs:
+        raise UserError(f"{cfg.data.train} holds preference pairs: train them with --method dpo, or without --method")
+    if name not in ("sft", "dpo"):
+        return cfg, name  # a library objective: the config keeps its own field as it was
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"objective": name})}), name
 
 
 @dataclass
 class _Rows:
     renderer: Renderer
-    train: list[Rendered]
+    train: list[Any]  # Rendered rows, or PreferencePairs for DPO
     stats: RenderStats
-    val: list[Rendered]
+    val: list[Any]
     val_stats: RenderStats
 
 
-def _render(cfg: RunConfig, data: _Data, tokenizer: Any, stops: list[int], checked: CheckReport | None) -> _Rows:
+def _render(
+    cfg: RunConfig, data: _Data, tokenizer: Any, stops: list[int], checked: CheckReport | None, pairs: bool = False
+) -> _Rows:
     renderer = Renderer(
         tokenizer,
         max_len=cfg.data.max_len,
@@ -183,8 +216,9 @@ def _render(cfg: RunConfig, data: _Data, tokenizer: Any, stops: list[int], check
     )
     if checked is not None and checked.renderer is not None:
         renderer.adopt_renderings(checked.renderer)  # the check rendered every row already
-    train_rows, stats = renderer.render_all(data.train)
-    val_rows, val_stats = renderer.render_all(data.val)
+    render = functools.partial(render_pairs, renderer) if pairs else renderer.render_all
+    train_rows, stats = render(data.train)
+    val_rows, val_stats = render(data.val)
     if not train_rows:
         raise UserError(
             f"no training rows left: all {stats.examples} were longer than max_len {cfg.data.max_len} "

@@ -5,19 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tunesmith.config import TrainSettings
 from tunesmith.errors import UserError
 from tunesmith.train.objectives.base import Objective, Sums
+from tunesmith.train.objectives.dpo import DPO
 from tunesmith.train.objectives.sft import SFT
 
-OBJECTIVES: dict[str, Callable[[], Objective]] = {
-    "sft": SFT,
+# name -> how to make it from the run's (resolved) training settings
+OBJECTIVES: dict[str, Callable[[TrainSettings], Objective]] = {
+    "sft": lambda s: SFT(),
+    "dpo": lambda s: DPO(beta=s.beta or DPO.default_beta),
 }
 
 
-def get_objective(name: str) -> Objective:
+def check_objective(name: str) -> None:
     if name not in OBJECTIVES:
         raise UserError(f"unknown objective {name!r}: use one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]()
 
 
-__all__ = ["OBJECTIVES", "Objective", "Sums", "get_objective"]
+def get_objective(name: str, settings: TrainSettings | None = None) -> Objective:
+    check_objective(name)
+    return OBJECTIVES[name](settings or TrainSettings())
+
+
+__all__ = ["OBJECTIVES", "Objective", "Sums", "check_objective", "get_objective"]

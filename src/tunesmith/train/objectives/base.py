@@ -40,3 +40,8 @@ class Objective(Protocol):
     def metrics(self, sums: Sums, weight: float) -> dict[str, float]:
         """The logged metrics of a step or a validation pass, from its sums and its weight."""
         ...
+
+    def start(self, model: Any, examples: Sequence[Any], micro: int, pad_id: int, bf16: bool) -> None:
+        """Called once with the starting weights, before the loop (or a resume) changes them: what the
+        objective needs from the start (DPO: the reference log-probs). Most objectives need nothing."""
+        ...

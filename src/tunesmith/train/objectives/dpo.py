@@ -23,7 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunesmith.data.render import Rendered
+from tunesmith.data.preference import rejected_conversation
+from tunesmith.data.render import Rendered, Renderer, RenderStats
+from tunesmith.data.rows import Conversation
+from tunesmith.errors import DataError
 from tunesmith.train.batches import collate
 from tunesmith.train.loss import sequence_logps
 from tunesmith.train.objectives.base import Sums
@@ -52,8 +55,31 @@ class PreferencePair:
         return self.chosen.n_trained + self.rejected.n_trained
 
 
+def render_pairs(renderer: Renderer, convs: Sequence[Conversation]) -> tuple[list[PreferencePair], RenderStats]:
+    """Each pair's two sides rendered as SFT renders a row (the final reply trained, its stop token too). A
+    pair longer than ``max_len`` on either side is dropped whatever the overlong policy (a cut reply cannot be
+    compared), or refused with ``overlong: error``."""
+    stats, out = RenderStats(), []
+    for conv in convs:
+        stats.examples += 1
+        pair = PreferencePair(renderer.render(conv), renderer.render(rejected_conversation(conv)))
+        longest = max(len(pair.chosen.input_ids), len(pair.rejected.input_ids))
+        if longest > renderer.max_len:
+            if renderer.overlong == "error":
+                raise DataError(f"{conv.source}: {longest} tokens, longer than max_len {renderer.max_len}")
+            stats.dropped_overlong += 1
+            stats.dropped_sources.append(conv.source)
+            continue
+        stats.kept += 1
+        stats.tokens += len(pair.input_ids)
+        stats.trained_tokens += pair.n_trained
+        out.append(pair)
+    return out, stats
+
+
 class DPO:
     name = "dpo"
+    default_beta = DEFAULT_BETA
 
     def __init__(self, beta: float = DEFAULT_BETA) -> None:
         self.beta = beta
@@ -86,6 +112,9 @@ class DPO:
     def metrics(self, sums: Sums, weight: float) -> dict[str, float]:
         n = max(1, weight)
         return {"preference_accuracy": sums.get("preferred", 0) / n, "reward_margin": sums.get("margin", 0.0) / n}
+
+    def start(self, model: Any, examples: Sequence[PreferencePair], micro: int, pad_id: int, bf16: bool) -> None:
+        self.compute_references(model, examples, micro, pad_id, bf16)
 
     @torch.no_grad()
     def compute_references(

@@ -36,3 +36,6 @@ class SFT:
 
     def metrics(self, sums: Sums, weight: float) -> dict[str, float]:
         return {"token_accuracy": sums.get("correct", 0) / max(1, weight)}
+
+    def start(self, model: Any, examples: Sequence[Rendered], micro: int, pad_id: int, bf16: bool) -> None:
+        return None
