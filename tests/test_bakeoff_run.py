@@ -9,7 +9,8 @@ import pytest
 from tunesmith import runs
 from tunesmith.data.render import Renderer
 from tunesmith.decide import economics as econ
-from tunesmith.decide.bakeoff import BakeoffOptions, parse_methods, run_bakeoff
+from tunesmith.decide.bakeoff import run_bakeoff
+from tunesmith.decide.options import BakeoffOptions, parse_methods
 from tunesmith.decide.report import write_reports
 from tunesmith.errors import UserError
 from tunesmith.eval.runner import load_rows, prompted

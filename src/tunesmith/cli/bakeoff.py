@@ -52,7 +52,8 @@ def bakeoff_command(
 ) -> None:
     """Decide with evidence: prompting vs few-shot vs RAG vs LoRA vs full fine-tuning on your data."""
     from tunesmith import console
-    from tunesmith.decide.bakeoff import BakeoffOptions, parse_methods, run_bakeoff
+    from tunesmith.decide.bakeoff import run_bakeoff
+    from tunesmith.decide.options import BakeoffOptions, parse_methods
     from tunesmith.decide.report import print_table, write_reports
 
     options = BakeoffOptions(

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunesmith import console, runs
+from tunesmith.decide.options import BakeoffOptions
 from tunesmith.errors import UserError
-
-if TYPE_CHECKING:
-    from tunesmith.decide.bakeoff import BakeoffOptions
 
 MEMORY_HEADROOM = 1.2  # the estimate is a floor: the backward pass's transient buffers come on top
 

@@ -282,7 +282,7 @@ def _export_gguf(
 ) -> list[Check]:
     from tunesmith.export import gguf as gguf_export
     from tunesmith.export import parity, template
-    from tunesmith.models.load import load_gguf
+    from tunesmith.models.gguf import load_gguf
 
     name = f"model-{dtype}.gguf"
     console.info(f"writing {name} and reading it back with transformers' GGUF reader...")

@@ -38,7 +38,7 @@ def read_adapter(out: Path, base: ModelSource, *, trust_remote_code: bool = Fals
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.models.load import load_gguf
+    from tunesmith.models.gguf import load_gguf
     from tunesmith.models.lora import quiet_peft
 
     if base.kind == "gguf":  # transformers needs its GGUF reader (and its quantized marker cleared)
