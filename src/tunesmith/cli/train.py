@@ -182,12 +182,13 @@ def train_command(
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports, and evaluates
     s = result.summary
-    best = f", best validation loss {s['best_val_loss']:.4f} at step {s['best_step']}" if s["best_val_loss"] else ""
+    assert s is not None  # rank 0 of a finished run
+    best = f", best validation loss {s.best_val_loss:.4f} at step {s.best_step}" if s.best_val_loss else ""
     console.info(
-        f"[green]done[/green] in {s['wall_time_s']:.0f}s: {s['steps']} steps, "
-        f"{s['tokens_per_s']} tok/s{best}{' (stopped early)' if s['stopped_early'] else ''}"
+        f"[green]done[/green] in {s.wall_time_s:.0f}s: {s.steps} steps, "
+        f"{s.tokens_per_s} tok/s{best}{' (stopped early)' if s.stopped_early else ''}"
     )
-    console.info(f"run: {out}  (weights in {out / s['weights_dir']}, try: tunesmith chat {out})")
+    console.info(f"run: {out}  (weights in {s.weights_path(out)}, try: tunesmith chat {out})")
     if eval_data is not None:
         from tunesmith.eval.report import evaluate_and_report
 

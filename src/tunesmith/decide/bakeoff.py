@@ -60,7 +60,7 @@ def _base_model(options: BakeoffOptions) -> str:
         return options.model
     for method, run in (("lora", options.lora_run), ("full", options.full_run)):
         if run is not None and method in options.methods and runs.is_run(Path(run)):
-            return runs.read_run(Path(run))["base_model"]
+            return runs.read_run(Path(run)).base_model
     return DEFAULT_MODEL
 
 

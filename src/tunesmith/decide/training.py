@@ -32,15 +32,15 @@ def _reuse(method: str, run: Path) -> dict[str, Any]:
     if not runs.is_run(run):
         raise UserError(f"--{method}-run {run} is not a finished tunesmith run (no {runs.RUN_JSON})")
     info = runs.read_run(run)
-    if info.get("method") != method:
-        raise UserError(f"--{method}-run {run} is a {info.get('method')} run, not {method}")
+    if info.method != method:
+        raise UserError(f"--{method}-run {run} is a {info.method} run, not {method}")
     return {
         "source": "reused",
         "run": str(run),
-        "base_model": info["base_model"],
-        "seconds": info.get("wall_time_s"),
-        "loop_seconds": info.get("train_time_s"),
-        "steps": info.get("steps"),
+        "base_model": info.base_model,
+        "seconds": info.wall_time_s,
+        "loop_seconds": info.train_time_s,
+        "steps": info.steps,
     }
 
 
@@ -103,13 +103,14 @@ def obtain_run(method: str, options: BakeoffOptions, model: str, out: Path) -> t
     run_dir = out / f"{method}-run"
     console.info(f"[bold]bakeoff[/bold]: training {method} on {options.train} -> {run_dir}")
     t0 = time.perf_counter()
-    result = run_training(cfg, run_dir, force=True)
+    info = run_training(cfg, run_dir, force=True).summary
+    assert info is not None  # one process, run to the end
     seconds = time.perf_counter() - t0
     return run_dir, {
         "source": "trained here",
         "run": str(run_dir),
         "base_model": model,
         "seconds": round(seconds, 1),
-        "loop_seconds": result.summary.get("train_time_s"),
-        "steps": result.summary.get("steps"),
+        "loop_seconds": info.train_time_s,
+        "steps": info.steps,
     }

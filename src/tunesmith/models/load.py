@@ -89,7 +89,7 @@ def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> Any:
     if source.kind == "run":
         info = runs.read_run(Path(source.path))
         return _load_hf_tokenizer(
-            str(Path(source.path) / info["weights_dir"]), local=True, trust_remote_code=trust_remote_code
+            str(info.weights_path(Path(source.path))), local=True, trust_remote_code=trust_remote_code
         )
     if source.kind == "gguf":
         return load_gguf(Path(source.path))[1]
@@ -185,16 +185,16 @@ def _load_hf_model(path: str, *, local: bool, dtype: torch.dtype, trust: bool) -
 
 def _load_run(run_dir: Path, *, dtype: torch.dtype, merge: bool, trust: bool = False) -> tuple[Any, Any]:
     info = runs.read_run(run_dir)
-    weights = run_dir / info["weights_dir"]
+    weights = info.weights_path(run_dir)
     tok = _load_hf_tokenizer(str(weights), local=True, trust_remote_code=trust)
-    if info["method"] == "full":
+    if info.method == "full":
         model = _load_hf_model(str(weights), local=True, dtype=dtype, trust=trust)
     else:
         from peft import PeftModel
 
         from tunesmith.models.lora import quiet_peft
 
-        base, _, _ = load_model(info["base_model"], dtype=dtype, trust_remote_code=trust)
+        base, _, _ = load_model(info.base_model, dtype=dtype, trust_remote_code=trust)
         require_safetensors(weights, "adapter")
         try:
             with quiet_peft():

@@ -36,8 +36,7 @@ MAX_ATTEMPTS = 3  # a job whose training process dies this often (not by our han
 def weights_on_disk(run_dir: Path) -> bool:
     if not runs.is_run(run_dir):
         return False
-    info = runs.read_run(run_dir)
-    return any((run_dir / info.get("weights_dir", "")).glob("*.safetensors"))
+    return any(runs.read_run(run_dir).weights_path(run_dir).glob("*.safetensors"))
 
 
 def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
@@ -157,7 +156,7 @@ class Supervisor:
                 status="succeeded",
                 fine_tuned_model=name,
                 finished_at=int(time.time()),
-                trained_tokens=info.get("trained_tokens_seen"),
+                trained_tokens=info.trained_tokens_seen,
             )
             if done:
                 self.store.add_event(job_id, f"New fine-tuned model created: {name}")

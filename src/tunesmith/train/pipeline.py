@@ -41,7 +41,7 @@ class TrainResult:
     loop: LoopState
     stats: dict[str, Any]
     reasons: list[str] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: runs.RunInfo | None = None  # run.json's record; None until the run finished
 
 
 def _versions() -> dict[str, str]:
@@ -310,8 +310,9 @@ def run_training(
         },
         "versions": _versions(),
     }
-    runs.write_text_atomic(out / runs.RUN_JSON, json.dumps(summary, indent=2))
-    return TrainResult(out, cfg, loop, stats.as_dict(), reasons, summary)
+    info = runs.RunInfo.from_dict(summary)
+    runs.write_run(out, info)
+    return TrainResult(out, cfg, loop, stats.as_dict(), reasons, info)
 
 
 def _print_plan(

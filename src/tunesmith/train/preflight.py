@@ -55,9 +55,9 @@ def model_stop_ids(name: str) -> list[int]:
         return []  # load_gguf stops on the tokenizer's EOS, which the Renderer adds anyway
     if source.kind == "run":
         info = runs.read_run(Path(source.path))
-        if info["method"] != "full":
-            return model_stop_ids(info["base_model"])
-        path = str(Path(source.path) / info["weights_dir"])
+        if info.method != "full":
+            return model_stop_ids(info.base_model)
+        path = str(info.weights_path(Path(source.path)))
     try:
         eos = GenerationConfig.from_pretrained(path, local_files_only=source.kind != "hub").eos_token_id
     except (OSError, ValueError):
