@@ -45,18 +45,13 @@ def _reuse(method: str, run: Path) -> dict[str, Any]:
 
 
 def _train_config(method: str, options: BakeoffOptions, model: str) -> Any:
-    from tunesmith.config import _deep_merge, load_config
+    from tunesmith.config import deep_merge, load_config
+    from tunesmith.flags import flag_overrides
 
-    overrides = _deep_merge(
-        options.train_overrides,
-        {
-            # Only ever switched on here: a YAML that already trusts the model keeps doing so.
-            "model": {"name": model, **({"trust_remote_code": True} if options.trust_remote_code else {})},
-            "data": {"train": str(options.train)},
-            "train": {"method": method},
-        },
-    )
-    return load_config(options.config, overrides)
+    # trust_remote_code is only ever switched on here: a YAML that already trusts the model keeps doing so.
+    trust = True if options.trust_remote_code else None
+    flags = flag_overrides(model=model, trust_remote_code=trust, data=Path(options.train), method=method)
+    return load_config(options.config, deep_merge(options.train_overrides, flags))
 
 
 def _too_big(method: str, cfg: Any, options: BakeoffOptions) -> str | None:
