@@ -108,8 +108,8 @@ def run(run_dir: str, prompts: list[str], new_tokens: int, repeats: int) -> dict
     dtype = inference_dtype("auto")
     ours, tok, _ = load_model(run_dir, dtype=dtype)  # tunesmith's path: base + adapter, merged in memory
     ours32, _, _ = load_model(run_dir, dtype=torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(resolve(info["base_model"]).path)  # the usual way
-    hf = PeftModel.from_pretrained(base, str(Path(run_dir) / info["weights_dir"])).eval()
+    base = AutoModelForCausalLM.from_pretrained(resolve(info.base_model).path)  # the usual way
+    hf = PeftModel.from_pretrained(base, str(info.weights_path(Path(run_dir)))).eval()
     inputs = _inputs(tok, prompts)
     sides = {"tunesmith": (ours, True), "tunesmith_fp32": (ours32, True), "hf": (hf, False)}
     out = _medians(_interleaved(sides, inputs, new_tokens, tok, repeats))

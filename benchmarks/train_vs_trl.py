@@ -103,7 +103,7 @@ def child_tunesmith(
     padded = sum(x["padded_tokens"] for x in steps)
     return {
         "tokens": tokens,
-        "seconds": result.summary["loop_wall_s"],
+        "seconds": result.summary.loop_wall_s,
         "peak_rss_mb": rss,
         "padding_fraction": 1 - tokens / padded,
         "steady_tokens_per_s": steady,

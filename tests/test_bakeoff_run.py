@@ -9,7 +9,8 @@ import pytest
 from tunesmith import runs
 from tunesmith.data.render import Renderer
 from tunesmith.decide import economics as econ
-from tunesmith.decide.bakeoff import BakeoffOptions, parse_methods, run_bakeoff
+from tunesmith.decide.bakeoff import run_bakeoff
+from tunesmith.decide.options import BakeoffOptions, parse_methods
 from tunesmith.decide.report import write_reports
 from tunesmith.errors import UserError
 from tunesmith.eval.runner import load_rows, prompted
@@ -92,7 +93,7 @@ def test_every_method_runs_on_the_same_rows(bakeoff, files: dict[str, Path], tin
     for name in ("lora", "full"):
         t = m[name]["training"]
         assert t["source"] == "trained here" and t["steps"] == 2 and t["seconds"] > 0
-        assert runs.is_run(Path(t["run"])) and runs.read_run(Path(t["run"]))["method"] == name
+        assert runs.is_run(Path(t["run"])) and runs.read_run(Path(t["run"])).method == name
         assert m[name]["training_cost"] == pytest.approx(t["seconds"] / 3600 * 3.6)
         be = m[name]["break_even"]["fewshot"]
         saved = tokens["fewshot"] - tokens[name]
@@ -126,7 +127,7 @@ def test_reuse_and_methods_that_cannot_run(bakeoff, files: dict[str, Path], tmp_
     assert [list(x["methods"]) for x in seen] == [["prompt"], ["prompt", "rag"], ["prompt", "rag", "lora"]]
     assert not seen[0]["complete"] and "partial result: still to run rag, lora, full" in seen[0]["notes"]
     lora = result["methods"]["lora"]["training"]
-    assert lora["source"] == "reused" and lora["seconds"] == runs.read_run(first / "lora-run")["wall_time_s"]
+    assert lora["source"] == "reused" and lora["seconds"] == runs.read_run(first / "lora-run").wall_time_s
     assert result["skipped"]["full"].startswith("full fine-tuning needs about ")
     assert "more than the 0.00 GiB --max-memory-gb" in result["skipped"]["full"]
     assert any("is not a folder; RAG retrieved from the training examples only" in n for n in result["notes"])

@@ -405,7 +405,7 @@ def test_train_refuses_on_errors_unless_skip_check(tmp_path: Path, capsys, tiny_
     with pytest.raises(DataError, match=re.escape("val.jsonl:1: the same row is in the training data")):
         run_training(cfg, out)
     result = run_training(cfg, out, skip_check=True)
-    assert result.summary["steps"] == 1
+    assert result.summary.steps == 1
 
 
 # -- the pre-flight estimate ---------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert logged_steps(run) == list(range(1, STEPS + 1)), "metrics continue without gaps or repeats"
     assert not temp_dirs(run) and not [p for p in run.iterdir() if p.name.startswith(runs.TEMP_PREFIXES)]
     assert len(list_checkpoints(run / runs.CHECKPOINTS)) <= 2  # keep_checkpoints
-    assert runs.read_run(run)["steps"] == STEPS
+    assert runs.read_run(run).steps == STEPS
     assert landed[-1][2] >= 3, f"the kills reached well into the run: {landed}"
 
 
@@ -347,7 +347,7 @@ def test_resume_refuses_other_config_data_or_model_without_force(tmp_path: Path,
 
     result = run_training(cfg, run, resume=True, force=True)
     assert result.loop.step == 4 and runs.is_run(run)
-    assert json.loads((run / runs.INPUTS_JSON).read_text())["model"] == runs.read_run(run)["hashes"]["model"]
+    assert json.loads((run / runs.INPUTS_JSON).read_text())["model"] == runs.read_run(run).hashes.model
 
 
 def test_non_finite_steps_are_skipped_then_the_run_stops_keeping_good_checkpoints(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tunesmith.decide import report
-from tunesmith.decide.bakeoff import BakeoffOptions, assemble
+from tunesmith.decide.bakeoff import assemble
+from tunesmith.decide.options import BakeoffOptions
 from tunesmith.eval.runner import EvalRow
 
 from .test_eval_report import chromium

@@ -124,6 +124,7 @@ def test_ddp_lora_equals_one_process(setup: dict[str, Path]) -> None:
     assert_same_run(one, two, range(1, STEPS + 1))
     info = json.loads((two / "run.json").read_text())
     assert "distributed: 2 processes (gloo" in " ".join(info["choices"])
+    assert info["distributed"]["processes"] == 2 and info["distributed"]["backend"] == "gloo"  # a field too
     assert losses(one)[STEPS] < losses(one)[1], "it learned something, so the comparison means something"
     # The adapter actually moved (LoRA B starts at zero), so "equal" is not "both untouched".
     assert any(t.abs().max() > 1e-3 for k, t in weights(two).items() if "lora_B" in k)

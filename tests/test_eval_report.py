@@ -11,6 +11,7 @@ from tunesmith.eval import report, runner
 from tunesmith.eval.forgetting import Forgetting
 from tunesmith.eval.metrics import infer_schema
 from tunesmith.generate import Completion
+from tunesmith.runs import RunInfo
 
 REFS = ['{"c": "a", "p": "x"}', '{"c": "b", "p": "y"}', '{"c": "a", "p": "y"}', '{"c": "b", "p": "x"}', None]
 BASE = ["hello", '{"c": "a"}', "no", '{"c": "b", "p": "x"}', "what"]  # row 4 exactly right
@@ -48,7 +49,7 @@ def fake_result(run: Path) -> dict:
     return runner.assemble(
         run,
         Path("t.jsonl"),
-        {"base_model": "tiny-base", "method": "lora", "steps": 10},
+        RunInfo(base_model="tiny-base", method="lora", weights_dir="adapter", steps=10),
         rows,
         conditions,
         Forgetting(20.0, 25.0, 3000, 0.10),

@@ -128,7 +128,7 @@ def test_per_row_loss_is_the_mean_nll_of_the_reference(tiny_run: Path, test_file
     f = result["forgetting"]
     ids = tok(forgetting.general_text(), add_special_tokens=False)["input_ids"]
     assert f["tokens"] == len(ids) - math.ceil(len(ids) / forgetting.CHUNK_TOKENS) > 2000
-    base, _, _ = load_model(str(runs.read_run(tiny_run)["base_model"]))
+    base, _, _ = load_model(str(runs.read_run(tiny_run).base_model))
     assert f["base_perplexity"] == pytest.approx(forgetting.text_perplexity(base, tok, forgetting.general_text())[0])
 
 
@@ -151,8 +151,8 @@ def test_missing_base_model_is_one_clear_line(tiny_run: Path, test_file: Path, t
     moved = tmp_path / "run"
     shutil.copytree(tiny_run, moved)
     info = runs.read_run(moved)
-    info["base_model"] = str(tmp_path / "gone" / "base-model")
-    (moved / runs.RUN_JSON).write_text(json.dumps(info))
+    info.base_model = str(tmp_path / "gone" / "base-model")
+    runs.write_run(moved, info)
     proc = tunesmith("eval", str(moved), "--data", str(test_file))
     assert_user_error(proc, "was tuned from the base model")
     assert "which is not available here" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -126,11 +126,11 @@ def remote_code_model(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, Path]
 
 
 def test_model_code_runs_only_with_the_flag(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
-    from tunesmith.cli.train import _overrides
     from tunesmith.config import load_config
+    from tunesmith.flags import flag_overrides
 
     assert load_config().model.trust_remote_code is False
-    assert _overrides(trust_remote_code=True) == {"model": {"trust_remote_code": True}}
+    assert flag_overrides(trust_remote_code=True) == {"model": {"trust_remote_code": True}}
     folder, marker = remote_code_model(tmp_path, tiny_model_dir)
     with pytest.raises(ModelError, match=r"needs to run its own Python code.*--trust-remote-code"):
         load_model(folder)

@@ -32,8 +32,8 @@ def test_lora_steps_on_the_real_model(tmp_path: Path) -> None:
     )
     result = run_training(cfg, tmp_path / "run")
     info = runs.read_run(tmp_path / "run")
-    assert info["steps"] == 4 and info["precision"] in ("bf16-autocast", "fp32")
-    first, last = result.loop.history[0]["val_loss"], info["best_val_loss"]
+    assert info.steps == 4 and info.precision in ("bf16-autocast", "fp32")
+    first, last = result.loop.history[0]["val_loss"], info.best_val_loss
     assert last == first  # one eval at step 4
     assert last < 2.0, "four LoRA steps on the real model already fit the JSON format somewhat"
     tuned, tok, _ = load_model(tmp_path / "run")

@@ -101,9 +101,10 @@ def test_run_folder_contents(tmp_path: Path, tiny_model_dir: Path, chat_file: Pa
     run_training(cfg, tmp_path / "run")
     run = tmp_path / "run"
     info = runs.read_run(run)
-    assert info["status"] == "completed" and info["method"] == "lora" and info["steps"] == 3
-    assert set(info["hashes"]) >= {"train_data", "model", "chat_template", "masking"}
-    assert info["counts"]["train"]["kept"] == 24 and info["versions"]["torch"]
+    assert info.status == "completed" and info.method == "lora" and info.steps == 3
+    assert all([info.hashes.train_data, info.hashes.model, info.hashes.chat_template, info.hashes.masking])
+    assert info.counts.train["kept"] == 24 and info.versions["torch"]
+    assert json.loads((run / "run.json").read_text()) == info.to_dict(), "the typed record is the whole file"
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "tokenizer.json").is_file()
     assert load_config(run / "config.yaml").train.max_steps == 3
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -132,6 +133,6 @@ def test_early_stopping_keeps_best_weights(tmp_path: Path, tiny_model_dir: Path)
     cfg.data.val_split = 0.2
     result = run_training(cfg, tmp_path / "run")
     info = runs.read_run(tmp_path / "run")
-    assert result.loop.stopped_early and info["stopped_early"]
-    assert info["best_step"] < info["steps"]
-    assert info["best_val_loss"] == min(h["val_loss"] for h in result.loop.history)
+    assert result.loop.stopped_early and info.stopped_early
+    assert info.best_step < info.steps
+    assert info.best_val_loss == min(h["val_loss"] for h in result.loop.history)

@@ -1,8 +1,9 @@
 """Every setting of a run, in one place.
 
 The pydantic models here are the single source of truth: a YAML file fills them, CLI flags override the
-file, and the defaults below fill the rest. ``None`` on a hyperparameter means "choose for the data"
-(see ``train/auto.py``); the resolved values are written back to the run's ``config.yaml``.
+file (``flags.py`` maps each flag to its field here), and the defaults below fill the rest. ``None`` on a
+hyperparameter means "choose for the data" (see ``train/auto.py``); the resolved values are written back to
+the run's ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -147,11 +148,12 @@ class RunConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of ``base``, section by section (neither is changed)."""
     out = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -186,7 +188,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the config must be a mapping of sections (model, data, lora, train)")
         data = loaded
-    data = _deep_merge(data, overrides or {})
+    data = deep_merge(data, overrides or {})
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

@@ -62,7 +62,8 @@ def run_demo(out: Path, *, max_steps: int | None = None, test_rows: int | None =
     if max_steps:
         overrides["train"] = {"max_steps": max_steps}
     cfg = load_config(None, overrides)
-    result = run_training(cfg, out, force=True)
+    info = run_training(cfg, out, force=True).summary
+    assert info is not None  # one process, run to the end
 
     test = read_examples(data / "test.jsonl").examples[:test_rows]
     prompts = [_prompt(c) for c in test]
@@ -80,7 +81,12 @@ def run_demo(out: Path, *, max_steps: int | None = None, test_rows: int | None =
         "test_rows": len(test),
         "base": base_s.as_dict(),
         "tuned": tuned_s.as_dict(),
-        "train": {k: result.summary.get(k) for k in ("steps", "train_time_s", "tokens_per_s", "best_val_loss")},
+        "train": {
+            "steps": info.steps,
+            "train_time_s": info.train_time_s,
+            "tokens_per_s": info.tokens_per_s,
+            "best_val_loss": info.best_val_loss,
+        },
         "wall_time_s": round(time.time() - t0, 1),
         "rows": [
             {"prompt": p[-1]["content"], "reference": r, "base": b.text, "tuned": t.text}

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.cli.options import TrustRemoteCode
+
 Opt = typer.Option
 
 
@@ -46,13 +48,12 @@ def bakeoff_command(
         float, Opt("--quality-tolerance", min=0.0, help="Quality gap (0-1) that still counts as a tie.")
     ] = 0.02,
     out: Annotated[Path, Opt("--out", help="Report folder; runs trained here go inside it.")] = Path("runs/bakeoff"),
-    trust_remote_code: Annotated[
-        bool, Opt("--trust-remote-code", help="Let the model run its own Python code (off by default).")
-    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Decide with evidence: prompting vs few-shot vs RAG vs LoRA vs full fine-tuning on your data."""
     from tunesmith import console
-    from tunesmith.decide.bakeoff import BakeoffOptions, parse_methods, run_bakeoff
+    from tunesmith.decide.bakeoff import run_bakeoff
+    from tunesmith.decide.options import BakeoffOptions, parse_methods
     from tunesmith.decide.report import print_table, write_reports
 
     options = BakeoffOptions(

@@ -8,16 +8,19 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.cli.options import given, option
+from tunesmith.flags import flag_overrides
+
 Opt = typer.Option
 
 
 def check_command(
     data: Annotated[Path, typer.Argument(help="Training JSONL (OpenAI chat, prompt/completion or alpaca).")],
-    val: Annotated[Path | None, Opt("--val", help="Validation JSONL: checked too, and for leakage.")] = None,
-    model: Annotated[str | None, Opt("--model", help="Model whose tokenizer and template to use.")] = None,
-    max_len: Annotated[int | None, Opt("--max-len", help="Longest sequence in tokens (as in train).")] = None,
-    overlong: Annotated[str | None, Opt("--overlong", help="drop | truncate | error (as in train).")] = None,
-    train_on: Annotated[str | None, Opt("--train-on", help="all | last assistant turns (as in train).")] = None,
+    val: Annotated[Path | None, option("val", help="Validation JSONL: checked too, and for leakage.")] = None,
+    model: Annotated[str | None, option("model", help="Model whose tokenizer and template to use.")] = None,
+    max_len: Annotated[int | None, option("max_len", help="Longest sequence in tokens (as in train).")] = None,
+    overlong: Annotated[str | None, option("overlong", help="drop | truncate | error (as in train).")] = None,
+    train_on: Annotated[str | None, option("train_on", help="all | last assistant turns (as in train).")] = None,
     output: Annotated[str, Opt("--format", help="text, or json (machine-readable, on stdout only).")] = "text",
     strict: Annotated[bool, Opt("--strict", help="Exit 1 when there are warnings.")] = False,
     show: Annotated[int, Opt("--show", min=0, help="Print K rendered rows with the trained tokens marked.")] = 0,
@@ -29,20 +32,19 @@ def check_command(
     ] = 1,
 ) -> None:
     """Find what would spoil a fine-tune before any compute is spent: the dataset doctor."""
+    flags = given(locals())  # first: only the parameters are bound yet (the data argument is --data's field)
     import contextlib
     import json
     import sys
 
     from tunesmith import console
-    from tunesmith.cli.train import _overrides
     from tunesmith.config import load_config
     from tunesmith.errors import UserError
     from tunesmith.train.preflight import run_check
 
     if output not in ("text", "json"):
         raise UserError(f"--format must be text or json, not {output!r}")
-    overrides = _overrides(model=model, data=data, val=val, max_len=max_len, overlong=overlong, train_on=train_on)
-    cfg = load_config(None, overrides)
+    cfg = load_config(None, flag_overrides(**flags))
     kwargs = {"near_threshold": near, "show": show, "estimate": estimate, "price_per_hour": price, "nproc": nproc}
     if output == "json":
         # Only the JSON document may reach stdout: anything the library prints on the way goes to stderr.

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.cli.options import TrustRemoteCode
+
 Opt = typer.Option
 
 
@@ -29,9 +31,7 @@ def eval_command(
     forgetting_threshold: Annotated[
         float, Opt("--forgetting-threshold", min=0.0, help="Flag a general-English perplexity rise above this.")
     ] = 0.10,
-    trust_remote_code: Annotated[
-        bool, Opt("--trust-remote-code", help="Let the model folders run their own Python code (off by default).")
-    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Prove it helped: base vs tuned on held-out data, with token savings and a forgetting check."""
     from tunesmith.eval.report import evaluate_and_report

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.cli.options import TrustRemoteCode
+
 Opt = typer.Option
 
 
@@ -19,9 +21,7 @@ def export_command(
     ] = None,
     out: Annotated[Path | None, Opt("--out", help="Output folder. Default: RUN/exports/FORMAT-DTYPE.")] = None,
     force: Annotated[bool, Opt("--force", help="Replace an existing output folder.")] = False,
-    trust_remote_code: Annotated[
-        bool, Opt("--trust-remote-code", help="Let the model run its own Python code (off by default).")
-    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Export a run as a merged model, an adapter or a GGUF file, checked for parity with the trained model."""
     from tunesmith import console

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from tunesmith.cli.options import TrustRemoteCode
+
 Opt = typer.Option
 PrecisionOption = Annotated[
     str,
@@ -29,9 +31,7 @@ def generate_command(
     batch_size: Annotated[int, Opt("--batch-size", min=1)] = 16,
     seed: Annotated[int | None, Opt("--seed")] = None,
     precision: PrecisionOption = "auto",
-    trust_remote_code: Annotated[
-        bool, Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default).")
-    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Generate replies for one or many prompts, batched, with a KV cache."""
     from tunesmith import console
@@ -79,9 +79,7 @@ def chat_command(
     max_tokens: Annotated[int, Opt("--max-tokens", min=1)] = 256,
     temperature: Annotated[float, Opt("--temperature", min=0.0)] = 0.0,
     precision: PrecisionOption = "auto",
-    trust_remote_code: Annotated[
-        bool, Opt("--trust-remote-code", help="Let the model folder run its own Python code (off by default).")
-    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Chat with a model in the terminal (empty line or Ctrl-D to quit, /reset to start over)."""
     from tunesmith import console

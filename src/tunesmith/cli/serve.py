@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from tunesmith.cli.generate import PrecisionOption
+from tunesmith.cli.options import TrustRemoteCode
 
 Opt = typer.Option
 
@@ -45,10 +46,7 @@ def serve_command(
     # fp32 by default here: in bf16 the server's memory grew under varied batch shapes (see README), which a
     # long-running process cannot afford; `--precision auto` opts in.
     precision: PrecisionOption = "fp32",
-    trust_remote_code: Annotated[
-        bool,
-        Opt("--trust-remote-code", help="Let the models (and jobs trained on them) run their own Python code."),
-    ] = False,
+    trust_remote_code: TrustRemoteCode = False,
     runs_dir: Annotated[Path, Opt("--runs", help="Folder of runs the dashboard (at /) lists.", file_okay=False)] = Path(
         "runs"
     ),

@@ -18,13 +18,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
 from tunesmith.data.formats import read_examples
 from tunesmith.decide import economics as econ
+from tunesmith.decide.options import TUNED, BakeoffOptions
 from tunesmith.decide.prompts import last_user, pairs_of, rag_prompts
 from tunesmith.decide.rank import rank_methods
 from tunesmith.decide.training import obtain_run
@@ -41,44 +41,6 @@ from tunesmith.eval.runner import (
     run_condition,
     single_request_latency,
 )
-
-METHODS = ("prompt", "fewshot", "rag", "lora", "full")
-TUNED = ("lora", "full")
-
-
-@dataclass
-class BakeoffOptions:
-    train: Path
-    test: Path
-    instructions: Path | None = None
-    docs: Path | None = None
-    k: int = 4  # examples (and document chunks) in front of each few-shot / RAG prompt
-    methods: tuple[str, ...] = METHODS
-    model: str | None = None  # None: the base model of a given run, else tunesmith's default
-    retriever: str = "bm25"
-    lora_run: Path | None = None
-    full_run: Path | None = None
-    config: Path | None = None  # a `tunesmith train` YAML for the runs trained here
-    train_overrides: dict[str, Any] = field(default_factory=dict)  # on top of ``config`` (tests: max_steps)
-    price_per_1k_input_tokens: float = econ.DEFAULT_PRICE_PER_1K_INPUT_TOKENS
-    price_per_hour: float = econ.DEFAULT_PRICE_PER_HOUR
-    requests_per_month: float | None = None
-    max_new_tokens: int | None = None
-    batch_size: int = 16
-    latency_samples: int = 3
-    max_memory_gb: float | None = None  # None: the memory available on this machine now
-    max_train_minutes: float | None = None  # skip training estimated to take longer than this
-    quality_tolerance: float = 0.02
-    seed: int = 0
-    trust_remote_code: bool = False  # let the model run its own Python code (--trust-remote-code)
-
-
-def parse_methods(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(x.strip().lower() for x in text.split(",") if x.strip()))
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
-        raise UserError(f"--methods: unknown method {', '.join(unknown) or '(none)'}; choose from {','.join(METHODS)}")
-    return names
 
 
 # ---- the bakeoff -------------------------------------------------------------------------------------------
@@ -98,7 +60,7 @@ def _base_model(options: BakeoffOptions) -> str:
         return options.model
     for method, run in (("lora", options.lora_run), ("full", options.full_run)):
         if run is not None and method in options.methods and runs.is_run(Path(run)):
-            return runs.read_run(Path(run))["base_model"]
+            return runs.read_run(Path(run)).base_model
     return DEFAULT_MODEL
 
 

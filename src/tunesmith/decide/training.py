@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunesmith import console, runs
+from tunesmith.decide.options import BakeoffOptions
 from tunesmith.errors import UserError
-
-if TYPE_CHECKING:
-    from tunesmith.decide.bakeoff import BakeoffOptions
 
 MEMORY_HEADROOM = 1.2  # the estimate is a floor: the backward pass's transient buffers come on top
 
@@ -34,31 +32,26 @@ def _reuse(method: str, run: Path) -> dict[str, Any]:
     if not runs.is_run(run):
         raise UserError(f"--{method}-run {run} is not a finished tunesmith run (no {runs.RUN_JSON})")
     info = runs.read_run(run)
-    if info.get("method") != method:
-        raise UserError(f"--{method}-run {run} is a {info.get('method')} run, not {method}")
+    if info.method != method:
+        raise UserError(f"--{method}-run {run} is a {info.method} run, not {method}")
     return {
         "source": "reused",
         "run": str(run),
-        "base_model": info["base_model"],
-        "seconds": info.get("wall_time_s"),
-        "loop_seconds": info.get("train_time_s"),
-        "steps": info.get("steps"),
+        "base_model": info.base_model,
+        "seconds": info.wall_time_s,
+        "loop_seconds": info.train_time_s,
+        "steps": info.steps,
     }
 
 
 def _train_config(method: str, options: BakeoffOptions, model: str) -> Any:
-    from tunesmith.config import _deep_merge, load_config
+    from tunesmith.config import deep_merge, load_config
+    from tunesmith.flags import flag_overrides
 
-    overrides = _deep_merge(
-        options.train_overrides,
-        {
-            # Only ever switched on here: a YAML that already trusts the model keeps doing so.
-            "model": {"name": model, **({"trust_remote_code": True} if options.trust_remote_code else {})},
-            "data": {"train": str(options.train)},
-            "train": {"method": method},
-        },
-    )
-    return load_config(options.config, overrides)
+    # trust_remote_code is only ever switched on here: a YAML that already trusts the model keeps doing so.
+    trust = True if options.trust_remote_code else None
+    flags = flag_overrides(model=model, trust_remote_code=trust, data=Path(options.train), method=method)
+    return load_config(options.config, deep_merge(options.train_overrides, flags))
 
 
 def _too_big(method: str, cfg: Any, options: BakeoffOptions) -> str | None:
@@ -105,13 +98,14 @@ def obtain_run(method: str, options: BakeoffOptions, model: str, out: Path) -> t
     run_dir = out / f"{method}-run"
     console.info(f"[bold]bakeoff[/bold]: training {method} on {options.train} -> {run_dir}")
     t0 = time.perf_counter()
-    result = run_training(cfg, run_dir, force=True)
+    info = run_training(cfg, run_dir, force=True).summary
+    assert info is not None  # one process, run to the end
     seconds = time.perf_counter() - t0
     return run_dir, {
         "source": "trained here",
         "run": str(run_dir),
         "base_model": model,
         "seconds": round(seconds, 1),
-        "loop_seconds": result.summary.get("train_time_s"),
-        "steps": result.summary.get("steps"),
+        "loop_seconds": info.train_time_s,
+        "steps": info.steps,
     }

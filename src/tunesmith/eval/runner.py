@@ -260,7 +260,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
     t0 = time.time()
-    base, tok = _load_base(info["base_model"], run, options.trust_remote_code)
+    base, tok = _load_base(info.base_model, run, options.trust_remote_code)
     max_new = options.max_new_tokens or auto_max_tokens(tok, known_refs)
     plain = [r.prompt for r in rows]
     recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
@@ -311,7 +311,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
 def assemble(
     run: Path,
     data: Path,
-    info: dict[str, Any],
+    info: runs.RunInfo,
     rows: list[EvalRow],
     conditions: dict[str, dict[str, Any]],
     forget: forgetting.Forgetting,
@@ -355,8 +355,8 @@ def assemble(
     return {
         "run": str(run),
         "data": str(data),
-        "base_model": info["base_model"],
-        "method": info.get("method"),
+        "base_model": info.base_model,
+        "method": info.method,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": task,
         "rows": len(rows),
@@ -373,7 +373,7 @@ def assemble(
         "quality_metric": quality,
         "savings": scoring.savings(public, options.price_per_1k_input_tokens, quality),
         "forgetting": forget.as_dict(),
-        "training": {**training_curves(run), "summary": {k: info.get(k) for k in ("steps", "best_val_loss")}},
+        "training": {**training_curves(run), "summary": {"steps": info.steps, "best_val_loss": info.best_val_loss}},
         "notes": kw["notes"],
         "wall_time_s": kw["wall_s"],
         "rows_detail": detail,

@@ -19,11 +19,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunesmith import __version__, console, runs
 from tunesmith.errors import UserError
-from tunesmith.export.parity import Check, ParityFailure
+from tunesmith.export.parity import Check, Inputs, ParityFailure
+
+if TYPE_CHECKING:
+    from tunesmith.config import RunConfig
 
 FORMATS = ("merged", "adapter", "gguf")
 DTYPES = {"merged": ("f32", "f16", "bf16"), "adapter": ("f32",), "gguf": ("f32", "f16", "bf16", "q8_0")}
@@ -139,8 +142,8 @@ def export_run(
     _check_out(out, run_dir, force)
     info = runs.read_run(run_dir)
     cfg = load_config(run_dir / runs.CONFIG_YAML)
-    weights_dir = run_dir / info["weights_dir"]
-    if fmt == "adapter" and info["method"] != "lora":
+    weights_dir = info.weights_path(run_dir)
+    if fmt == "adapter" and info.method != "lora":
         raise UserError(f"'{run_dir}' is a full fine-tune and has no adapter; export it with --format merged or gguf")
 
     console.info(f"[bold]tunesmith export[/bold]  {run_dir} -> {fmt} ({dtype})")
@@ -171,7 +174,7 @@ def export_run(
     renderer = Renderer(tokenizer, stop_token_ids=stops, **renderer_kw)
     probes, notes = parity.build_probes(cfg.data.train, renderer)
     inputs = parity.encode(probes, renderer, stops)
-    recorded = info.get("hashes", {}).get("chat_template")
+    recorded = info.hashes.chat_template
     checks = [
         Check(
             "training_template",
@@ -183,7 +186,7 @@ def export_run(
     merged = merging.merge(model)
     merging.refuse_nonfinite(merged.state_dict().items(), "the merged model", "nothing was written")
     parity.set_reference(merged, inputs)
-    if info["method"] == "lora":
+    if info.method == "lora":
         checks.append(parity.check_merge(model, merged, inputs))
     adapter_expected = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
     if fmt != "adapter":
@@ -195,18 +198,20 @@ def export_run(
         writer = {"merged": _export_merged, "adapter": _export_adapter, "gguf": _export_gguf}[fmt]
         checks += writer(
             staging,
-            run_dir=run_dir,
-            info=info,
-            cfg=cfg,
-            merged=merged,
-            tokenizer=tokenizer,
-            inputs=inputs,
-            adapter_model=model,
-            dtype=dtype,
-            renderer_kw=renderer_kw,
-            adapter_expected=adapter_expected,
-            prior_checks=list(checks),
-            trust_remote_code=trust_remote_code,
+            _Made(
+                run_dir=run_dir,
+                info=info,
+                cfg=cfg,
+                merged=merged,
+                tokenizer=tokenizer,
+                inputs=inputs,
+                adapter_model=model,
+                dtype=dtype,
+                renderer_kw=renderer_kw,
+                adapter_expected=adapter_expected,
+                prior_checks=list(checks),
+                trust_remote_code=trust_remote_code,
+            ),
         )
         passed = all(c.passed for c in checks)
         report = {
@@ -214,8 +219,8 @@ def export_run(
             "format": fmt,
             "dtype": dtype,
             "run": str(run_dir),
-            "method": info["method"],
-            "base_model": info["base_model"],
+            "method": info.method,
+            "base_model": info.base_model,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.time() - t0, 1),
             "files": {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()},
@@ -240,58 +245,74 @@ def export_run(
     return ExportResult(out, fmt, dtype, checks, report)
 
 
-def _export_merged(staging: Path, *, merged: Any, tokenizer: Any, inputs: Any, dtype: str, **kw: Any) -> list[Check]:
+@dataclass
+class _Made:
+    """What export_run has made by the time a format's writer runs: the writers' one typed argument."""
+
+    run_dir: Path
+    info: runs.RunInfo
+    cfg: RunConfig
+    merged: Any  # the fp32 merged model, the reference every read-back is compared with
+    tokenizer: Any
+    inputs: Inputs  # the probes, rendered by the training tokenizer
+    adapter_model: Any  # the unmerged PEFT model (adapter export only; None for the others)
+    dtype: str
+    renderer_kw: dict[str, Any]  # max_len and train_on, as the run rendered its data
+    adapter_expected: dict[str, Any]  # the adapter's tensors, cloned before the merge
+    prior_checks: list[Check]  # the checks already done (for the model card)
+    trust_remote_code: bool
+
+
+def _export_merged(staging: Path, made: _Made) -> list[Check]:
     from tunesmith.export import merge as merging
     from tunesmith.export import parity
 
+    merged, inputs, dtype = made.merged, made.inputs, made.dtype
     expected = merging.expected_tensors(merged, dtype)
-    merging.write_merged(merged, tokenizer, staging, dtype, inputs.stops)
-    back, back_tok = merging.read_merged(staging, trust_remote_code=kw["trust_remote_code"])
+    merging.write_merged(merged, made.tokenizer, staging, dtype, inputs.stops)
+    back, back_tok = merging.read_merged(staging, trust_remote_code=made.trust_remote_code)
     gen = merging.check_generation_config(back, back_tok, inputs.stops)
     return [
         parity.check_readback("merged_readback", back, merged, inputs, dtype, expected),
         Check("generation_config", gen["stops_covered"], gen),
-        parity.check_template("template_merged", tokenizer, back_tok, inputs, kw["renderer_kw"]),
+        parity.check_template("template_merged", made.tokenizer, back_tok, inputs, made.renderer_kw),
     ]
 
 
-def _export_adapter(
-    staging: Path, *, run_dir: Path, info: dict, cfg: Any, merged: Any, tokenizer: Any, **kw: Any
-) -> list[Check]:
+def _export_adapter(staging: Path, made: _Made) -> list[Check]:
     from tunesmith.export import adapter as adapter_export
     from tunesmith.export import parity
     from tunesmith.models.load import resolve
 
-    base = resolve(info["base_model"])
-    adapter_export.write_adapter(run_dir / info["weights_dir"], tokenizer, staging)
-    back, back_tok = adapter_export.read_adapter(staging, base, trust_remote_code=kw["trust_remote_code"])
-    inputs = kw["inputs"]
+    base = resolve(made.info.base_model)
+    adapter_export.write_adapter(made.info.weights_path(made.run_dir), made.tokenizer, staging)
+    back, back_tok = adapter_export.read_adapter(staging, base, trust_remote_code=made.trust_remote_code)
+    inputs = made.inputs
     checks = [
         # Against the unmerged model: the same computation, so any difference is the files' doing.
-        parity.check_readback("adapter_readback", back, kw["adapter_model"], inputs, "f32", kw["adapter_expected"]),
-        parity.check_template("template_adapter", tokenizer, back_tok, inputs, kw["renderer_kw"]),
+        parity.check_readback("adapter_readback", back, made.adapter_model, inputs, "f32", made.adapter_expected),
+        parity.check_template("template_adapter", made.tokenizer, back_tok, inputs, made.renderer_kw),
     ]
-    summaries = [c.summary() for c in [*kw["prior_checks"], *checks]]
-    card = adapter_export.model_card(run_dir, info, cfg, base.path, summaries)
+    summaries = [c.summary() for c in [*made.prior_checks, *checks]]
+    card = adapter_export.model_card(made.run_dir, made.info, made.cfg, base.path, summaries)
     (staging / "README.md").write_text(card, encoding="utf-8")
     return checks
 
 
-def _export_gguf(
-    staging: Path, *, run_dir: Path, merged: Any, tokenizer: Any, inputs: Any, dtype: str, **kw: Any
-) -> list[Check]:
+def _export_gguf(staging: Path, made: _Made) -> list[Check]:
     from tunesmith.export import gguf as gguf_export
     from tunesmith.export import parity, template
-    from tunesmith.models.load import load_gguf
+    from tunesmith.models.gguf import load_gguf
 
+    merged, tokenizer, inputs, dtype = made.merged, made.tokenizer, made.inputs, made.dtype
     name = f"model-{dtype}.gguf"
     console.info(f"writing {name} and reading it back with transformers' GGUF reader...")
-    expected = gguf_export.write_gguf(merged, tokenizer, staging / name, dtype, name=run_dir.name)
+    expected = gguf_export.write_gguf(merged, tokenizer, staging / name, dtype, name=made.run_dir.name)
     # Read back before anything else lands in the folder: the reader must see the .gguf alone.
     back, back_tok = load_gguf(staging / name)
     checks = [
         parity.check_readback("gguf_readback", back, merged, inputs, dtype, expected),
-        parity.check_template("template_gguf", tokenizer, back_tok, inputs, kw["renderer_kw"]),
+        parity.check_template("template_gguf", tokenizer, back_tok, inputs, made.renderer_kw),
     ]
     checks[0].detail["tensor_types"] = gguf_export.written_types(staging / name)
     try:

@@ -16,6 +16,7 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.models.load import ModelSource
+from tunesmith.runs import RunInfo
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 EVAL_FILES = ("eval.json", "eval/eval.json")  # `tunesmith eval` writes eval.json into the run or a subfolder
@@ -38,7 +39,7 @@ def read_adapter(out: Path, base: ModelSource, *, trust_remote_code: bool = Fals
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.models.load import load_gguf
+    from tunesmith.models.gguf import load_gguf
     from tunesmith.models.lora import quiet_peft
 
     if base.kind == "gguf":  # transformers needs its GGUF reader (and its quantized marker cleared)
@@ -99,48 +100,52 @@ def _numbers(data: Any, prefix: str = "", limit: int = 12) -> list[str]:
     return rows
 
 
-def _validation_line(info: dict[str, Any]) -> str:
-    if info.get("hashes", {}).get("val_data"):
-        return f"- validation data sha256: `{info['hashes']['val_data']}`"
-    if info.get("counts", {}).get("val", {}).get("kept"):
+def _or_unknown(value: str | None) -> str:
+    return "?" if value is None else value
+
+
+def _validation_line(info: RunInfo) -> str:
+    if info.hashes.val_data:
+        return f"- validation data sha256: `{info.hashes.val_data}`"
+    if info.counts.val.get("kept"):
         return "- validation: a seeded share held out from the training data"
     return "- validation: none"
 
 
-def model_card(run_dir: Path, info: dict[str, Any], cfg: RunConfig, base_path: str, checks: list[str]) -> str:
-    hashes = info.get("hashes", {})
+def model_card(run_dir: Path, info: RunInfo, cfg: RunConfig, base_path: str, checks: list[str]) -> str:
+    hashes = info.hashes
     t, lora = cfg.train, cfg.lora
-    hub_base = info["base_model"].count("/") == 1 and not Path(info["base_model"]).exists()
+    hub_base = info.base_model.count("/") == 1 and not Path(info.base_model).exists()
     front = ["---", "library_name: peft", "tags: [tunesmith, lora]"]
     if hub_base:
-        front.append(f"base_model: {info['base_model']}")
+        front.append(f"base_model: {info.base_model}")
     front.append("---")
-    val_loss = info.get("best_val_loss")
+    val_loss = info.best_val_loss
     lines = [
         *front,
         f"# LoRA adapter: {run_dir.name}",
         "",
-        f"Trained with tunesmith {info.get('versions', {}).get('tunesmith', '')} on {info.get('created', '?')}.",
+        f"Trained with tunesmith {info.versions.get('tunesmith', '')} on {_or_unknown(info.created)}.",
         "",
         "## Base model",
-        f"- `{info['base_model']}` (loaded from `{base_path}`)",
-        f"- weights sha256 (first 16 hex digits): `{hashes.get('model', '?')}`",
+        f"- `{info.base_model}` (loaded from `{base_path}`)",
+        f"- weights sha256 (first 16 hex digits): `{_or_unknown(hashes.model)}`",
         "- The adapter was trained on exactly these weights; on other copies of the model it may behave "
         "differently (the default `smollm2-135m` alias is SmolLM2-135M-Instruct dequantized from Q4_1).",
         "",
         "## Data",
-        f"- training data: `{cfg.data.train}`, sha256 `{hashes.get('train_data', '?')}`",
+        f"- training data: `{cfg.data.train}`, sha256 `{_or_unknown(hashes.train_data)}`",
         _validation_line(info),
-        f"- chat template sha256: `{hashes.get('chat_template', '?')}`; rows kept: "
-        f"{info.get('counts', {}).get('train', {}).get('kept', '?')}",
+        f"- chat template sha256: `{_or_unknown(hashes.chat_template)}`; rows kept: "
+        f"{info.counts.train.get('kept', '?')}",
         "",
         "## Training settings",
         f"- LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target modules: {lora.target_modules}",
-        f"- {info.get('steps')} steps ({t.epochs} epochs max), batch {t.batch_size} (micro {t.micro_batch_size}), "
+        f"- {info.steps} steps ({t.epochs} epochs max), batch {t.batch_size} (micro {t.micro_batch_size}), "
         f"learning rate {t.learning_rate}, warmup {t.warmup_ratio}, weight decay {t.weight_decay}, seed {t.seed}",
-        f"- max_len {cfg.data.max_len}, train_on {cfg.data.train_on}, precision {info.get('precision')}",
-        f"- final train loss {info.get('final_train_loss')}"
-        + (f", best validation loss {val_loss:.4f} at step {info.get('best_step')}" if val_loss else ""),
+        f"- max_len {cfg.data.max_len}, train_on {cfg.data.train_on}, precision {info.precision}",
+        f"- final train loss {info.final_train_loss}"
+        + (f", best validation loss {val_loss:.4f} at step {info.best_step}" if val_loss else ""),
         "",
         "## Evaluation",
         *(_eval_headline(run_dir) or ["Not evaluated (no eval.json in the run)."]),

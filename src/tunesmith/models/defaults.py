@@ -57,7 +57,7 @@ def ensure_exported(alias: str) -> Path:
     target = models_dir() / alias
     if (target / "config.json").is_file():
         return target
-    from tunesmith.models.load import load_gguf
+    from tunesmith.models.gguf import load_gguf
 
     gguf = embedded_gguf_path(alias)
     console.info(f"First use of '{alias}': exporting the embedded GGUF to {target} (once, ~20 s)...")

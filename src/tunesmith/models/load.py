@@ -15,8 +15,6 @@ only when ``trust_remote_code`` is set, which only a user flag (``--trust-remote
 
 from __future__ import annotations
 
-import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from tunesmith import runs
 from tunesmith.errors import ModelError, UserError
 from tunesmith.models.defaults import EMBEDDED, ensure_exported
+from tunesmith.models.gguf import first_line, fix_generation_ids, load_gguf, quiet_transformers
 from tunesmith.models.stops import eos_list
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -86,66 +85,12 @@ def resolve(name: str | Path) -> ModelSource:
     return ModelSource("hub", text, text)
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-
-
-def load_gguf(path: Path) -> tuple[Any, Any]:
-    """Load a .gguf with transformers' reader; the weights come back dequantized to dense fp32."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _quiet_transformers()
-    path = Path(path)
-    # The GGUF reader draws its own tqdm bar, which ignores transformers' progress-bar switch.
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (ValueError, KeyError, OSError, RuntimeError) as e:
-        raise ModelError(f"cannot read '{path}' as a model transformers supports: {_first_line(e)}") from None
-    finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
-    # transformers marks GGUF-loaded models as quantized and then refuses save_pretrained and training,
-    # but the tensors are already dense, so the marker is simply wrong for us.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    _fix_generation_ids(model, tokenizer)
-    return model, tokenizer
-
-
-def _fix_generation_ids(model: Any, tokenizer: Any) -> None:
-    """Make generation stop on the tokenizer's end-of-turn token and pad with something valid."""
-    gen = model.generation_config
-    if tokenizer.eos_token_id is not None:
-        ids = eos_list(gen.eos_token_id)
-        if tokenizer.eos_token_id not in ids:
-            ids.insert(0, tokenizer.eos_token_id)
-        gen.eos_token_id = ids[0] if len(ids) == 1 else ids
-    if gen.pad_token_id is None:
-        gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> Any:
     source = resolve(name)
     if source.kind == "run":
         info = runs.read_run(Path(source.path))
         return _load_hf_tokenizer(
-            str(Path(source.path) / info["weights_dir"]), local=True, trust_remote_code=trust_remote_code
+            str(info.weights_path(Path(source.path))), local=True, trust_remote_code=trust_remote_code
         )
     if source.kind == "gguf":
         return load_gguf(Path(source.path))[1]
@@ -155,11 +100,11 @@ def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> Any:
 def _load_hf_tokenizer(path: str, *, local: bool, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=local, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load a tokenizer from '{path}': {_first_line(e)}") from None
+        raise ModelError(f"cannot load a tokenizer from '{path}': {first_line(e)}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -183,7 +128,7 @@ def load_model(
     else:
         model = _load_hf_model(source.path, local=source.kind != "hub", dtype=dtype, trust=trust_remote_code)
         tok = _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
-        _fix_generation_ids(model, tok)
+        fix_generation_ids(model, tok)
     _contiguous_output_projection_input(model)
     return model, tok, source
 
@@ -221,7 +166,7 @@ def require_safetensors(folder: Path, what: str = "weights") -> None:
 def _load_hf_model(path: str, *, local: bool, dtype: torch.dtype, trust: bool) -> Any:
     from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
+    quiet_transformers()
     if local:
         require_safetensors(Path(path))
     try:
@@ -236,29 +181,51 @@ def _load_hf_model(path: str, *, local: bool, dtype: torch.dtype, trust: bool) -
                 f"'{path}' needs to run its own Python code to load; pass --trust-remote-code if you trust it"
             ) from None
         hint = " (the hub is unreachable from here and the model is not in its cache)" if not local else ""
-        raise ModelError(f"cannot load model '{path}'{hint}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load model '{path}'{hint}: {first_line(e)}") from None
 
 
 def _load_run(run_dir: Path, *, dtype: torch.dtype, merge: bool, trust: bool = False) -> tuple[Any, Any]:
     info = runs.read_run(run_dir)
-    weights = run_dir / info["weights_dir"]
+    weights = info.weights_path(run_dir)
     tok = _load_hf_tokenizer(str(weights), local=True, trust_remote_code=trust)
-    if info["method"] == "full":
+    if info.method == "full":
         model = _load_hf_model(str(weights), local=True, dtype=dtype, trust=trust)
     else:
         from peft import PeftModel
 
         from tunesmith.models.lora import quiet_peft
 
-        base, _, _ = load_model(info["base_model"], dtype=dtype, trust_remote_code=trust)
+        base, _, _ = load_model(info.base_model, dtype=dtype, trust_remote_code=trust)
         require_safetensors(weights, "adapter")
         try:
             with quiet_peft():
                 model = PeftModel.from_pretrained(base, str(weights))
         except (OSError, ValueError, RuntimeError) as e:
-            raise ModelError(f"cannot apply the adapter in '{weights}': {_first_line(e)}") from None
+            raise ModelError(f"cannot apply the adapter in '{weights}': {first_line(e)}") from None
         if merge:
             model = model.merge_and_unload()
-    _fix_generation_ids(model, tok)
+    fix_generation_ids(model, tok)
     model.eval()
     return model, tok
+
+
+def model_stop_ids(name: str) -> list[int]:
+    """The EOS ids of a model's generation config, read without loading its weights (the dataset doctor
+    runs before any weights are loaded); the Renderer adds the tokenizer's EOS to them, as
+    ``stop_token_ids`` does for a loaded model."""
+    from transformers import GenerationConfig
+
+    source = resolve(name)
+    path = source.path
+    if source.kind == "gguf":
+        return []  # load_gguf stops on the tokenizer's EOS, which the Renderer adds anyway
+    if source.kind == "run":
+        info = runs.read_run(Path(source.path))
+        if info.method != "full":
+            return model_stop_ids(info.base_model)
+        path = str(info.weights_path(Path(source.path)))
+    try:
+        eos = GenerationConfig.from_pretrained(path, local_files_only=source.kind != "hub").eos_token_id
+    except (OSError, ValueError):
+        return []
+    return eos_list(eos)

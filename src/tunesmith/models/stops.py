@@ -2,12 +2,12 @@
 reply), generation (where decoding stops), serving and export (the generation config written out).
 
 A model's stops are its generation config's ``eos_token_id`` (an int, a list, or nothing) plus the
-tokenizer's EOS token, in that order, without repeats.
+tokenizer's EOS token, in that order, without repeats. (``models.load.model_stop_ids`` reads them from a
+model's files, before any weights are loaded.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
@@ -27,28 +27,3 @@ def with_tokenizer_eos(ids: list[int], tokenizer: Any) -> list[int]:
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """The stops of a loaded model."""
     return with_tokenizer_eos(eos_list(model.generation_config.eos_token_id), tokenizer)
-
-
-def model_stop_ids(name: str) -> list[int]:
-    """The EOS ids of a model's generation config, read without loading its weights (the dataset doctor
-    runs before any weights are loaded); the Renderer adds the tokenizer's EOS to them, as
-    ``stop_token_ids`` does for a loaded model."""
-    from transformers import GenerationConfig
-
-    from tunesmith import runs
-    from tunesmith.models.load import resolve
-
-    source = resolve(name)
-    path = source.path
-    if source.kind == "gguf":
-        return []  # load_gguf stops on the tokenizer's EOS, which the Renderer adds anyway
-    if source.kind == "run":
-        info = runs.read_run(Path(source.path))
-        if info["method"] != "full":
-            return model_stop_ids(info["base_model"])
-        path = str(Path(source.path) / info["weights_dir"])
-    try:
-        eos = GenerationConfig.from_pretrained(path, local_files_only=source.kind != "hub").eos_token_id
-    except (OSError, ValueError):
-        return []
-    return eos_list(eos)

@@ -90,15 +90,15 @@ class Registry:
         with self._lock:
             if name in self.served:
                 return [name]
-            if info["method"] == "full":
+            if info.method == "full":
                 engine = self._engine(str(run_dir.resolve()), lambda: self._load(str(run_dir)))
                 self.served[name] = Served(name, engine, None, "full", int(time.time()), str(run_dir))
                 return [name]
-            base = self._add_base(info["base_model"], None)
+            base = self._add_base(info.base_model, None)
             engine = self.served[base].engine
             self._adapters += 1
             internal = f"a{self._adapters}"  # PEFT adapter names become module keys: no dots or colons
-            engine.call(lambda: self._attach(engine, internal, run_dir / info["weights_dir"]))
+            engine.call(lambda: self._attach(engine, internal, info.weights_path(run_dir)))
             self.served[name] = Served(name, engine, internal, "adapter", int(time.time()), str(run_dir))
             return [base, name]
 

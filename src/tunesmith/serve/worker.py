@@ -36,33 +36,36 @@ MAX_ATTEMPTS = 3  # a job whose training process dies this often (not by our han
 def weights_on_disk(run_dir: Path) -> bool:
     if not runs.is_run(run_dir):
         return False
-    info = runs.read_run(run_dir)
-    return any((run_dir / info.get("weights_dir", "")).glob("*.safetensors"))
+    return any(runs.read_run(run_dir).weights_path(run_dir).glob("*.safetensors"))
+
+
+# The OpenAI hyperparameters that are tunesmith flags under another name ("auto" leaves our default).
+OPENAI_HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batch_size"}
 
 
 def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
-    """The job's OpenAI hyperparameters as tunesmith config overrides ("auto" leaves our default)."""
+    """The job as config overrides, through the CLI's table of flags (``flags.py``): the OpenAI
+    hyperparameters, and tunesmith's options (``schemas.TunesmithOptions``, named as the flags are)."""
+    from tunesmith.flags import flag_overrides
     from tunesmith.train.auto import FULL_LR, LORA_LR
 
     hp, opt = job["hyperparameters"], job["options"]
-    train: dict[str, Any] = {"method": opt.get("method", "lora"), "seed": job["seed"]}
-    if hp.get("n_epochs", "auto") != "auto":
-        train["epochs"] = hp["n_epochs"]
-    if hp.get("batch_size", "auto") != "auto":
-        train["batch_size"] = hp["batch_size"]
+    method = opt.get("method", "lora")
+    flags: dict[str, object] = {name: opt.get(name) for name in ("max_steps", "save_every", "lora_r", "lora_alpha")}
+    flags.update({flag: hp[key] for key, flag in OPENAI_HYPERPARAMETERS.items() if hp.get(key, "auto") != "auto"})
     if hp.get("learning_rate_multiplier", "auto") != "auto":
-        train["learning_rate"] = hp["learning_rate_multiplier"] * (LORA_LR if train["method"] == "lora" else FULL_LR)
-    for key in ("max_steps", "save_every"):
-        if opt.get(key) is not None:
-            train[key] = opt[key]
-    data: dict[str, Any] = {"train": str(store.file_path(job["training_file"]))}
+        flags["lr"] = hp["learning_rate_multiplier"] * (LORA_LR if method == "lora" else FULL_LR)
     if job.get("validation_file"):
-        data["val"] = str(store.file_path(job["validation_file"]))
-    if opt.get("max_len"):
-        data["max_len"] = opt["max_len"]
-    lora = {k: opt[f"lora_{k}"] for k in ("r", "alpha") if opt.get(f"lora_{k}") is not None}
-    model = {"name": job["base_source"], "trust_remote_code": bool(opt.get("trust_remote_code"))}
-    return {"model": model, "data": data, "train": train, "lora": lora}
+        flags["val"] = store.file_path(job["validation_file"])
+    return flag_overrides(
+        **flags,
+        model=job["base_source"],
+        trust_remote_code=bool(opt.get("trust_remote_code")),
+        data=store.file_path(job["training_file"]),
+        method=method,
+        seed=job["seed"],
+        max_len=opt.get("max_len") or None,
+    )
 
 
 class Supervisor:
@@ -158,7 +161,7 @@ class Supervisor:
                 status="succeeded",
                 fine_tuned_model=name,
                 finished_at=int(time.time()),
-                trained_tokens=info.get("trained_tokens_seen"),
+                trained_tokens=info.trained_tokens_seen,
                 events=[
                     (f"New fine-tuned model created: {name}", "info"),
                     ("The job has successfully completed", "info"),

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tunesmith.runs import DistributedInfo
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.batches import Row, _group_rows
 from tunesmith.train.engine import Engine, ObjectiveModule
@@ -258,10 +259,10 @@ def make_engine(model: Any, method: str, bf16: bool, objective: Objective | None
     return FSDPEngine(model, bf16, objective)
 
 
-def describe() -> str:
-    """One line for the run summary."""
+def info() -> DistributedInfo | None:
+    """How this run is spread, for run.json (None in one process)."""
     if not active():
-        return ""
+        return None
     backend = dist.get_backend()
-    per = f", {torch.get_num_threads()} threads each" if backend == "gloo" else ", one GPU each"
-    return f"distributed: {world()} processes ({backend}{per})"
+    threads = torch.get_num_threads() if backend == "gloo" else None
+    return DistributedInfo(processes=world(), backend=backend, threads_per_process=threads)

@@ -21,12 +21,6 @@ from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.objectives.sft import SFT
 
 
-def autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast where the run trains in bf16 (weights stay fp32 where they train)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 class ObjectiveModule(torch.nn.Module):
     """The model and its objective's loss as one module, so that DDP and FSDP2 see the whole forward pass
     (their hooks run on the wrapped module's forward; a loss calls the decoder and the output head directly)."""

@@ -28,9 +28,10 @@ from tunesmith.config import TrainSettings
 from tunesmith.errors import UserError
 from tunesmith.train import signals
 from tunesmith.train.batches import StepPlan
-from tunesmith.train.engine import Engine, autocast
+from tunesmith.train.engine import Engine
 from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.optim import make_optimizer
+from tunesmith.train.precision import autocast
 from tunesmith.train.progress import Progress, trim_metrics
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
@@ -118,7 +119,7 @@ def train(
                 if _note_validation(state, val["loss"], settings.early_stopping_patience):
                     best = _snapshot(params)
                 progress.say(f"step {state.step}/{total_steps}  loss {state.last_loss:.4f}  val {state.last_val:.4f}")
-            progress.update(state, record["tokens_per_s"])
+            progress.update(state.step, state.last_loss or 0.0, state.last_val, record["tokens_per_s"])
             # Every rank must agree to stop at the same step (torchrun signals each one separately, and a
             # sharded checkpoint needs them all), so the signal number is agreed on with a max.
             stop_signal = int(engine.all_max(signals.requested() or 0))

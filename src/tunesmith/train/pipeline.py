@@ -43,7 +43,7 @@ class TrainResult:
     loop: LoopState
     stats: dict[str, Any]
     reasons: list[str] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: runs.RunInfo | None = None  # run.json's record; None until the run finished
 
 
 def run_training(
@@ -91,7 +91,8 @@ def run_training(
         # inputs.json first: config.yaml is what marks a folder as a started run.
         runs.write_text_atomic(out / runs.INPUTS_JSON, json.dumps(inputs, indent=1))
         runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
-    reasons = data.reasons + prep.reasons + ([distributed.describe()] if distributed.active() else [])
+    spread = distributed.info()
+    reasons = data.reasons + prep.reasons + ([spread.describe()] if spread else [])
     _print_plan(cfg, source.name, rows, prep, reasons)
 
     s = prep.settings
@@ -140,7 +141,7 @@ def run_training(
     tokenizer.save_pretrained(weights_dir)
     timing = {"t_start": t_start, "loop_wall_s": time.perf_counter() - loop_started, "peak": peak, "fpt": fpt}
     result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing)
-    runs.write_text_atomic(out / runs.RUN_JSON, json.dumps(result.summary, indent=2))
+    runs.write_run(out, result.summary)
     return result
 
 
@@ -241,8 +242,8 @@ def _summary(
     tokenizer: Any,
     reasons: list[str],
     timing: dict[str, float],
-) -> dict[str, Any]:
-    """run.json's content."""
+) -> runs.RunInfo:
+    """run.json's record."""
     peak, fpt = timing["peak"], timing["fpt"]
     masking = {
         "train_on": cfg.data.train_on,
@@ -250,45 +251,45 @@ def _summary(
         "overlong": cfg.data.overlong,
         "stops": sorted(rows.renderer.stop_ids),
     }
-    return {
-        "status": "completed",
-        "method": cfg.train.method,
-        "base_model": cfg.model.name,
-        "weights_dir": weights_dir.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wall_time_s": round(time.time() - timing["t_start"], 1),
-        "train_time_s": round(loop.elapsed_s, 1),
-        "loop_wall_s": round(timing["loop_wall_s"], 1),
-        "steps": loop.step,
-        "total_steps": prep.resolved.total_steps,
-        "stopped_early": loop.stopped_early,
-        "best_val_loss": loop.best_val,
-        "best_step": loop.best_step,
-        "final_train_loss": loop.last_loss,
-        "skipped_steps": loop.skipped_steps,
-        "tokens_seen": loop.tokens,
-        "trained_tokens_seen": loop.trained_tokens,
-        "tokens_per_s": round(loop.tokens / loop.elapsed_s, 1) if loop.elapsed_s else None,
-        "mfu": round(loop.tokens / loop.elapsed_s * fpt / peak, 4) if loop.elapsed_s and peak else None,
-        "peak_flops": {"value": peak, "dtype": "bf16" if prep.bf16 else "fp32", "source": "GEMM probe at start-up"},
-        "trainable_params": prep.n_trainable,
-        "total_params": prep.n_total,
-        "precision": "bf16-autocast" if prep.bf16 else "fp32",
-        "choices": reasons,
-        "counts": {
-            "train": rows.stats.as_dict(),
-            "val": rows.val_stats.as_dict(),
-            "dropped_rows": rows.stats.dropped_sources[:50],
-        },
-        "hashes": {
-            "train_data": data.train_hash,
-            "val_data": data.val_hash,
-            "model": inputs["model"],
-            "chat_template": template_hash(tokenizer),
-            "masking": hashlib.sha256(json.dumps(masking).encode()).hexdigest()[:16],
-        },
-        "versions": rundir.versions(),
-    }
+    rate = loop.tokens / loop.elapsed_s if loop.elapsed_s else None
+    return runs.RunInfo(
+        method=cfg.train.method,
+        base_model=cfg.model.name,
+        weights_dir=weights_dir.name,
+        wall_time_s=round(time.time() - timing["t_start"], 1),
+        train_time_s=round(loop.elapsed_s, 1),
+        loop_wall_s=round(timing["loop_wall_s"], 1),
+        steps=loop.step,
+        total_steps=prep.resolved.total_steps,
+        stopped_early=loop.stopped_early,
+        best_val_loss=loop.best_val,
+        best_step=loop.best_step,
+        final_train_loss=loop.last_loss,
+        skipped_steps=loop.skipped_steps,
+        tokens_seen=loop.tokens,
+        trained_tokens_seen=loop.trained_tokens,
+        tokens_per_s=round(rate, 1) if rate else None,
+        mfu=round(rate * fpt / peak, 4) if rate and peak else None,
+        peak_flops=runs.PeakFlops(value=peak, dtype="bf16" if prep.bf16 else "fp32", source="GEMM probe at start-up"),
+        trainable_params=prep.n_trainable,
+        total_params=prep.n_total,
+        precision="bf16-autocast" if prep.bf16 else "fp32",
+        choices=reasons,
+        counts=runs.Counts(
+            train=rows.stats.as_dict(), val=rows.val_stats.as_dict(), dropped_rows=rows.stats.dropped_sources[:50]
+        ),
+        hashes=runs.Hashes(
+            train_data=data.train_hash,
+            val_data=data.val_hash,
+            model=inputs["model"],
+            chat_template=template_hash(tokenizer),
+            masking=hashlib.sha256(json.dumps(masking).encode()).hexdigest()[:16],
+        ),
+        versions=rundir.versions(),
+        objective=cfg.train.objective or "sft",
+        beta=cfg.train.beta,
+        distributed=distributed.info(),
+    )
 
 
 def _print_plan(cfg: RunConfig, model_name: str, rows: _Rows, prep: Prepared, reasons: list[str]) -> None:

@@ -51,8 +51,7 @@ def run_check(
 ) -> CheckResult:
     """Every check on ``cfg.data.train`` (and ``cfg.data.val``), rendered with ``cfg.model``'s tokenizer at
     ``cfg.data`` settings; then, if asked and any row is trainable, the measured pre-flight estimate."""
-    from tunesmith.models.load import load_tokenizer
-    from tunesmith.models.stops import model_stop_ids
+    from tunesmith.models.load import load_tokenizer, model_stop_ids
 
     if cfg.data.train is None:
         raise UserError("no training data: pass the training JSONL file")

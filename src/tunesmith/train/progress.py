@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as Bar
 
 from tunesmith import console, runs
-
-if TYPE_CHECKING:
-    from tunesmith.train.loop import LoopState
 
 
 def trim_metrics(path: Path, upto_step: int) -> None:
@@ -72,12 +69,12 @@ class Progress:
         if not self.show:
             console.info(f"{text}  {self.last_tps:.0f} tok/s")
 
-    def update(self, state: LoopState, tokens_per_s: float) -> None:
+    def update(self, step: int, loss: float, val: float | None, tokens_per_s: float) -> None:
         self.log_file.flush()
         self.bar.update(
             self.task,
-            completed=state.step,
-            loss=f"{state.last_loss:.4f}",
+            completed=step,
+            loss=f"{loss:.4f}",
             tps=f"{tokens_per_s:.0f}",
-            val=f"{state.last_val:.4f}" if state.last_val is not None else "-",
+            val=f"{val:.4f}" if val is not None else "-",
         )

@@ -30,6 +30,7 @@ from tunesmith.errors import DataError
 from tunesmith.train.batches import collate
 from tunesmith.train.loss import sequence_logps
 from tunesmith.train.objectives.base import Sums
+from tunesmith.train.precision import autocast
 
 DEFAULT_BETA = 0.1
 
@@ -122,7 +123,6 @@ class DPO:
     ) -> None:
         """Fill in each pair's reference log-probs with ``model`` as it is now (eval mode: no dropout), in the
         precision training runs in, so that the log-ratios start at zero."""
-        from tunesmith.train.engine import autocast
 
         was_training = model.training
         model.eval()

@@ -1,0 +1,72 @@
+"""The one table from a command-line flag to the config field it sets (``config.py``), with its --help line.
+
+``cli/options.py`` makes the typer options from it, ``flag_overrides`` turns the flags a user gave into config
+overrides (for `train`, `check`, and the jobs API's hyperparameters in ``serve/worker.py``), and a test checks
+every row against ``RunConfig``'s fields. Plain data, no imports: the CLI reads it at start-up, and
+``tunesmith --help`` must not wait for pydantic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TRUST_REMOTE_CODE_HELP = "Let the model run its own Python code (off by default)."
+
+
+@dataclass(frozen=True)
+class Flag:
+    decl: str  # what typer declares: "--lr", or "--packing/--no-packing" for an on/off pair
+    path: str  # the config field it sets: "section.field"
+    help: str | None = None  # its line in --help
+
+    @property
+    def section(self) -> str:
+        return self.path.split(".")[0]
+
+    @property
+    def key(self) -> str:
+        return self.path.split(".")[1]
+
+
+# Keyed by the flag as a Python parameter name (what typer passes: --batch-size -> batch_size).
+FLAGS: dict[str, Flag] = {
+    "model": Flag("--model", "model.name", "Alias, HF folder, .gguf file or hub id."),
+    "trust_remote_code": Flag("--trust-remote-code", "model.trust_remote_code", TRUST_REMOTE_CODE_HELP),
+    "data": Flag("--data", "data.train", "Training JSONL."),
+    "val": Flag("--val", "data.val", "Validation JSONL."),
+    "val_split": Flag("--val-split", "data.val_split", "Hold out this fraction instead."),
+    "max_len": Flag("--max-len", "data.max_len", "Longest sequence in tokens."),
+    "overlong": Flag("--overlong", "data.overlong", "drop | truncate | error"),
+    "train_on": Flag("--train-on", "data.train_on", "all | last assistant turns"),
+    "method": Flag("--method", "train.method", "lora (default), full, or dpo (DPO with LoRA)."),
+    "objective": Flag("--objective", "train.objective", "sft or dpo (default: dpo for preference pairs, else sft)."),
+    "beta": Flag("--beta", "train.beta", "DPO's pull toward the starting model (default 0.1)."),
+    "epochs": Flag("--epochs", "train.epochs"),
+    "lr": Flag("--lr", "train.learning_rate", "Peak learning rate."),
+    "batch_size": Flag("--batch-size", "train.batch_size", "Examples per optimizer step."),
+    "micro_batch_size": Flag("--micro-batch-size", "train.micro_batch_size", "Examples per forward."),
+    "max_steps": Flag("--max-steps", "train.max_steps"),
+    "eval_every": Flag("--eval-every", "train.eval_every"),
+    "save_every": Flag("--save-every", "train.save_every"),
+    "seed": Flag("--seed", "train.seed"),
+    "lora_r": Flag("--lora-r", "lora.r"),
+    "lora_alpha": Flag("--lora-alpha", "lora.alpha"),
+    "lora_dropout": Flag("--lora-dropout", "lora.dropout"),
+    "packing": Flag("--packing/--no-packing", "train.packing", "Pack examples into shared rows (default on)."),
+    "compile": Flag(
+        "--compile/--no-compile", "train.compile", "torch.compile the decoder layers (default: auto, on for long runs)."
+    ),
+}
+
+
+def flag_overrides(**given: object) -> dict[str, dict[str, object]]:
+    """Flags by name (``lr=1e-4``) as nested config overrides (``{"train": {"learning_rate": 1e-4}}``), of only
+    the flags that were given (not None). Paths become strings, as YAML would hold them."""
+    out: dict[str, dict[str, object]] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        flag = FLAGS[name]
+        out.setdefault(flag.section, {})[flag.key] = str(value) if isinstance(value, Path) else value
+    return out

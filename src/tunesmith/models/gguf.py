@@ -1,0 +1,71 @@
+"""Reading a .gguf file with transformers' GGUF reader, and the small fixes every loaded model gets.
+
+A leaf module: it imports nothing else from tunesmith's model code, so ``models/defaults.py`` (which turns the
+embedded GGUF into a plain folder) and ``models/load.py`` (which resolves every kind of source) can both use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.errors import ModelError
+from tunesmith.models.stops import eos_list
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def load_gguf(path: Path) -> tuple[Any, Any]:
+    """Load a .gguf with transformers' reader; the weights come back dequantized to dense fp32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    path = Path(path)
+    # The GGUF reader draws its own tqdm bar, which ignores transformers' progress-bar switch.
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise ModelError(f"cannot read '{path}' as a model transformers supports: {first_line(e)}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+    # transformers marks GGUF-loaded models as quantized and then refuses save_pretrained and training,
+    # but the tensors are already dense, so the marker is simply wrong for us.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    fix_generation_ids(model, tokenizer)
+    return model, tokenizer
+
+
+def fix_generation_ids(model: Any, tokenizer: Any) -> None:
+    """Make generation stop on the tokenizer's end-of-turn token and pad with something valid."""
+    gen = model.generation_config
+    if tokenizer.eos_token_id is not None:
+        ids = eos_list(gen.eos_token_id)
+        if tokenizer.eos_token_id not in ids:
+            ids.insert(0, tokenizer.eos_token_id)
+        gen.eos_token_id = ids[0] if len(ids) == 1 else ids
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
