@@ -81,7 +81,7 @@ def test_a_toy_objective_trains_resumes_exactly_and_stops_early(tmp_path: Path, 
     cfg.data.val_split = 0.2
     result = run_training(cfg, tmp_path / "early", objective=every_token)
     info = runs.read_run(tmp_path / "early")
-    assert result.loop.stopped_early and info["best_step"] < info["steps"]
+    assert result.loop.stopped_early and info.best_step < info.steps
     val_lines = [x for x in metric_lines(tmp_path / "early") if "val_loss" in x]
     assert val_lines and {"val_loss", "val_token_accuracy"} <= val_lines[0].keys()
 
