@@ -124,17 +124,19 @@ def _check_job_data(store: Store, job: dict[str, Any], cfg: Any) -> None:
 
 def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     hp = dict(job["hyperparameters"])
+    kind = "dpo" if job["options"].get("objective") == "dpo" else "supervised"
     resolved = store.job_path(job["id"]) / runs.CONFIG_YAML
     if resolved.is_file():  # after training started: the values actually used
         from tunesmith.config import load_config
-        from tunesmith.train.auto import FULL_LR, LORA_LR
+        from tunesmith.train.auto import default_learning_rate
 
         t = load_config(resolved).train
-        default_lr = LORA_LR if t.method == "lora" else FULL_LR
+        default_lr = default_learning_rate(t.method, t.objective)
         hp = {
             "n_epochs": t.epochs,
             "batch_size": t.batch_size,
             "learning_rate_multiplier": round((t.learning_rate or default_lr) / default_lr, 6),
+            **({"beta": t.beta} if kind == "dpo" else {}),
         }
     return {
         "object": "fine_tuning.job",
@@ -144,7 +146,7 @@ def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         "training_file": job["training_file"],
         "validation_file": job["validation_file"],
         "hyperparameters": hp,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}, "tunesmith": _client_options(job)},
+        "method": {"type": kind, kind: {"hyperparameters": hp}, "tunesmith": _client_options(job)},
         "status": job["status"],
         "fine_tuned_model": job["fine_tuned_model"],
         "finished_at": job["finished_at"],
@@ -221,7 +223,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
     # -- jobs ----------------------------------------------------------------------------------------------
     @r.post("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.Job))
     async def create_job(body: JobRequest) -> dict[str, Any]:
-        hp, options = body.resolved()
+        hp, options, kind = body.resolved()
         base = _base_source(registry, body.model)
         for param, file_id in (("training_file", body.training_file), ("validation_file", body.validation_file)):
             if file_id is not None and store.get_file(file_id) is None:
@@ -237,7 +239,11 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
             "validation_file": body.validation_file,
             "hyperparameters": hp.model_dump(),
             # The server's --trust-remote-code, never the client's say: the job trains a model it serves.
-            "options": {**options.model_dump(exclude_none=True), "trust_remote_code": registry.trust_remote_code},
+            "options": {
+                **options.model_dump(exclude_none=True),
+                "trust_remote_code": registry.trust_remote_code,
+                "objective": "dpo" if kind == "dpo" else "sft",
+            },
             "suffix": body.suffix,
             "seed": body.seed if body.seed is not None else random.randrange(2**31),
             "status": "validating_files",
@@ -293,7 +299,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
 
 def _client_options(job: dict[str, Any]) -> dict[str, Any]:
     """The job's tunesmith options as a client may send them (the server's trust setting is its own)."""
-    return {k: v for k, v in job["options"].items() if k != "trust_remote_code"}
+    return {k: v for k, v in job["options"].items() if k not in ("trust_remote_code", "objective")}
 
 
 def _base_source(registry: Registry, model: str) -> str:

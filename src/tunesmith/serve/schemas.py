@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 # Ids we mint are matched strictly before any path is built from them (see jobs.py).
 FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
@@ -230,6 +230,10 @@ class Hyperparameters(BaseModel):
     learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] = "auto"
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] = "auto"
+
+
 class TunesmithOptions(BaseModel):
     """tunesmith's extension of `method`: LoRA or full fine-tuning, and a few settings worth exposing."""
 
@@ -249,14 +253,28 @@ class Supervised(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class Dpo(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(BaseModel):
-    """OpenAI's `method` (supervised only), plus tunesmith's own options under `tunesmith`."""
+    """OpenAI's `method` (supervised or dpo), plus tunesmith's own options under `tunesmith`."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    type: Literal["supervised"] = "supervised"
+    type: Literal["supervised", "dpo"] = "supervised"
     supervised: Supervised | None = None
+    dpo: Dpo | None = None
     tunesmith: TunesmithOptions | None = None
+
+    @model_validator(mode="after")
+    def _params_match_type(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        return self
 
 
 class JobRequest(BaseModel):
@@ -279,8 +297,14 @@ class JobRequest(BaseModel):
             raise ValueError("integrations are not supported by this server")
         return v
 
-    def resolved(self) -> tuple[Hyperparameters, TunesmithOptions]:
-        """Hyperparameters from `method.supervised.hyperparameters` (new style) or the top level (old style)."""
+    def resolved(self) -> tuple[Hyperparameters, TunesmithOptions, str]:
+        """(hyperparameters, tunesmith's options, "supervised" | "dpo"). Hyperparameters come from
+        `method.<type>.hyperparameters` (new style) or the top level (old style, supervised only)."""
         method = self.method or Method()
-        params = method.supervised.hyperparameters if method.supervised else None
-        return params or self.hyperparameters or Hyperparameters(), method.tunesmith or TunesmithOptions()
+        if method.type == "dpo":
+            params: Hyperparameters | None = method.dpo.hyperparameters if method.dpo else None
+            default: Hyperparameters = DpoHyperparameters()
+        else:
+            params = method.supervised.hyperparameters if method.supervised else None
+            default = Hyperparameters()
+        return params or self.hyperparameters or default, method.tunesmith or TunesmithOptions(), method.type

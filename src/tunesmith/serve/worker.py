@@ -40,21 +40,21 @@ def weights_on_disk(run_dir: Path) -> bool:
 
 
 # The OpenAI hyperparameters that are tunesmith flags under another name ("auto" leaves our default).
-OPENAI_HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batch_size"}
+OPENAI_HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batch_size", "beta": "beta"}
 
 
 def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
     """The job as config overrides, through the CLI's table of flags (``flags.py``): the OpenAI
     hyperparameters, and tunesmith's options (``schemas.TunesmithOptions``, named as the flags are)."""
     from tunesmith.flags import flag_overrides
-    from tunesmith.train.auto import FULL_LR, LORA_LR
+    from tunesmith.train.auto import default_learning_rate
 
     hp, opt = job["hyperparameters"], job["options"]
-    method = opt.get("method", "lora")
+    method, objective = opt.get("method", "lora"), opt.get("objective", "sft")
     flags: dict[str, object] = {name: opt.get(name) for name in ("max_steps", "save_every", "lora_r", "lora_alpha")}
     flags.update({flag: hp[key] for key, flag in OPENAI_HYPERPARAMETERS.items() if hp.get(key, "auto") != "auto"})
     if hp.get("learning_rate_multiplier", "auto") != "auto":
-        flags["lr"] = hp["learning_rate_multiplier"] * (LORA_LR if method == "lora" else FULL_LR)
+        flags["lr"] = hp["learning_rate_multiplier"] * default_learning_rate(method, objective)
     if job.get("validation_file"):
         flags["val"] = store.file_path(job["validation_file"])
     return flag_overrides(
@@ -63,6 +63,7 @@ def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
         trust_remote_code=bool(opt.get("trust_remote_code")),
         data=store.file_path(job["training_file"]),
         method=method,
+        objective=objective,
         seed=job["seed"],
         max_len=opt.get("max_len") or None,
     )

@@ -51,6 +51,13 @@ def default_batch_size(n: int) -> tuple[int, str]:
     return b, f"batch {b}: enough optimizer steps for {n} rows"
 
 
+def default_learning_rate(method: str, objective: str | None = "sft") -> float:
+    """The peak learning rate a run gets when none is given (the jobs API's multiplier scales it)."""
+    if objective == "dpo":
+        return DPO_LORA_LR if method == "lora" else DPO_FULL_LR
+    return LORA_LR if method == "lora" else FULL_LR
+
+
 def _dpo_defaults(s: TrainSettings) -> list[str]:
     """DPO's own choices: beta, a lower learning rate, and whole pairs (no packing)."""
     reasons = []

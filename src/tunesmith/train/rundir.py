@@ -80,12 +80,27 @@ def _leftovers(out: Path, remove: bool = True) -> list[Path]:
     return kept
 
 
-def check_resume(out: Path, cfg: RunConfig, inputs: dict[str, str | None], force: bool) -> None:
-    """A run folder is never continued with other settings, data or model unless the user says --force."""
+def _saved_settings(out: Path, cfg: RunConfig) -> dict[str, Any]:
+    """The run's saved config, with today's value for every setting its tunesmith did not have yet (a run
+    started before ``train.objective`` existed was SFT, whatever today's default says)."""
+    import yaml
+
     from tunesmith.config import load_config
 
-    saved = load_config(out / runs.CONFIG_YAML)
-    differs = ["settings"] if saved.model_dump() != cfg.model_dump() else []
+    path = out / runs.CONFIG_YAML
+    saved, current = load_config(path).model_dump(), cfg.model_dump()
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for section, values in current.items():
+        written = raw.get(section) if isinstance(raw.get(section), dict) else {}
+        for key, value in values.items():
+            if key not in written:
+                saved[section][key] = value
+    return saved
+
+
+def check_resume(out: Path, cfg: RunConfig, inputs: dict[str, str | None], force: bool) -> None:
+    """A run folder is never continued with other settings, data or model unless the user says --force."""
+    differs = ["settings"] if _saved_settings(out, cfg) != cfg.model_dump() else []
     try:
         before = json.loads((out / runs.INPUTS_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
