@@ -42,3 +42,19 @@ def test_generate_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> No
     assert result["tunesmith"]["decode_tokens_per_s"] > 0 and result["hf"]["ttft_s"] > 0 and result["ratio"] > 0
     ab = result["cache_ab"]  # the growing KV cache against HF's default: same tokens, both timed
     assert ab["identical_tokens"] is True and ab["growing"]["decode_tokens_per_s"] > 0 and ab["ratio"] > 0
+
+
+def test_dpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
+    out = tmp_path / "dpo.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "dpo_vs_trl.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for tool in ("tunesmith", "trl"):
+        m = result["medians"][tool]
+        assert m["pairs_per_s"] > 0 and m["peak_rss_mb"] > 0 and 0 <= m["preference_accuracy"] <= 1
+    assert "pairs/s" in proc.stdout

@@ -203,5 +203,63 @@ def test_the_objective_and_the_data_must_agree(tmp_path: Path, tiny_model_dir: P
         run_training(cfg, tmp_path / "a")
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
     cfg = make_cfg(tiny_model_dir, data, max_steps=2, objective="sft")
-    with pytest.raises(UserError, match="holds preference pairs: train them with --method dpo"):
-        run_training(cfg, tmp_path / "b")
+    with pytest.raises(
+        UserError,
+        match=r"holds preference pairs: train them with DPO \(tunesmith train --method dpo; jobs: method type dpo\)",
+    ):
+        run_training(cfg, tmp_path / "b")  # (the message names both ways to ask for DPO)
+
+
+def test_eval_reports_held_out_preference_accuracy_against_the_start(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tunesmith.eval.report import render_markdown
+    from tunesmith.eval.runner import EvalOptions, evaluate_run
+    from tunesmith.train.pipeline import run_training
+
+    from .conftest import write_jsonl
+    from .test_train import make_cfg
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(16))
+    cfg = make_cfg(tiny_model_dir, data, max_steps=12, epochs=6, learning_rate=3e-2, beta=1.0)
+    run_training(cfg, tmp_path / "run")
+    # Scored on pairs it trained on: the tiny random model cannot generalise, but DPO must have moved these.
+    result = evaluate_run(tmp_path / "run", data, EvalOptions(max_new_tokens=4, batch_size=8))
+    p = result["preference"]
+    assert p["pairs"] == 16 and p["reward_accuracy"] > 0.5
+    assert p["tuned_mean_margin"] > p["start_mean_margin"]
+    assert "On 16 held-out pairs" in render_markdown(result)
+    assert result["rows"] == 16 and result["rows_detail"][0]["reference"].startswith('{"category"')
+
+
+def test_dpo_on_a_lora_run_continues_its_adapter(tmp_path: Path, tiny_model_dir: Path, chat_file: Path) -> None:
+    """--model RUN (an SFT LoRA run): DPO trains that adapter further; the reference is the SFT model, so the
+    first step's loss is log 2; the finished run loads as the original base plus the continued adapter."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from tunesmith import runs
+    from tunesmith.train.pipeline import run_training
+
+    from .conftest import write_jsonl
+    from .test_train import adapter_tensors, make_cfg
+
+    sft_cfg = make_cfg(tiny_model_dir, chat_file, max_steps=3, learning_rate=3e-2)
+    sft_cfg.lora.dropout = 0.0  # (with dropout, the first training forward differs from the reference pass)
+    sft = run_training(sft_cfg, tmp_path / "sft")
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
+    cfg = make_cfg(tmp_path / "sft", data, max_steps=2, learning_rate=1e-2)
+    cfg.lora.r = 8  # ignored: the adapter keeps its own r
+    result = run_training(cfg, tmp_path / "dpo")
+    info = runs.read_run(tmp_path / "dpo")
+    assert info.base_model == str(tiny_model_dir) and info.started_from == str(tmp_path / "sft")
+    assert any("continues the adapter" in c for c in info.choices)
+    adapter_cfg = json.loads((tmp_path / "dpo" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_cfg["r"] == 4
+    before, after = adapter_tensors(tmp_path / "sft"), adapter_tensors(tmp_path / "dpo")
+    assert before.keys() == after.keys()
+    moved = max((after[k] - before[k]).abs().max().item() for k in before)
+    assert 0 < moved < 0.5, "the SFT adapter was trained further, not replaced"
+    first = json.loads((tmp_path / "dpo" / runs.METRICS).read_text().splitlines()[0])
+    assert abs(first["loss"] - 0.6931) < 1e-3, "the reference is the SFT model the run started from"
+    assert result.loop.step == 2 and sft.summary is not None
+    assert load_file(tmp_path / "dpo" / "adapter" / "adapter_model.safetensors")

@@ -133,6 +133,29 @@ def test_full_jobs_flow(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
         c.fine_tuning.jobs.cancel(job.id)
 
 
+def test_a_dpo_job_through_the_official_client(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
+    """method.type dpo, exactly as the SDK sends it: the pairs train with DPO and the job says so."""
+    url, home = jobs_server
+    c = client(url, key="sk-unused")
+    pairs = Path(__file__).resolve().parents[1] / "src/tunesmith/examples/support_triage_pairs/train.jsonl"
+    rows = [json.loads(x) for x in pairs.read_text().splitlines()[:16]]
+    file_id = upload(c, write_jsonl(tmp_path / "pairs.jsonl", rows))
+    sft_file = upload(c, write_jsonl(tmp_path / "sft.jsonl", chat_rows(8)))
+    dpo = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1, "batch_size": 4}}}
+    with pytest.raises(openai.BadRequestError, match="DPO trains on preference pairs"):
+        c.fine_tuning.jobs.create(model="tiny", training_file=sft_file, method=dpo)
+    job = c.fine_tuning.jobs.create(model="tiny", training_file=file_id, method={**dpo, "tunesmith": {"lora_r": 4}})
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.2
+    job = wait_for("the job to finish", lambda: (j := c.fine_tuning.jobs.retrieve(job.id)).status in DONE and j)
+    assert job.status == "succeeded", job.error
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == pytest.approx(0.2)
+    assert job.method.dpo.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 4
+    run = json.loads((job_dir(home, job.id) / "run.json").read_text())
+    assert run["objective"] == "dpo" and run["beta"] == 0.2 and run["steps"] == 4
+    lines = [json.loads(x) for x in (job_dir(home, job.id) / "metrics.jsonl").read_text().splitlines()]
+    assert all("preference_accuracy" in x for x in lines if "loss" in x)
+
+
 def test_cancel_stops_training(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
     url, home = jobs_server
     c = client(url, key="sk-unused")

@@ -60,6 +60,7 @@ def pipeline_dict() -> dict:
         },
         "versions": {"python": "3.11.7", "tunesmith": "0.1.0", "torch": "2.5.0"},
         "objective": "sft",
+        "started_from": None,
         "beta": None,
     }
 
@@ -113,7 +114,8 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
 
 def test_an_old_run_json_without_the_newer_fields_still_reads(tmp_path: Path) -> None:
     old = pipeline_dict()
-    for key in ("loop_wall_s", "mfu", "peak_flops", "objective", "beta"):  # added after the first release
+    newer = ("loop_wall_s", "mfu", "peak_flops", "objective", "started_from", "beta")  # added after the first release
+    for key in newer:
         del old[key]
     (tmp_path / runs.RUN_JSON).write_text(json.dumps(old))
     info = runs.read_run(tmp_path)

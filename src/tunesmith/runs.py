@@ -130,6 +130,7 @@ class RunInfo:
     hashes: Hashes = field(default_factory=Hashes)
     versions: dict[str, str] = field(default_factory=dict)  # python, tunesmith, torch, transformers, ...
     objective: str = "sft"  # what the loss rewarded: "sft" | "dpo" (runs before DPO existed were all sft)
+    started_from: str | None = None  # a LoRA run whose adapter this run trained further (base_model is its base)
     beta: float | None = None  # DPO's beta
     distributed: DistributedInfo | None = None  # written only for a run in several processes
 

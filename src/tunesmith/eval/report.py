@@ -215,6 +215,7 @@ def render_html(result: dict[str, Any]) -> str:
         ],
         counts=row_counts(result),
         summary=summary_line(result),
+        preference=preference_line(result["preference"]) if result.get("preference") else None,
     )
 
 
@@ -273,6 +274,9 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"Tokens saved per request: {fmt(s['tokens_saved_per_request'])}; per 1M requests: "
             f"{s['tokens_saved_per_1m_requests']:,.0f} tokens{money}.",
         ]
+    pref = result.get("preference")
+    if pref:
+        parts += ["", "## Held-out preferences", "", preference_line(pref)]
     f = result["forgetting"]
     flag = "**REGRESSION**" if f["regressed"] else "ok"
     parts += [
@@ -285,6 +289,14 @@ def render_markdown(result: dict[str, Any]) -> str:
     if result["notes"]:
         parts += ["", "## Notes", "", *(f"- {n}" for n in result["notes"])]
     return "\n".join(parts) + "\n"
+
+
+def preference_line(p: dict[str, Any]) -> str:
+    return (
+        f"On {p['pairs']} held-out pairs, the preferred reply is the likelier one for the start in "
+        f"{p['start_accuracy']:.1%} and for the tuned model in {p['tuned_accuracy']:.1%}; the tuned model "
+        f"widened the margin over the start (DPO's reward accuracy) in {p['reward_accuracy']:.1%}."
+    )
 
 
 def _qfmt(s: dict[str, Any]) -> str:
@@ -317,6 +329,8 @@ def print_headline(result: dict[str, Any]) -> None:
             f"token savings: {fmt(s['prompt_tokens_prompted'])} -> {fmt(s['prompt_tokens_tuned'])} prompt tokens "
             f"per request ({fmt(s['tokens_saved_per_request'])} saved{money})"
         )
+    if result.get("preference"):
+        console.info(f"preferences: {preference_line(result['preference'])}")
     f = result["forgetting"]
     word = "[red]REGRESSION[/red]" if f["regressed"] else "ok"
     console.info(

@@ -25,7 +25,7 @@ from tunesmith import console, runs
 from tunesmith.data.formats import Conversation, Message, read_examples
 from tunesmith.data.render import Renderer
 from tunesmith.errors import ModelError, UserError
-from tunesmith.eval import forgetting, scoring
+from tunesmith.eval import forgetting, preference, scoring
 from tunesmith.eval import metrics as m
 from tunesmith.generate import Completion, generate
 from tunesmith.models.load import load_model
@@ -260,7 +260,9 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
     t0 = time.time()
-    base, tok = _load_base(info.base_model, run, options.trust_remote_code)
+    pairs = preference.pairs_in(data)
+    # The start: the model the run began from (a LoRA run it continued, else its base).
+    base, tok = _load_base(info.started_from or info.base_model, run, options.trust_remote_code)
     max_new = options.max_new_tokens or auto_max_tokens(tok, known_refs)
     plain = [r.prompt for r in rows]
     recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
@@ -282,11 +284,13 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
                 "base_prompted", label, base, tok, prompts, refs, max_new, bs, tick
             )
         base_ppl, n_tokens = forgetting.text_perplexity(base, tok, forgetting.general_text())
+        start_margins = preference.log_prob_margins(base, tok, pairs, bs) if pairs else []
         del base
         bar.update(task_id, description="tuned")
         tuned, tuned_tok, _ = load_model(run, trust_remote_code=options.trust_remote_code)
         conditions["tuned"] = run_condition("tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick)
         tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
+        tuned_margins = preference.log_prob_margins(tuned, tuned_tok, pairs, bs) if pairs else []
         del tuned
     forget = forgetting.Forgetting(base_ppl, tuned_ppl, n_tokens, options.forgetting_threshold)
     return assemble(
@@ -305,6 +309,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
         notes=notes,
         wall_s=time.time() - t0,
         instructions=instructions,
+        preference=preference.summary(start_margins, tuned_margins) if pairs else None,
     )
 
 
@@ -373,6 +378,7 @@ def assemble(
         "quality_metric": quality,
         "savings": scoring.savings(public, options.price_per_1k_input_tokens, quality),
         "forgetting": forget.as_dict(),
+        "preference": kw.get("preference"),
         "training": {**training_curves(run), "summary": {"steps": info.steps, "best_val_loss": info.best_val_loss}},
         "notes": kw["notes"],
         "wall_time_s": kw["wall_s"],

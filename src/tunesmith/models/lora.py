@@ -26,6 +26,17 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
+def continue_lora(model: Any) -> Any:
+    """A loaded PeftModel (a LoRA run's adapter on its base) made to train its adapter further, the adapter
+    weights in fp32 as a fresh adapter's are."""
+    for name, p in model.named_parameters():
+        trains = "lora_" in name
+        if trains:
+            p.data = p.data.float()
+        p.requires_grad_(trains)
+    return model
+
+
 def add_lora(model: Any, settings: LoraSettings) -> Any:
     from peft import LoraConfig, get_peft_model
 

@@ -115,6 +115,9 @@ def _check_job_data(store: Store, job: dict[str, Any], cfg: Any) -> None:
         overlong=cfg.data.overlong,
         train_on=cfg.data.train_on,
     )
+    from tunesmith.train.objectives import choose_objective
+
+    choose_objective(job["options"].get("objective"), report.files[0].format == "preference", "the training file")
     errors = [str(f) for f in report.errors]
     if errors:
         raise ApiError(

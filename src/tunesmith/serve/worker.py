@@ -50,7 +50,7 @@ def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
     from tunesmith.train.auto import default_learning_rate
 
     hp, opt = job["hyperparameters"], job["options"]
-    method, objective = opt.get("method", "lora"), opt.get("objective", "sft")
+    method, objective = opt.get("method", "lora"), opt.get("objective")
     flags: dict[str, object] = {name: opt.get(name) for name in ("max_steps", "save_every", "lora_r", "lora_alpha")}
     flags.update({flag: hp[key] for key, flag in OPENAI_HYPERPARAMETERS.items() if hp.get(key, "auto") != "auto"})
     if hp.get("learning_rate_multiplier", "auto") != "auto":

@@ -28,7 +28,7 @@ from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import distributed, rundir
 from tunesmith.train.batches import plan_steps
 from tunesmith.train.loop import LoopState, train
-from tunesmith.train.objectives import check_objective, get_objective
+from tunesmith.train.objectives import check_objective, choose_objective, get_objective
 from tunesmith.train.objectives.dpo import render_pairs
 from tunesmith.train.perf import flops_per_token, measure_peak_flops
 from tunesmith.train.setup import Prepared, prepare
@@ -79,7 +79,10 @@ def run_training(
 
     data = _read_data(cfg, checked)
     cfg, objective = _choose_objective(cfg, objective, data)
-    model, tokenizer, source = load_model(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    start = _lora_run_to_continue(cfg)
+    model, tokenizer, source = load_model(
+        cfg.model.name, trust_remote_code=cfg.model.trust_remote_code, merge_adapter=start is None
+    )
     rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, pairs=objective == "dpo")
     lengths = [len(r.input_ids) for r in rows.train]
     prep = prepare(cfg, model, lengths, has_val=bool(rows.val))
@@ -93,6 +96,8 @@ def run_training(
         runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
     spread = distributed.info()
     reasons = data.reasons + prep.reasons + ([spread.describe()] if spread else [])
+    if start is not None:
+        reasons.append(f"LoRA: continues the adapter of {cfg.model.name} (its r and alpha; base {start.base_model})")
     _print_plan(cfg, source.name, rows, prep, reasons)
 
     s = prep.settings
@@ -141,6 +146,8 @@ def run_training(
     tokenizer.save_pretrained(weights_dir)
     timing = {"t_start": t_start, "loop_wall_s": time.perf_counter() - loop_started, "peak": peak, "fpt": fpt}
     result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing)
+    if start is not None:  # the adapter applies to the run's own base; the run started from the LoRA run
+        result.summary.base_model, result.summary.started_from = start.base_model, cfg.model.name
     runs.write_run(out, result.summary)
     return result
 
@@ -180,17 +187,23 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
     return _Data(examples, val_examples, train_file.sha256, None, reasons, pairs)
 
 
+def _lora_run_to_continue(cfg: RunConfig) -> runs.RunInfo | None:
+    """The run record of ``--model`` when it is a LoRA run that a LoRA run continues (its adapter trains on)."""
+    from tunesmith.models.load import resolve
+
+    if cfg.train.method != "lora":
+        return None
+    source = resolve(cfg.model.name)
+    if source.kind != "run":
+        return None
+    info = runs.read_run(Path(source.path))
+    return info if info.method == "lora" else None
+
+
 def _choose_objective(cfg: RunConfig, override: str | None, data: _Data) -> tuple[RunConfig, str]:
     """(the config with its objective resolved, the objective's name): DPO for preference pairs, SFT for
     everything else, unless the config or the caller names one."""
-    name = override or cfg.train.objective or ("dpo" if data.pairs else "sft")
-    if name == "dpo" and not data.pairs:
-        raise UserError(
-            f"{cfg.data.train} holds supervised rows, and DPO trains on preference pairs (OpenAI's "
-            "input/preferred_output/non_preferred_output or prompt/chosen/rejected rows)"
-        )
-    if name != "dpo" and data.pairs:
-        raise UserError(f"{cfg.data.train} holds preference pairs: train them with --method dpo, or without --method")
+    name = choose_objective(override or cfg.train.objective, data.pairs, cfg.data.train)
     if name not in ("sft", "dpo"):
         return cfg, name  # a library objective: the config keeps its own field as it was
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"objective": name})}), name

@@ -76,13 +76,14 @@ def choose_precision(setting: str, method: str) -> tuple[bool, str]:
 def prepare_model(model: Any, method: str, lora: LoraSettings, bf16: bool) -> Any:
     """The one difference between LoRA and full fine-tuning: which weights train, stored how."""
     if method == "lora":
-        from tunesmith.models.lora import add_lora
+        from tunesmith.models.lora import add_lora, continue_lora
 
         if bf16:
             # The frozen base only feeds activations forward and gradients back, so bf16 storage loses
             # nothing that autocast would not round away anyway, and saves a cast per layer per step.
             model = model.to(torch.bfloat16)
-        model = add_lora(model, lora)  # PEFT keeps the adapter weights in fp32
+        # A LoRA run given as the model keeps training its own adapter; anything else gets a fresh one.
+        model = continue_lora(model) if hasattr(model, "peft_config") else add_lora(model, lora)
         if bf16:
             keep_lora_inputs_in_bf16(model)
         return model

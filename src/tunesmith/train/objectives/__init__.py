@@ -18,6 +18,22 @@ OBJECTIVES: dict[str, Callable[[TrainSettings], Objective]] = {
 }
 
 
+def choose_objective(requested: str | None, pairs: bool, data: object) -> str:
+    """The objective for a training file: the one asked for, else DPO for preference pairs and SFT for
+    everything else. Pairs and DPO go together; anything else is one clear error naming the file."""
+    name = requested or ("dpo" if pairs else "sft")
+    if name == "dpo" and not pairs:
+        raise UserError(
+            f"{data} holds supervised rows, and DPO trains on preference pairs (OpenAI's "
+            "input/preferred_output/non_preferred_output or prompt/chosen/rejected rows)"
+        )
+    if name != "dpo" and pairs:
+        raise UserError(
+            f"{data} holds preference pairs: train them with DPO (tunesmith train --method dpo; jobs: method type dpo)"
+        )
+    return name
+
+
 def check_objective(name: str) -> None:
     if name not in OBJECTIVES:
         raise UserError(f"unknown objective {name!r}: use one of {', '.join(OBJECTIVES)}")
@@ -28,4 +44,4 @@ def get_objective(name: str, settings: TrainSettings | None = None) -> Objective
     return OBJECTIVES[name](settings or TrainSettings())
 
 
-__all__ = ["OBJECTIVES", "Objective", "Sums", "check_objective", "get_objective"]
+__all__ = ["OBJECTIVES", "Objective", "Sums", "check_objective", "choose_objective", "get_objective"]
