@@ -128,7 +128,8 @@ def test_succeeded_is_never_seen_before_its_events(tmp_path: Path) -> None:
     run_dir = store.job_path(job_id)
     (run_dir / "weights").mkdir(parents=True)
     (run_dir / "weights" / "model.safetensors").write_bytes(b"")
-    (run_dir / "run.json").write_text(json.dumps({"weights_dir": "weights", "trained_tokens_seen": 123}))
+    record = {"method": "lora", "base_model": "tiny", "weights_dir": "weights", "trained_tokens_seen": 123}
+    (run_dir / "run.json").write_text(json.dumps(record))
     job = watch_exit(store, job_id, 0)
     assert job["status"] == "succeeded" and job["trained_tokens"] == 123
     assert store.violations == []
