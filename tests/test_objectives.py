@@ -187,3 +187,16 @@ def test_a_run_parses_and_renders_each_row_once(tmp_path: Path, tiny_model_dir: 
     reads.clear(), rendered.clear()
     run_training(cfg, tmp_path / "skip", skip_check=True)
     assert reads["d.jsonl"] == 1 and len(rendered) == 24 and set(rendered.values()) == {1}
+
+
+def test_the_run_summary_says_once_how_tool_calls_were_rendered(tmp_path: Path, tiny_model_dir: Path) -> None:
+    tools = [{"type": "function", "function": {"name": "track", "parameters": {"type": "object"}}}]
+    call = {"id": "call_1", "type": "function", "function": {"name": "track", "arguments": '{"order": "A1"}'}}
+    asks = [{"role": "user", "content": f"Where is order A{k}?"} for k in range(8)]
+    rows = [{"messages": [ask, {"role": "assistant", "tool_calls": [call]}], "tools": tools} for ask in asks]
+    rows += chat_rows(8)
+    data = write_jsonl(tmp_path / "tools.jsonl", rows)
+    result = run_training(make_cfg(tiny_model_dir, data, max_steps=1), tmp_path / "run")
+    lines = [c for c in result.reasons if c.startswith("tool calls:")]
+    assert lines == ["tool calls: 8 rows use tools, rendered by tunesmith's fallback (tools in the system turn, "
+                     "calls as <tool_call>{...}</tool_call>)"]  # fmt: skip

@@ -21,7 +21,7 @@ from tunesmith import console, runs
 from tunesmith.config import RunConfig
 from tunesmith.data.check_report import CheckReport
 from tunesmith.data.formats import Conversation, read_examples, require_clean, split_examples
-from tunesmith.data.render import Renderer, RenderStats, template_hash
+from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
@@ -98,6 +98,9 @@ def run_training(
     reasons = data.reasons + prep.reasons + ([spread.describe()] if spread else [])
     if start is not None:
         reasons.append(f"LoRA: continues the adapter of {cfg.model.name} (its r and alpha; base {start.base_model})")
+    if rows.stats.tool_rows:
+        how = TOOL_FORMATS[rows.renderer.tool_format]
+        reasons.append(f"tool calls: {rows.stats.tool_rows} rows use tools, rendered by {how}")
     _print_plan(cfg, source.name, rows, prep, reasons)
 
     s = prep.settings
