@@ -89,18 +89,8 @@ def run_training(
     cfg = cfg.model_copy(update={"train": prep.settings})
     inputs = {"train_data": data.train_hash, "val_data": data.val_hash, "model": rundir.source_hash(source)}
     if main:
-        if resume and (out / runs.CONFIG_YAML).is_file():
-            rundir.check_resume(out, cfg, inputs, force)
-        # inputs.json first: config.yaml is what marks a folder as a started run.
-        runs.write_text_atomic(out / runs.INPUTS_JSON, json.dumps(inputs, indent=1))
-        runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
-    spread = distributed.info()
-    reasons = data.reasons + prep.reasons + ([spread.describe()] if spread else [])
-    if start is not None:
-        reasons.append(f"LoRA: continues the adapter of {cfg.model.name} (its r and alpha; base {start.base_model})")
-    if rows.stats.tool_rows:
-        how = TOOL_FORMATS[rows.renderer.tool_format]
-        reasons.append(f"tool calls: {rows.stats.tool_rows} rows use tools, rendered by {how}")
+        rundir.record_start(out, cfg, inputs, resume=resume, force=force)
+    reasons = _choices(cfg, data, prep, rows, start)
     _print_plan(cfg, source.name, rows, prep, reasons)
 
     s = prep.settings
@@ -148,9 +138,7 @@ def run_training(
         return result
     tokenizer.save_pretrained(weights_dir)
     timing = {"t_start": t_start, "loop_wall_s": time.perf_counter() - loop_started, "peak": peak, "fpt": fpt}
-    result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing)
-    if start is not None:  # the adapter applies to the run's own base; the run started from the LoRA run
-        result.summary.base_model, result.summary.started_from = start.base_model, cfg.model.name
+    result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing, start)
     runs.write_run(out, result.summary)
     return result
 
@@ -258,8 +246,10 @@ def _summary(
     tokenizer: Any,
     reasons: list[str],
     timing: dict[str, float],
+    start: runs.RunInfo | None,
 ) -> runs.RunInfo:
-    """run.json's record."""
+    """run.json's record. A run that continued a LoRA run's adapter has that run's base as its base (the
+    adapter applies to it) and says which run it started from."""
     peak, fpt = timing["peak"], timing["fpt"]
     masking = {
         "train_on": cfg.data.train_on,
@@ -270,7 +260,8 @@ def _summary(
     rate = loop.tokens / loop.elapsed_s if loop.elapsed_s else None
     return runs.RunInfo(
         method=cfg.train.method,
-        base_model=cfg.model.name,
+        base_model=start.base_model if start else cfg.model.name,
+        started_from=cfg.model.name if start else None,
         weights_dir=weights_dir.name,
         wall_time_s=round(time.time() - timing["t_start"], 1),
         train_time_s=round(loop.elapsed_s, 1),
@@ -306,6 +297,18 @@ def _summary(
         beta=cfg.train.beta,
         distributed=distributed.info(),
     )
+
+
+def _choices(cfg: RunConfig, data: _Data, prep: Prepared, rows: _Rows, start: runs.RunInfo | None) -> list[str]:
+    """Every automatic choice of the run, one sentence each, in the order they were made."""
+    spread = distributed.info()
+    reasons = data.reasons + prep.reasons + ([spread.describe()] if spread else [])
+    if start is not None:
+        reasons.append(f"LoRA: continues the adapter of {cfg.model.name} (its r and alpha; base {start.base_model})")
+    if rows.stats.tool_rows:
+        how = TOOL_FORMATS[rows.renderer.tool_format]
+        reasons.append(f"tool calls: {rows.stats.tool_rows} rows use tools, rendered by {how}")
+    return reasons
 
 
 def _print_plan(cfg: RunConfig, model_name: str, rows: _Rows, prep: Prepared, reasons: list[str]) -> None:

@@ -112,3 +112,12 @@ def check_resume(out: Path, cfg: RunConfig, inputs: dict[str, str | None], force
             f"{out} was started with other {' and '.join(differs)} (see its {runs.CONFIG_YAML} and "
             f"{runs.INPUTS_JSON}); resume with the same ones, or pass --force to continue anyway"
         )
+
+
+def record_start(out: Path, cfg: RunConfig, inputs: dict[str, str | None], *, resume: bool, force: bool) -> None:
+    """Write what the run starts with (after checking a resumed folder against it): inputs.json first, because
+    config.yaml is what marks a folder as a started run."""
+    if resume and (out / runs.CONFIG_YAML).is_file():
+        check_resume(out, cfg, inputs, force)
+    runs.write_text_atomic(out / runs.INPUTS_JSON, json.dumps(inputs, indent=1))
+    runs.write_text_atomic(out / runs.CONFIG_YAML, cfg.to_yaml())
