@@ -176,6 +176,12 @@ class Renderer:
         """What generation feeds the model: the conversation so far (and its tools) plus the assistant header."""
         return self._text(messages, generation=True, tools=tools)
 
+    def conversation_text(
+        self, messages: Sequence[Message | dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The whole conversation as training renders it (no generation prompt)."""
+        return self._text(messages, generation=False, tools=tools)
+
     def prompt_ids(
         self, messages: Sequence[Message | dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> list[int]:
