@@ -103,8 +103,27 @@ def call_prefix(renderer: Any, messages: list[dict[str, Any]], plan: ToolPlan) -
     if not full.startswith(head):
         return ""
     reply = full[len(head) :]
-    cut = reply.find(_PROBE_ARGS) if plan.named else reply.find(_PROBE_NAME)
-    return reply[:cut] if cut > 0 else ""
+    if plan.named:  # up to the arguments
+        cut = reply.find(_PROBE_ARGS)
+    else:  # up to the call's JSON (the model writes the whole object, name first)
+        at = reply.find(_PROBE_NAME)
+        cut = max(reply.rfind("{", 0, at), reply.rfind("[", 0, at)) if at >= 0 else -1
+    return _on_token_boundary(renderer.tokenizer, reply, cut) if cut > 0 else ""
+
+
+def _on_token_boundary(tokenizer: Any, reply: str, cut: int) -> str:
+    """The longest run of whole tokens of ``reply`` that ends at or before ``cut``.
+
+    Cutting mid-token ('"name": "' where training saw ' "get') would show the model a tokenization it
+    never saw, and a tiny model answers that with nonsense."""
+    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    best = ""
+    for k in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:k])
+        if len(text) > cut or not reply.startswith(text):
+            break
+        best = text
+    return best
 
 
 def prompt_ids(renderer: Any, messages: list[dict[str, Any]], plan: ToolPlan) -> tuple[list[int], str]:
