@@ -365,3 +365,10 @@ def test_key_never_written_to_output_or_database(server) -> None:
         data = path.read_bytes()
         for secret in (KEY, WRONG_KEY, KEY[8:]):
             assert secret.encode() not in data, f"{secret[:10]}... found in {path}"
+
+
+def test_a_top_p_below_float32_range_still_samples(server) -> None:
+    """top_p=5e-324 is 0 in float32: the top token must stay, not every token be dropped (found by the fuzzer)."""
+    url, _, _ = server
+    r = chat(url, top_p=5e-324, temperature=1.0, max_tokens=4)
+    assert r.status_code == 200, r.text
