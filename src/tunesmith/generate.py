@@ -101,11 +101,14 @@ def generate(
     seed: int | None = None,
     renderer: Renderer | None = None,
     stats: GenerationStats | None = None,
+    tools: Sequence[list[dict[str, Any]] | None] | None = None,
 ) -> list[Completion]:
-    """Replies for every conversation; pass ``stats`` to have it filled with TTFT and decode tokens/s."""
+    """Replies for every conversation; pass ``stats`` to have it filled with TTFT and decode tokens/s.
+    ``tools``: each conversation's tool definitions (OpenAI's ``tools``), rendered into its prompt."""
     stops = stop_token_ids(model, tokenizer)
     renderer = renderer or Renderer(tokenizer, stop_token_ids=stops)
-    prompts = [renderer.prompt_ids(c) for c in conversations]
+    per_row = tools if tools is not None else [None] * len(conversations)
+    prompts = [renderer.prompt_ids(c, t) for c, t in zip(conversations, per_row, strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Completion | None] = [None] * len(prompts)

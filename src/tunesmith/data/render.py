@@ -149,7 +149,7 @@ class Renderer:
         self, messages: Sequence[Message | dict[str, Any]], tools: list[dict[str, Any]] | None
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """What apply_chat_template gets: the message dicts and its extra arguments (``tools=``)."""
-        msgs = [_as_message(m) for m in messages]
+        msgs = [as_message(m) for m in messages]
         if not tools and not any(m.tool_calls or m.role == "tool" for m in msgs):
             return [m.as_dict() if isinstance(m, Message) else m for m in messages], {}
         if self.tool_format == "template":
@@ -175,6 +175,12 @@ class Renderer:
     ) -> str:
         """What generation feeds the model: the conversation so far (and its tools) plus the assistant header."""
         return self._text(messages, generation=True, tools=tools)
+
+    def conversation_text(
+        self, messages: Sequence[Message | dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The whole conversation as training renders it (no generation prompt)."""
+        return self._text(messages, generation=False, tools=tools)
 
     def prompt_ids(
         self, messages: Sequence[Message | dict[str, Any]], tools: list[dict[str, Any]] | None = None
@@ -312,7 +318,7 @@ def template_renders_tools(tokenizer: Any) -> bool:
     return all(marker in text for marker in ("zq probe description", "zq_value", "zq_result"))
 
 
-def _as_message(m: Message | dict[str, Any]) -> Message:
+def as_message(m: Message | dict[str, Any]) -> Message:
     """A caller's message dict (serve, eval) -> a Message, tool calls included."""
     if isinstance(m, Message):
         return m

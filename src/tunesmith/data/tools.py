@@ -27,6 +27,8 @@ RESULT_OPEN, RESULT_CLOSE = "<tool_response>", "</tool_response>"
 _MISTRAL_ARGS = re.compile(r"\[TOOL_CALLS\]\s*([A-Za-z0-9_.\-]+)\s*\[ARGS\]")
 _MISTRAL = "[TOOL_CALLS]"
 _PYTHON_TAG = "<|python_tag|>"
+# Text that opens a call in one of the formats above (serve holds streamed text back from here on).
+CALL_MARKERS = (CALL_OPEN, _MISTRAL, _PYTHON_TAG)
 
 
 @dataclass(frozen=True)

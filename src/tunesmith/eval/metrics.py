@@ -2,7 +2,8 @@
 
 Corpus-level scores take parallel lists of predictions and references; ``row_*`` helpers score one
 reply, for the side-by-side table. Reference-free measures (JSON validity, schema adherence, stop rate,
-style markers) take predictions only, so rows without a reference can still be scored. Heavy packages
+style markers) take predictions only, so rows without a reference can still be scored. Tool calls are read
+by data/tools.py's parser, the one serve uses, and compared as parsed JSON. Heavy packages
 (sacrebleu, rouge-score, jsonschema) are imported inside the functions that use them.
 """
 
@@ -241,3 +242,64 @@ def style_adherence(predictions: Sequence[str], markers: StyleMarkers) -> float:
 
 
 _MISSING = object()
+
+
+# ---- tool calls: the reply parsed by data/tools.py (the parser serve uses) against the reference calls --------
+@dataclass
+class CallScore:
+    """One reply against the reference call(s) of its row."""
+
+    parsed: bool  # at least one call that parses: a function name and arguments that are a JSON object
+    name: bool  # the same function(s) as the reference, as a multiset
+    exact: bool  # the same calls: functions and arguments equal as parsed JSON (order of calls aside)
+    args: dict[str, bool]  # "function.argument" -> equal to the reference's value
+
+
+def _canonical(name: str, args: dict[str, Any]) -> str:
+    return name + json.dumps(args, sort_keys=True, ensure_ascii=False)
+
+
+def score_call(prediction: str, reference: Sequence[dict[str, Any]]) -> CallScore:
+    """``reference``: [{"name": ..., "arguments": {...}}]. Arguments are matched per function, in order;
+    a missing argument, or one with another value or type, is wrong."""
+    from tunesmith.data.tools import parse_tool_calls
+
+    calls = parse_tool_calls(prediction).calls
+    got = Counter(_canonical(c.name, c.arguments) for c in calls)
+    want = Counter(_canonical(r["name"], r["arguments"]) for r in reference)
+    unused = list(calls)
+    args: dict[str, bool] = {}
+    for ref in reference:
+        match = next((c for c in unused if c.name == ref["name"]), None)
+        if match is not None:
+            unused.remove(match)
+        have = match.arguments if match is not None else {}
+        for key, value in ref["arguments"].items():
+            value_got = have.get(key, _MISSING)
+            args[f"{ref['name']}.{key}"] = type(value_got) is type(value) and value_got == value
+    names = Counter(c.name for c in calls) == Counter(r["name"] for r in reference)
+    return CallScore(bool(calls), names, got == want, args)
+
+
+def called_a_tool(prediction: str) -> bool:
+    from tunesmith.data.tools import parse_tool_calls
+
+    return bool(parse_tool_calls(prediction).calls)
+
+
+def tool_call_metrics(scores: Sequence[CallScore]) -> dict[str, Any]:
+    """Corpus-level tool-call measures over the rows whose reference is a call."""
+    n = len(scores)
+    hits: dict[str, list[bool]] = {}
+    for s in scores:
+        for key, ok in s.args.items():
+            hits.setdefault(key, []).append(ok)
+    flat = [ok for oks in hits.values() for ok in oks]
+    return {
+        "tool_call_rows": n,
+        "tool_call_exact": sum(s.exact for s in scores) / n,
+        "tool_name_accuracy": sum(s.name for s in scores) / n,
+        "tool_args_valid": sum(s.parsed for s in scores) / n,
+        "tool_arg_accuracy": sum(flat) / len(flat) if flat else sum(s.name for s in scores) / n,
+        "tool_arguments": {k: sum(v) / len(v) for k, v in hits.items()},
+    }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import console
+from tunesmith.data.tools import format_tool_call
 from tunesmith.eval.runner import EvalOptions, evaluate_run
 from tunesmith.eval.scoring import BY_KEY
 from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
@@ -175,6 +176,8 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         prompt = row["prompt"]
         user = prompt[-1]["content"] if prompt else ""
         ref = row["reference"]
+        if ref is None and row.get("reference_calls"):  # a call: shown as the fallback writes it
+            ref = "\n".join(format_tool_call(c["name"], c["arguments"]) for c in row["reference_calls"])
         cells = {}
         for name in names(result):
             # Without a reference, tuned is diffed against base: what tuning changed.
@@ -248,6 +251,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             for k in fields
         ]
         parts += ["", "## Field accuracy", "", md_table(["field", *(label(result, n) for n in conds)], rows)]
+    parts += _tool_section(result)
     s = result["savings"]
     if s:
         price = s["price_per_1k_input_tokens"]
@@ -297,6 +301,27 @@ def preference_line(p: dict[str, Any]) -> str:
         f"{p['start_accuracy']:.1%} and for the tuned model in {p['tuned_accuracy']:.1%}; the tuned model "
         f"widened the margin over the start (DPO's reward accuracy) in {p['reward_accuracy']:.1%}."
     )
+
+
+def _tool_section(result: dict[str, Any]) -> list[str]:
+    """Per-argument accuracy of the calls, one row per function argument, when the data has call rows."""
+    args = result["conditions"]["tuned"]["metrics"].get("tool_arguments")
+    if not args:
+        return []
+    conds = names(result)
+    rows = [
+        [k, *(fmt(result["conditions"][n]["metrics"].get("tool_arguments", {}).get(k), "pct") for n in conds)]
+        for k in args
+    ]
+    n_calls = result["conditions"]["tuned"]["metrics"]["tool_call_rows"]
+    return [
+        "",
+        "## Tool calls",
+        "",
+        f"{n_calls} rows whose reference is a tool call; arguments compared as parsed JSON, per function argument:",
+        "",
+        md_table(["argument", *(label(result, n) for n in conds)], rows),
+    ]
 
 
 def _qfmt(s: dict[str, Any]) -> str:

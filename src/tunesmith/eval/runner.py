@@ -23,7 +23,8 @@ import torch
 
 from tunesmith import console, runs
 from tunesmith.data.formats import Conversation, Message, read_examples
-from tunesmith.data.render import Renderer
+from tunesmith.data.render import Renderer, as_message
+from tunesmith.data.tools import format_tool_call
 from tunesmith.errors import ModelError, UserError
 from tunesmith.eval import forgetting, preference, scoring
 from tunesmith.eval import metrics as m
@@ -50,19 +51,24 @@ class EvalOptions:
 @dataclass
 class EvalRow:
     source: str
-    prompt: list[dict[str, str]]
-    reference: str | None  # None: the row ends on a user turn and is scored reference-free only
+    prompt: list[dict[str, Any]]
+    reference: str | None  # None: the row ends on a user turn (or on a call), and no text is compared
+    tools: list[dict[str, Any]] | None = None  # the row's tool definitions, rendered into its prompt
+    reference_calls: list[dict[str, Any]] | None = None  # [{"name", "arguments": {...}}] when the reply is a call
 
 
 def load_rows(path: Path) -> list[EvalRow]:
     """Evaluation rows from a JSONL file in any of the three formats; a missing final reply is allowed."""
     rows = []
     for conv in read_examples(path, require_reply=False).examples:
-        msgs = conv.as_dicts()
-        if msgs[-1]["role"] == "assistant":
-            rows.append(EvalRow(conv.source, msgs[:-1], msgs[-1]["content"]))
+        msgs, last = conv.as_dicts(), conv.messages[-1]
+        if last.role == "assistant" and last.tool_calls:
+            calls = [{"name": c.name, "arguments": c.args} for c in last.tool_calls]
+            rows.append(EvalRow(conv.source, msgs[:-1], None, conv.tools, calls))
+        elif last.role == "assistant":
+            rows.append(EvalRow(conv.source, msgs[:-1], last.content, conv.tools))
         else:
-            rows.append(EvalRow(conv.source, msgs, None))
+            rows.append(EvalRow(conv.source, msgs, None, conv.tools))
     return rows
 
 
@@ -106,6 +112,11 @@ def _schema(options: EvalOptions, train_replies: list[str], refs: list[str]) -> 
     return schema, "inferred from the test references (training data not found)" if schema else None
 
 
+def call_texts(rows: list[EvalRow]) -> list[str]:
+    """The reference calls as the fallback writes them: their length sizes max_new_tokens."""
+    return [format_tool_call(c["name"], c["arguments"]) for r in rows for c in r.reference_calls or []]
+
+
 def auto_max_tokens(tokenizer: Any, refs: list[str]) -> int:
     """Room for the longest reference and a margin; rambling past that only costs time."""
     if not refs:
@@ -116,32 +127,52 @@ def auto_max_tokens(tokenizer: Any, refs: list[str]) -> int:
 
 @torch.inference_mode()
 def reply_losses(
-    model: Any, renderer: Renderer, prompts: list[list[dict[str, str]]], refs: list[str | None], pad_id: int
+    model: Any,
+    renderer: Renderer,
+    prompts: list[list[dict[str, Any]]],
+    refs: list[str | None],
+    pad_id: int,
+    tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> list[tuple[float, int] | None]:
     """(summed loss, tokens) of each reference reply given its prompt: the training loss, per row."""
     out: list[tuple[float, int] | None] = []
-    for prompt, ref in zip(prompts, refs, strict=True):
+    for k, (prompt, ref) in enumerate(zip(prompts, refs, strict=True)):
         if ref is None:
             out.append(None)
             continue
-        conv = Conversation([*(Message(x["role"], x["content"]) for x in prompt), Message("assistant", ref)])
+        messages = [*(as_message(x) for x in prompt), Message("assistant", ref)]
+        conv = Conversation(messages, tools=tools[k] if tools else None)
         loss, n = token_loss_sum(model, collate([renderer.render(conv)], pad_id))
         out.append((float(loss), n))
     return out
 
 
 def generate_all(
-    model: Any, tokenizer: Any, renderer: Renderer, prompts: list[list[dict]], max_new: int, bs: int, tick: Any
+    model: Any,
+    tokenizer: Any,
+    renderer: Renderer,
+    prompts: list[list[dict]],
+    max_new: int,
+    bs: int,
+    tick: Any,
+    tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> tuple[list[Completion], float]:
-    """Batched generation in length order, one batch per progress tick."""
-    lengths = [len(renderer.prompt_ids(p)) for p in prompts]
+    """Batched generation in length order, one batch per progress tick; ``tools``: each row's definitions."""
+    tools = tools or [None] * len(prompts)
+    lengths = [len(renderer.prompt_ids(p, t)) for p, t in zip(prompts, tools, strict=True)]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     out: list[Completion | None] = [None] * len(prompts)
     t0 = time.perf_counter()
     for start in range(0, len(order), bs):
         idx = order[start : start + bs]
         batch = generate(
-            model, tokenizer, [prompts[i] for i in idx], max_new_tokens=max_new, batch_size=bs, renderer=renderer
+            model,
+            tokenizer,
+            [prompts[i] for i in idx],
+            max_new_tokens=max_new,
+            batch_size=bs,
+            renderer=renderer,
+            tools=[tools[i] for i in idx],
         )
         for i, c in zip(idx, batch, strict=True):
             out[i] = c
@@ -176,18 +207,19 @@ def run_condition(
     tick: Any,
     *,
     measure_loss: bool | None = None,
+    tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> dict[str, Any]:
     """One model and one prompt recipe over every row. ``prompts`` holds each row's own prompt, so a recipe
     may differ per row (retrieval puts each row's nearest examples in front of it)."""
     renderer = Renderer(tok, train_on="last", max_len=1 << 30, stop_token_ids=stop_token_ids(model, tok))
-    completions, seconds = generate_all(model, tok, renderer, prompts, max_new, bs, tick)
+    completions, seconds = generate_all(model, tok, renderer, prompts, max_new, bs, tick, tools)
     # Loss is measured for base and tuned on the same plain prompts. Behind long instructions and shots it
     # would cost as much again as generating, for a number the comparison does not need.
     if measure_loss is None:
         measure_loss = name != "base_prompted"
     losses: list[tuple[float, int] | None] = [None] * len(prompts)
     if measure_loss:
-        losses = reply_losses(model, renderer, prompts, refs, tok.pad_token_id)
+        losses = reply_losses(model, renderer, prompts, refs, tok.pad_token_id, tools)
     return {
         "name": name,
         "label": label,
@@ -244,7 +276,11 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     refs = [r.reference for r in rows]
     known_refs = [r for r in refs if r is not None]
     train_examples, train_note = _training_examples(run)
-    train_replies = [c.messages[-1].content for c in train_examples if c.messages[-1].role == "assistant"]
+    train_replies = [
+        c.messages[-1].content
+        for c in train_examples
+        if c.messages[-1].role == "assistant" and not c.messages[-1].tool_calls
+    ]
     notes = [train_note] if train_note else []
     instructions = ""
     if options.instructions is not None:
@@ -263,7 +299,8 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     pairs = preference.pairs_in(data)
     # The start: the model the run began from (a LoRA run it continued, else its base).
     base, tok = _load_base(info.started_from or info.base_model, run, options.trust_remote_code)
-    max_new = options.max_new_tokens or auto_max_tokens(tok, known_refs)
+    max_new = options.max_new_tokens or auto_max_tokens(tok, known_refs + call_texts(rows))
+    tools = [r.tools for r in rows] if any(r.tools for r in rows) else None
     plain = [r.prompt for r in rows]
     recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
     n_gen = len(rows) * (3 if recipe else 2)
@@ -275,20 +312,22 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
             bar.advance(task_id, n)
 
         bs = options.batch_size
-        conditions["base"] = run_condition("base", "base", base, tok, plain, refs, max_new, bs, tick)
+        conditions["base"] = run_condition("base", "base", base, tok, plain, refs, max_new, bs, tick, tools=tools)
         if recipe:
             bar.update(task_id, description=f"base + {recipe}")
             prompts = [prompted(p, instructions, shots) for p in plain]
             label = f"base + {recipe}"
             conditions["base_prompted"] = run_condition(
-                "base_prompted", label, base, tok, prompts, refs, max_new, bs, tick
+                "base_prompted", label, base, tok, prompts, refs, max_new, bs, tick, tools=tools
             )
         base_ppl, n_tokens = forgetting.text_perplexity(base, tok, forgetting.general_text())
         start_margins = preference.log_prob_margins(base, tok, pairs, bs) if pairs else []
         del base
         bar.update(task_id, description="tuned")
         tuned, tuned_tok, _ = load_model(run, trust_remote_code=options.trust_remote_code)
-        conditions["tuned"] = run_condition("tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick)
+        conditions["tuned"] = run_condition(
+            "tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick, tools=tools
+        )
         tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
         tuned_margins = preference.log_prob_margins(tuned, tuned_tok, pairs, bs) if pairs else []
         del tuned
@@ -326,20 +365,30 @@ def assemble(
     the report can be tested on hand-made completions, without a model."""
     task, schema, markers = kw["task"], kw["schema"], kw["markers"]
     refs = [r.reference for r in rows]
+    calls = [r.reference_calls for r in rows]
+    offers = [bool(r.tools) for r in rows]
     for cond in conditions.values():
         texts = [c.text for c in cond["completions"]]
         finish = [c.finish_reason for c in cond["completions"]]
         cond["metrics"] = scoring.score_condition(
             texts, finish, refs, cond["losses"], task=task, schema=schema, markers=markers
         )
+        tool_metrics, call_scores = scoring.score_tools(texts, calls, offers)
+        cond["metrics"].update(tool_metrics)
         cond["row_scores"] = [
-            scoring.row_score(t, f, r, task=task, schema=schema, markers=markers)
-            for t, f, r in zip(texts, finish, refs, strict=True)
+            scoring.tool_row_score(cs)
+            if cs is not None
+            else 0.0
+            if o and m.called_a_tool(t)  # a call where the row needs none
+            else scoring.row_score(t, f, r, task=task, schema=schema, markers=markers)
+            for t, f, r, cs, o in zip(texts, finish, refs, call_scores, offers, strict=True)
         ]
     quality = scoring.quality_key(conditions)
     detail = []
     for i, row in enumerate(rows):
         entry: dict[str, Any] = {"source": row.source, "prompt": row.prompt, "reference": row.reference}
+        if row.reference_calls is not None:
+            entry["reference_calls"] = row.reference_calls
         for name, cond in conditions.items():
             c, loss = cond["completions"][i], cond["losses"][i]
             entry[name] = {
@@ -366,6 +415,7 @@ def assemble(
         "task": task,
         "rows": len(rows),
         "rows_with_reference": sum(r is not None for r in refs),
+        "rows_with_reference_call": sum(c is not None for c in calls),
         "decoding": {"temperature": 0.0, "max_new_tokens": kw["max_new"], "batch_size": options.batch_size},
         "instructions": str(options.instructions) if options.instructions else None,
         "instructions_chars": len(kw["instructions"]),

@@ -2,7 +2,10 @@
 
 A measure is reported only where it applies to the data: JSON measures when the replies are JSON
 objects, chrF / ROUGE-L / style markers for free text, anything that compares with a reference only on
-rows that have one. Every metric itself lives in ``metrics.py``; this module only chooses and assembles.
+rows that have one. Rows whose reference is a tool call are scored by the tool-call measures only (the
+right function, arguments that parse, arguments equal to the reference, per-argument accuracy); rows that
+offer tools but need none, by whether the model answered without calling one. Every metric itself lives
+in ``metrics.py``; this module only chooses and assembles.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ class Measure:
 
 # The order of the headline table.
 MEASURES = [
+    Measure("tool_call_exact", "Tool call exact (function + arguments)", "higher", "pct"),
+    Measure("tool_name_accuracy", "Tool call: right function", "higher", "pct"),
+    Measure("tool_args_valid", "Tool call: arguments valid JSON", "higher", "pct"),
+    Measure("tool_arg_accuracy", "Tool call: argument accuracy", "higher", "pct"),
+    Measure("no_call_accuracy", "No call where none is needed", "higher", "pct"),
     Measure("mean_field_accuracy", "Field accuracy (mean)", "higher", "pct"),
     Measure("json_valid", "JSON valid", "higher", "pct"),
     Measure("schema_adherence", "Schema adherence", "higher", "pct"),
@@ -39,7 +47,9 @@ MEASURES = [
 ]
 BY_KEY = {x.key: x for x in MEASURES}
 # The one number that stands for "quality" in the token-savings table and the verdict, first that applies.
-QUALITY_ORDER = ["mean_field_accuracy", "chrf", "schema_adherence", "json_valid", "exact_match", "stop_rate"]
+QUALITY_ORDER = [
+    *("tool_call_exact", "mean_field_accuracy", "chrf", "schema_adherence", "json_valid", "exact_match", "stop_rate")
+]
 
 
 def detect_task(references: Sequence[str], schema: dict[str, Any] | None) -> str:
@@ -89,6 +99,30 @@ def score_condition(
     if markers and task == "text":
         out["style_adherence"] = m.style_adherence(texts, markers)
     return out
+
+
+def score_tools(
+    texts: Sequence[str], calls: Sequence[list[dict[str, Any]] | None], offers_tools: Sequence[bool]
+) -> tuple[dict[str, Any], list[m.CallScore | None]]:
+    """Tool-call measures for one condition: over the rows whose reference is a call (``calls``), and
+    ``no_call_accuracy`` over the rows that offer tools but whose reference is an answer in text."""
+    scores = [None if c is None else m.score_call(t, c) for t, c in zip(texts, calls, strict=True)]
+    scored = [s for s in scores if s is not None]
+    out = m.tool_call_metrics(scored) if scored else {}
+    plain = [t for t, c, o in zip(texts, calls, offers_tools, strict=True) if o and c is None]
+    if plain:
+        out["no_call_accuracy"] = sum(not m.called_a_tool(t) for t in plain) / len(plain)
+        out["no_call_rows"] = len(plain)
+    return out, scores
+
+
+def tool_row_score(call: m.CallScore) -> float:
+    """A call row: 1 for the exact call; else half for the right function plus just under half times the
+    share of the reference's arguments it got right (so only the exact call scores 1)."""
+    if call.exact:
+        return 1.0
+    share = sum(call.args.values()) / len(call.args) if call.args else 0.0
+    return 0.5 * call.name + 0.49 * share
 
 
 def row_score(

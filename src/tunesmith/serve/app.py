@@ -29,6 +29,7 @@ from tunesmith.serve.guard import Guard, ServeSettings, install_errors
 from tunesmith.serve.registry import Registry, Served, stats
 from tunesmith.serve.requests import Event, GenRequest, Sampling
 from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found, parse_messages
+from tunesmith.serve.tools import ToolPlan, ToolReply, prompt_ids, tool_message, tool_plan
 
 
 def create_app(registry: Registry, settings: ServeSettings | None = None, store: Any = None) -> FastAPI:
@@ -88,18 +89,20 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
     async def chat(body: ChatRequest, request: Request) -> Any:
         messages = parse_messages(body.messages)
         body.refuse_unsupported()
+        plan = tool_plan(body.tools, body.tool_choice, body.parallel_tool_calls)
         served = await gen.lookup(body.model)
         engine = served.engine
 
-        def render() -> list[int]:
-            with engine.tok_lock:
-                return engine.renderer.prompt_ids(messages)
+        def render() -> tuple[list[int], str]:
+            with engine.tok_lock:  # the prompt is rendered with the tools as training renders them
+                return prompt_ids(engine.renderer, messages, plan)
 
         try:
-            prompt = await run_in_threadpool(render)
+            prompt, prefix = await run_in_threadpool(render)
         except Exception as e:  # a chat template may refuse a conversation (e.g. role order)
             raise ApiError(422, f"the model's chat template rejected the messages: {e}", param="messages") from None
-        return await gen.respond(request, body, served, [prompt], body.limit(), chat=True)
+        tools = (plan, prefix) if plan.parse else None
+        return await gen.respond(request, body, served, [prompt], body.limit(), chat=True, tools=tools)
 
     @app.post("/v1/completions", response_model=None, responses=doc.streamed(doc.Completion, doc.COMPLETION_CHUNK))
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -208,8 +211,16 @@ class _Generation:
                            type="rate_limit_error", code="rate_limit_exceeded")  # fmt: skip
 
     async def respond(
-        self, request: Request, body: _Request, served: Served, prompts: list[list[int]], limit: int | None, chat: bool
+        self,
+        request: Request,
+        body: _Request,
+        served: Served,
+        prompts: list[list[int]],
+        limit: int | None,
+        chat: bool,
+        tools: tuple[ToolPlan, str] | None = None,
     ) -> Any:
+        """Submit every row and answer as JSON or SSE; ``tools``: parse replies into tool calls (plan, opening)."""
         sampling = self._sampling(body, served, prompts, limit)
         n = body.n or 1
         self._admit(len(prompts) * n)
@@ -232,7 +243,7 @@ class _Generation:
         }
         stream = _drain(events, reqs)
         if body.stream:
-            return StreamingResponse(_sse(stream, meta, chat, n, body.include_usage()),
+            return StreamingResponse(_sse(stream, meta, chat, n, body.include_usage(), tools),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})  # fmt: skip
         collected = await _unless_disconnected(request, _collect(stream))
         if collected is None:  # the client left: its rows were cancelled, and nobody reads an answer
@@ -246,10 +257,7 @@ class _Generation:
         if "error" in reasons:
             raise ApiError(500, "generation failed on the server", type="server_error")
         if chat:
-            choices = [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": r, "logprobs": None}
-                for i, (t, r) in enumerate(zip(texts, reasons, strict=True))
-            ]
+            choices = [_chat_choice(i, t, r, tools) for i, (t, r) in enumerate(zip(texts, reasons, strict=True))]
             return {**meta, "object": "chat.completion", "choices": choices, "usage": usage.as_dict()}
         if getattr(body, "echo", False):
             texts = [await run_in_threadpool(_decode, served, prompts[i // n]) + t for i, t in enumerate(texts)]
@@ -258,6 +266,29 @@ class _Generation:
             for i, (t, r) in enumerate(zip(texts, reasons, strict=True))
         ]
         return {**meta, "object": "text_completion", "choices": choices, "usage": usage.as_dict()}
+
+
+def _chat_choice(index: int, text: str, reason: str, tools: tuple[ToolPlan, str] | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tools is not None:
+        reply = ToolReply(*tools)
+        reply.text += text
+        message, reason = tool_message(reply, reason)
+    return {"index": index, "message": message, "finish_reason": reason, "logprobs": None}
+
+
+def _chat_delta(
+    ev: Event, replies: dict[int, ToolReply], tools: tuple[ToolPlan, str] | None
+) -> tuple[dict[str, Any], str | None]:
+    """The delta a chat chunk carries for an engine event, and its finish_reason."""
+    if tools is None:
+        return ({"content": ev.text} if ev.text else {}), ev.finish_reason
+    reply = replies.setdefault(ev.index, ToolReply(*tools))
+    if ev.finish_reason is None:
+        text = reply.feed(ev.text)
+        return ({"content": text} if text else {}), None
+    reply.text += ev.text
+    return reply.finish_delta(ev.finish_reason)
 
 
 def _decode(served: Served, ids: list[int]) -> str:
@@ -319,12 +350,14 @@ async def _drain(events: asyncio.Queue[Event], reqs: list[GenRequest]) -> AsyncI
             r.cancelled = True
 
 
-async def _sse(events: AsyncIterator[Event], meta: dict, chat: bool, n: int, include_usage: bool):
+async def _sse(
+    events: AsyncIterator[Event], meta: dict, chat: bool, n: int, include_usage: bool, tools: tuple | None = None
+):
     def chunk(choices: list[dict], **extra: Any) -> str:
         obj = {**meta, "object": "chat.completion.chunk" if chat else "text_completion", "choices": choices, **extra}
         return f"data: {json.dumps(obj)}\n\n"
 
-    usage, started = _Usage(), set()
+    usage, started, replies = _Usage(), set(), {}
     try:
         async for ev in events:
             if ev.finish_reason == "error":
@@ -334,16 +367,15 @@ async def _sse(events: AsyncIterator[Event], meta: dict, chat: bool, n: int, inc
             if chat and ev.index not in started:
                 started.add(ev.index)
                 yield chunk([{"index": ev.index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-            if ev.text or ev.finish_reason:
-                if chat:
-                    delta = {"content": ev.text} if ev.text else {}
-                    yield chunk(
-                        [{"index": ev.index, "delta": delta, "finish_reason": ev.finish_reason, "logprobs": None}]
-                    )
-                else:
-                    yield chunk(
-                        [{"index": ev.index, "text": ev.text, "finish_reason": ev.finish_reason, "logprobs": None}]
-                    )
+            if chat:
+                delta, reason = _chat_delta(ev, replies, tools)
+                if delta.get("tool_calls"):  # as OpenAI: the calls in their own chunk, then the finish_reason
+                    yield chunk([{"index": ev.index, "delta": delta, "finish_reason": None, "logprobs": None}])
+                    delta = {}
+                if delta or reason:
+                    yield chunk([{"index": ev.index, "delta": delta, "finish_reason": reason, "logprobs": None}])
+            elif ev.text or ev.finish_reason:
+                yield chunk([{"index": ev.index, "text": ev.text, "finish_reason": ev.finish_reason, "logprobs": None}])
             if ev.finish_reason:
                 usage.add(ev, n)
     finally:

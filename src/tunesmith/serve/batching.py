@@ -282,6 +282,7 @@ class Engine:
                 sorted_p, order = probs.sort(descending=True)
                 # Keep the smallest set of tokens whose mass reaches top_p (the first token always stays).
                 drop = sorted_p.cumsum(-1) - sorted_p >= s.top_p
+                drop[0] = False  # a top_p below float32's smallest value (5e-324) would otherwise drop every token
                 sorted_p[drop] = 0.0
                 probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
             out[i] = int(torch.multinomial(probs, 1, generator=r.gen))

@@ -100,6 +100,19 @@ def _chunk(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
 
 
 _FINISH = {"enum": ["stop", "length", None]}
+_TOOL_CALL_DELTA = {
+    "type": "object",
+    "required": ["index"],
+    "properties": {
+        "index": {"type": "integer", "minimum": 0},
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+        },
+    },
+}
 CHAT_CHUNK = _chunk(
     "chat.completion.chunk",
     {
@@ -109,10 +122,14 @@ CHAT_CHUNK = _chunk(
             "index": {"type": "integer", "minimum": 0},
             "delta": {
                 "type": "object",
-                "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+                "properties": {
+                    "role": {"const": "assistant"},
+                    "content": {"type": "string"},
+                    "tool_calls": {"type": "array", "items": _TOOL_CALL_DELTA},
+                },
                 "additionalProperties": False,
             },
-            "finish_reason": _FINISH,
+            "finish_reason": {"enum": ["stop", "length", "tool_calls", None]},
             "logprobs": {"type": "null"},
         },
     },
@@ -156,15 +173,27 @@ class Usage(BaseModel):
     total_tokens: int = Field(ge=0)
 
 
+class ToolFunction(BaseModel):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: ToolFunction
+
+
 class ChatMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None  # None when the reply is only tool calls
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int = Field(ge=0)
     message: ChatMessage
-    finish_reason: FinishReason
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: None
 
 

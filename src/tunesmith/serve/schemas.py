@@ -3,13 +3,15 @@
 Every field of OpenAI's request bodies is declared, and an unknown one is refused with 400 "Unrecognized
 request argument supplied: NAME", as OpenAI does: a misspelt ``max_token`` must not be silently ignored.
 Fields that do not change a reply here (``user``, ``metadata``, ``store``...) are accepted and ignored, the
-way OpenAI ignores them. A field that asks for something this server cannot do (tools, logprobs,
-penalties...) is accepted only at its neutral value and refused with 400 otherwise, rather than answered
-as if it had been applied. The models double as the server's OpenAPI document (/openapi.json).
+way OpenAI ignores them. Tools are honoured (``serve/tools.py``). A field that asks for something this
+server cannot do (logprobs, penalties, the legacy ``functions``...) is accepted only at its neutral value
+and refused with 400 otherwise, rather than answered as if it had been applied. The models double as the
+server's OpenAPI document (/openapi.json).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -20,7 +22,7 @@ FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 JOB_ID = re.compile(r"^ftjob-[0-9a-f]{24}$")
 SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 MAX_STOP = 4
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
 class ApiError(Exception):
@@ -115,8 +117,25 @@ MESSAGES_SCHEMA = {
             "role": {"enum": list(ROLES)},
             "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]},
             "name": {"type": "string"},
+            "tool_calls": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "type": {"const": "function"},
+                        "function": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+                            "required": ["name", "arguments"],
+                        },
+                    },
+                    "required": ["id", "function"],
+                },
+            },
+            "tool_call_id": {"type": "string"},
         },
-        "required": ["role", "content"],
+        "required": ["role"],
     },
 }
 
@@ -147,8 +166,6 @@ class ChatRequest(_Request):
         **_Request.NEUTRAL,
         "top_logprobs": (0,),
         "response_format": ({"type": "text"},),
-        "tools": ([],),
-        "tool_choice": ("none",),
         "functions": ([],),
         "function_call": ("none",),
         "audio": (),
@@ -195,22 +212,71 @@ def _invalid(message: str) -> ApiError:
     return ApiError(422, message, param="messages", code="invalid_messages")
 
 
-def parse_messages(raw: Any) -> list[dict[str, str]]:
-    """The conversation as {role, content} dicts for the chat template, or a 422 naming what is wrong."""
+def _tool_calls(m: dict[str, Any], i: int) -> list[dict[str, Any]]:
+    """An assistant message's ``tool_calls``, checked: ids, names, and arguments that are a JSON object."""
+    raw = m.get("tool_calls")
+    if not isinstance(raw, list):
+        raise _invalid(f"messages[{i}].tool_calls must be a list")
+    out = []
+    for k, c in enumerate(raw):
+        where = f"messages[{i}].tool_calls[{k}]"
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _invalid(f"{where} needs a function with a name and arguments")
+        if not isinstance(c.get("id"), str) or not c["id"] or c.get("type", "function") != "function":
+            raise _invalid(f"{where} needs an id and type 'function'")
+        try:
+            args = json.loads(fn.get("arguments"))
+        except (TypeError, ValueError):
+            args = None
+        if not isinstance(args, dict):
+            raise _invalid(f"{where}.function.arguments must be a JSON object as a string")
+        out.append({"id": c["id"], "type": "function", "function": {"name": fn["name"], "arguments": fn["arguments"]}})
+    return out
+
+
+def _message(m: Any, i: int, open_calls: set[str]) -> dict[str, Any]:
+    """One message as the Renderer takes it: {role, content} plus tool_calls / tool_call_id where they apply."""
+    if not isinstance(m, dict):
+        raise _invalid(f"messages[{i}] is not an object")
+    role = m.get("role")
+    if role not in ROLES:
+        raise _invalid(f"messages[{i}].role {role!r} is not one of system, developer, user, assistant, tool")
+    if m.get("function_call"):
+        raise _invalid(f"messages[{i}]: the legacy function_call is not supported; use tool_calls")
+    if not isinstance(m.get("name", ""), str):
+        raise _invalid(f"messages[{i}].name must be a string")
+    calls = _tool_calls(m, i) if role == "assistant" and m.get("tool_calls") else []
+    # An assistant turn that only calls tools may have no content.
+    content = "" if calls and m.get("content") is None else _content_text(m.get("content"), i)
+    out: dict[str, Any] = {"role": ROLES[role], "content": content}
+    if calls:
+        out["tool_calls"] = calls
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str) or call_id not in open_calls:
+            raise _invalid(f"messages[{i}] (tool) must answer a tool call of the assistant message before it "
+                           "with its tool_call_id")  # fmt: skip
+        open_calls.discard(call_id)
+        out["tool_call_id"] = call_id
+        if isinstance(m.get("name"), str):
+            out["name"] = m["name"]
+    return out
+
+
+def parse_messages(raw: Any) -> list[dict[str, Any]]:
+    """The conversation as message dicts for the Renderer, or a 422 naming what is wrong."""
     if not isinstance(raw, list) or not raw:
         raise _invalid("'messages' must be a non-empty list of {role, content} objects")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
+    open_calls: set[str] = set()  # the calls of the latest assistant turn, awaiting their results
     for i, m in enumerate(raw):
-        if not isinstance(m, dict):
-            raise _invalid(f"messages[{i}] is not an object")
-        role = m.get("role")
-        if role not in ROLES:
-            raise _invalid(f"messages[{i}].role {role!r} is not one of system, developer, user, assistant")
-        if m.get("tool_calls") or m.get("function_call"):
-            raise _invalid(f"messages[{i}]: tool calls are not supported")
-        if not isinstance(m.get("name", ""), str):
-            raise _invalid(f"messages[{i}].name must be a string")
-        out.append({"role": ROLES[role], "content": _content_text(m.get("content"), i)})
+        msg = _message(m, i, open_calls)
+        if msg["role"] == "assistant":
+            open_calls = {c["id"] for c in msg.get("tool_calls", [])}
+        elif msg["role"] != "tool":
+            open_calls = set()
+        out.append(msg)
     if out[-1]["role"] == "assistant":
         raise _invalid("the last message must not be an assistant message (continuing a reply is not supported)")
     return out
