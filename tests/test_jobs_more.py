@@ -77,7 +77,7 @@ def test_pause_resume_metadata_and_results(server: tuple[str, Path], tmp_path: P
     file_id = upload(c, write_jsonl(tmp_path / "train.jsonl", chat_rows(24)))
     val_id = upload(c, write_jsonl(tmp_path / "val.jsonl", chat_rows(8, seed=1)))
     # Checkpoints only at the end (save_every is huge): the one a pause leaves is the pause's own.
-    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 4}}}
+    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 30, "batch_size": 4}}}
     method["tunesmith"] = {"lora_r": 4, "save_every": 100_000}
     a = c.fine_tuning.jobs.create(
         model="tiny",
@@ -97,7 +97,9 @@ def test_pause_resume_metadata_and_results(server: tuple[str, Path], tmp_path: P
 
     # Running: the estimate appears with the first steps, in the future of the job's start.
     run = job_dir(home, a.id)
-    running = wait_for("an estimated finish", lambda: (j := c.fine_tuning.jobs.retrieve(a.id)).estimated_finish and j)
+    running = wait_for(
+        "an estimated finish", lambda: (j := c.fine_tuning.jobs.retrieve(a.id)).estimated_finish and j, every=0.1
+    )
     assert running.status == "running" and running.estimated_finish >= running.created_at
     assert running.estimated_finish < time.time() + 3600, "a tiny model's job ends within the hour"
     strict_job(running)
