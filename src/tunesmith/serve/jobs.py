@@ -91,7 +91,11 @@ class Store:
             have = {r["name"] for r in c.execute("PRAGMA table_info(jobs)").fetchall()}
             for name, kind in ADDED_COLUMNS.items():
                 if name not in have:
-                    c.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                    try:
+                        c.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as e:  # another process opening the store added it first
+                        if "duplicate column" not in str(e):
+                            raise
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
