@@ -2,7 +2,8 @@
 
     $TUNESMITH_HOME/serve/
       state.db                 files, jobs, events, metrics (WAL: the server and the training process share it)
-      files/file-<hex>.jsonl   uploaded data; the name comes from the id we minted, never from the client
+      files/file-<hex>.jsonl   uploaded data, or a job's results CSV (purpose fine-tune-results); the name
+                               comes from the id we minted, never from the client
       files/.upload-*          an upload being received (renamed to file-<hex>.jsonl once complete and fsynced)
       files/.lock              held shared by uploads in progress, exclusively by the orphan clean-up
       jobs/ftjob-<hex>/        the job's run folder (a normal `tunesmith train` run: config, checkpoints, run.json)
@@ -24,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import secrets
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, model TEXT NOT NULL, base_source TEXT NOT NULL,
   training_file TEXT NOT NULL, validation_file TEXT, hyperparameters TEXT NOT NULL, options TEXT NOT NULL,
   suffix TEXT, seed INTEGER NOT NULL, status TEXT NOT NULL, fine_tuned_model TEXT UNIQUE, error TEXT,
-  finished_at INTEGER, trained_tokens INTEGER, attempts INTEGER NOT NULL DEFAULT 0
+  finished_at INTEGER, trained_tokens INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+  metadata TEXT, result_files TEXT, estimated_finish INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
@@ -55,8 +59,13 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 """
 
+# Columns added after the first release: a database made by an older version gains them on open.
+ADDED_COLUMNS = {"metadata": "TEXT", "result_files": "TEXT", "estimated_finish": "INTEGER"}
+JSON_COLUMNS = ("hyperparameters", "options", "error", "metadata", "result_files")
+
 Events = Sequence[tuple[str, str]]  # (message, level) pairs
-ACTIVE = ("validating_files", "queued", "running")
+# A paused job is not finished: it can be resumed or cancelled, and its files stay in use.
+ACTIVE = ("validating_files", "queued", "running", "paused")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -79,6 +88,14 @@ class Store:
         with self._conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(SCHEMA)
+            have = {r["name"] for r in c.execute("PRAGMA table_info(jobs)").fetchall()}
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in have:
+                    try:
+                        c.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as e:  # another process opening the store added it first
+                        if "duplicate column" not in str(e):
+                            raise
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -140,6 +157,28 @@ class Store:
                     removed.append(path.name)
             return removed
 
+    def write_file(self, file_id: str, data: bytes) -> int:
+        """Durably write a file we produce (a job's results) under its id, as an upload is written: a temp
+        file that ``clean_orphans`` recognises, fsync, rename, fsync of the folder. Register it afterwards,
+        inside the same ``uploading()`` block. Returns its size."""
+        final = self.file_path(file_id)
+        fd, tmp = tempfile.mkstemp(dir=self.files_dir, prefix=".upload-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fd_dir = os.open(self.files_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd_dir)
+        finally:
+            os.close(fd_dir)
+        return len(data)
+
     def add_file(self, file_id: str, filename: str, purpose: str, size: int, rows: int, fmt: str | None) -> None:
         with self._conn() as c:
             c.execute(
@@ -176,7 +215,7 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------------------------
     def create_job(self, job: dict[str, Any], events: Events = ()) -> None:
         """Insert the job, with its first events in the same transaction."""
-        row = {**job, "hyperparameters": json.dumps(job["hyperparameters"]), "options": json.dumps(job["options"])}
+        row = {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in job.items()}
         keys = ", ".join(row)
         with self._transaction() as c:
             c.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
@@ -186,7 +225,7 @@ class Store:
     def _decode(row: dict[str, Any] | None) -> dict[str, Any] | None:
         if row is None:
             return None
-        for key in ("hyperparameters", "options", "error"):
+        for key in JSON_COLUMNS:
             if row.get(key) is not None:
                 row[key] = json.loads(row[key])
         return row
@@ -197,21 +236,34 @@ class Store:
         with self._conn() as c:
             return self._decode(c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def list_jobs(self) -> list[dict[str, Any]]:
+    def list_jobs(self, metadata: dict[str, str] | None = None, *, null_metadata: bool = False) -> list[dict[str, Any]]:
+        """Newest first. ``metadata``: only jobs whose metadata holds every one of these pairs;
+        ``null_metadata``: only jobs created without metadata (OpenAI's ``metadata=null`` filter)."""
         with self._conn() as c:
             rows = c.execute("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC").fetchall()
-        return [self._decode(r) for r in rows]
+        jobs = [self._decode(r) for r in rows]
+        if null_metadata:
+            return [j for j in jobs if not j["metadata"]]
+        wanted = (metadata or {}).items()
+        return [j for j in jobs if all((j["metadata"] or {}).get(k) == v for k, v in wanted)]
 
     def update_job(
-        self, job_id: str, *, only_if: tuple[str, ...] | None = None, events: Events = (), **fields: Any
+        self,
+        job_id: str,
+        *,
+        only_if: tuple[str, ...] | None = None,
+        events: Events = (),
+        files: Sequence[dict[str, Any]] = (),
+        **fields: Any,
     ) -> bool:
         """Set fields; with ``only_if``, only while the job's status is one of those (a compare-and-set).
 
-        ``events`` ((message, level) pairs) are added in the same transaction, and only if the update
-        happened: a client never sees a status without the events that announce it (a job `succeeded`
-        whose "successfully completed" event is not there yet), nor those events without the status."""
-        if "error" in fields and fields["error"] is not None:
-            fields["error"] = json.dumps(fields["error"])
+        ``events`` ((message, level) pairs) and ``files`` (rows for ``files``: a job's results, already
+        written with ``write_file``) are added in the same transaction, and only if the update happened:
+        a client never sees a status without the events that announce it (a job `succeeded` whose
+        "successfully completed" event is not there yet) or the result files it names, nor those without
+        the status."""
+        fields = {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in fields)
         where, args = "id = ?", [*fields.values(), job_id]
         if only_if:
@@ -221,6 +273,11 @@ class Store:
             done = c.execute(f"UPDATE jobs SET {sets} WHERE {where}", args).rowcount > 0
             if done:
                 _insert_events(c, job_id, events)
+                now = int(time.time())
+                c.executemany(
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(f["id"], f["filename"], f["purpose"], f["bytes"], now, f["rows"], f["format"]) for f in files],
+                )
             return done
 
     def next_job(self) -> dict[str, Any] | None:
@@ -297,29 +354,3 @@ def _metrics_message(d: dict[str, Any]) -> str:
     if d.get("valid_loss") is not None:
         parts.append(f"validation loss={d['valid_loss']:.4f}")
     return ", ".join(parts[:1]) + (": " + ", ".join(parts[1:]) if parts[1:] else "")
-
-
-def read_metrics(metrics_file: Path) -> dict[int, dict[str, Any]]:
-    """metrics.jsonl (one line per step, plus validation lines) -> OpenAI-named metrics per step."""
-    points: dict[int, dict[str, Any]] = {}
-    try:
-        lines = metrics_file.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return points
-    for ln in lines:
-        try:
-            rec = json.loads(ln)
-        except ValueError:
-            continue  # a line being written right now
-        point = points.setdefault(int(rec["step"]), {"step": int(rec["step"])})
-        if "loss" in rec:
-            point["train_loss"] = rec["loss"]
-        if "val_loss" in rec:
-            point["valid_loss"] = rec["val_loss"]
-        for ours, theirs in (
-            ("token_accuracy", "train_mean_token_accuracy"),
-            ("val_token_accuracy", "valid_mean_token_accuracy"),
-        ):
-            if ours in rec:
-                point[theirs] = rec[ours]
-    return points

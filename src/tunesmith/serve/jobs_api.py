@@ -5,6 +5,10 @@ with the problems listed; creating a job runs the dataset doctor (``data.checks`
 tokenizer and refuses error-level findings, so a job that is accepted can train. The training itself
 happens in ``worker``. An upload is written durably and only then registered (see ``jobs``); the name the
 client gave is kept as a label only (its last path component), never used as a path.
+
+Pause sets `paused` and resume sets `queued` at once, each with its event in the same transaction; the
+supervisor then stops the training process at a step boundary with a checkpoint, or starts it again from
+that checkpoint (``worker``). A job that succeeded has its step metrics as a CSV file (``job_metrics``).
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from fastapi.responses import FileResponse
 
 from tunesmith import runs
 from tunesmith.serve import responses as doc
+from tunesmith.serve.job_metrics import RESULTS_PURPOSE
 from tunesmith.serve.jobs import ACTIVE, Store, new_id
 from tunesmith.serve.registry import Registry
-from tunesmith.serve.schemas import ApiError, JobRequest, not_found
+from tunesmith.serve.schemas import ApiError, JobRequest, check_metadata, not_found
 from tunesmith.serve.worker import job_overrides
 
 MAX_LIST = 100
 SHOWN_PROBLEMS = 3
+PAUSABLE = ("validating_files", "queued", "running")
+MEDIA_TYPES = {RESULTS_PURPOSE: "text/csv"}
 
 
 def _file_object(f: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +46,7 @@ def _file_object(f: dict[str, Any]) -> dict[str, Any]:
         "bytes": f["bytes"],
         "created_at": f["created_at"],
         "filename": f["filename"],
-        "purpose": f["purpose"],
+        "purpose": f["purpose"],  # fine-tune (an upload) or fine-tune-results (a job's step metrics)
         "status": "processed",
         "status_details": None,
         "expires_at": None,
@@ -155,12 +162,14 @@ def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         "finished_at": job["finished_at"],
         "error": job["error"],
         "trained_tokens": job["trained_tokens"],
-        "result_files": [],
+        "result_files": job["result_files"] or [],
         "seed": job["seed"],
         "suffix": job["suffix"],
         "organization_id": "tunesmith",
         "integrations": [],
-        "estimated_finish": None,
+        "metadata": job["metadata"],
+        # OpenAI: "null if the fine-tuning job is not running"; the worker sets it from the steps done.
+        "estimated_finish": job["estimated_finish"] if job["status"] == "running" else None,
     }
 
 
@@ -212,8 +221,8 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
 
     @r.get("/files/{file_id}/content", response_class=FileResponse, responses={200: content, **doc.ERRORS})
     async def file_content(file_id: str) -> FileResponse:
-        get_file(file_id)
-        return FileResponse(store.file_path(file_id), media_type="application/jsonl")
+        f = get_file(file_id)
+        return FileResponse(store.file_path(file_id), media_type=MEDIA_TYPES.get(f["purpose"], "application/jsonl"))
 
     @r.delete("/files/{file_id}", response_model=None, responses=doc.ok(doc.FileDeleted))
     async def delete_file(file_id: str) -> dict[str, Any]:
@@ -250,6 +259,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
             "suffix": body.suffix,
             "seed": body.seed if body.seed is not None else random.randrange(2**31),
             "status": "validating_files",
+            "metadata": body.metadata,
         }
         from tunesmith.config import load_config
         from tunesmith.errors import UserError
@@ -266,8 +276,9 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         return _job_object(store, store.get_job(job["id"]))
 
     @r.get("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.JobList))
-    async def list_jobs(after: str | None = None, limit: int = 20) -> dict[str, Any]:
-        return _page([_job_object(store, j) for j in store.list_jobs()], after, limit)
+    async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+        wanted, null = _metadata_filter(request)
+        return _page([_job_object(store, j) for j in store.list_jobs(wanted, null_metadata=null)], after, limit)
 
     @r.get("/fine_tuning/jobs/{job_id}", response_model=None, responses=doc.ok(doc.Job))
     async def retrieve_job(job_id: str) -> dict[str, Any]:
@@ -281,6 +292,24 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         )
         if not cancelled:
             raise ApiError(400, f"the job has already {job['status']}", param="fine_tuning_job_id")
+        return _job_object(store, get_job(job_id))
+
+    @r.post("/fine_tuning/jobs/{job_id}/pause", response_model=None, responses=doc.ok(doc.Job))
+    async def pause_job(job_id: str) -> dict[str, Any]:
+        get_job(job_id)
+        # The training process (if any) stops at its next step boundary with a checkpoint (worker._watch).
+        if not store.update_job(
+            job_id, only_if=PAUSABLE, status="paused", estimated_finish=None, events=[("Job paused", "info")]
+        ):
+            raise _cannot("pause", get_job(job_id)["status"])
+        return _job_object(store, get_job(job_id))
+
+    @r.post("/fine_tuning/jobs/{job_id}/resume", response_model=None, responses=doc.ok(doc.Job))
+    async def resume_job(job_id: str) -> dict[str, Any]:
+        get_job(job_id)
+        # Back in the queue; when its turn comes it continues from the checkpoint the pause saved.
+        if not store.update_job(job_id, only_if=("paused",), status="queued", events=[("Job resumed", "info")]):
+            raise _cannot("resume", get_job(job_id)["status"])
         return _job_object(store, get_job(job_id))
 
     @r.get("/fine_tuning/jobs/{job_id}/events", response_model=None, responses=doc.ok(doc.JobEventList))
@@ -298,6 +327,37 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         return _page(_checkpoints(store, job), after, limit)
 
     return r
+
+
+def _cannot(action: str, status: str) -> ApiError:
+    if action == "pause" and status == "paused":
+        why = "the job is already paused"
+    elif action == "resume":
+        why = f"only a paused job can be resumed, and this one is {status}"
+    else:
+        why = f"the job has already {status}"
+    return ApiError(400, f"cannot {action} the job: {why}", param="fine_tuning_job_id", code="invalid_job_status")
+
+
+def _metadata_filter(request: Request) -> tuple[dict[str, str], bool]:
+    """`jobs.list(metadata={"k": "v"})` as the SDK sends it: `metadata[k]=v` query parameters (every pair
+    must match), or the literal `metadata=null` for jobs created without metadata."""
+    wanted: dict[str, str] = {}
+    null = False
+    for name, value in request.query_params.multi_items():
+        if name == "metadata":
+            if value != "null":
+                raise ApiError(400, "metadata filters are metadata[KEY]=VALUE, or metadata=null", param="metadata")
+            null = True
+        elif name.startswith("metadata[") and name.endswith("]"):
+            wanted[name[len("metadata[") : -1]] = value
+    if null and wanted:
+        raise ApiError(400, "metadata=null cannot be combined with metadata[KEY]=VALUE", param="metadata")
+    try:
+        check_metadata(wanted)
+    except ValueError as e:
+        raise ApiError(400, f"metadata: {e}", param="metadata") from None
+    return wanted, null
 
 
 def _client_options(job: dict[str, Any]) -> dict[str, Any]:

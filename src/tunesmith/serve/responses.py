@@ -228,7 +228,7 @@ class FileObject(BaseModel):
     bytes: int = Field(ge=0)
     created_at: int
     filename: str
-    purpose: Literal["fine-tune"]
+    purpose: Literal["fine-tune", "fine-tune-results"]
     status: Literal["processed"]
     status_details: None
     expires_at: None
@@ -253,8 +253,9 @@ class JobHyperparameters(BaseModel):
 
 
 class JobMethod(BaseModel):
-    type: Literal["supervised"]
-    supervised: dict[str, JobHyperparameters]
+    type: Literal["supervised", "dpo"]
+    supervised: dict[str, JobHyperparameters] | None = None
+    dpo: dict[str, dict[str, Any]] | None = None
     tunesmith: dict[str, Any]
 
 
@@ -273,7 +274,8 @@ class Job(BaseModel):
     validation_file: str | None
     hyperparameters: JobHyperparameters
     method: JobMethod
-    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+    # "paused" is OpenAI's status after jobs.pause (the SDK's Literal does not list it; it parses anyway)
+    status: Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
     fine_tuned_model: str | None
     finished_at: int | None
     error: JobError | None
@@ -283,6 +285,7 @@ class Job(BaseModel):
     suffix: str | None
     organization_id: str
     integrations: list[Any]
+    metadata: dict[str, str] | None
     estimated_finish: int | None
 
 

@@ -284,6 +284,23 @@ def parse_messages(raw: Any) -> list[dict[str, Any]]:
 
 # -- fine-tuning jobs ------------------------------------------------------------------------------------
 
+# OpenAI's limits on `metadata`: "Set of 16 key-value pairs ... Keys are strings with a maximum length of
+# 64 characters. Values are strings with a maximum length of 512 characters." (the SDK's Metadata type)
+METADATA_KEYS, METADATA_KEY_LEN, METADATA_VALUE_LEN = 16, 64, 512
+
+
+def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
+    if v is None:
+        return v
+    if len(v) > METADATA_KEYS:
+        raise ValueError(f"at most {METADATA_KEYS} key-value pairs are allowed (got {len(v)})")
+    for key, value in v.items():
+        if not 1 <= len(key) <= METADATA_KEY_LEN:
+            raise ValueError(f"keys are 1 to {METADATA_KEY_LEN} characters (a key has {len(key)})")
+        if len(value) > METADATA_VALUE_LEN:
+            raise ValueError(f"the value of {key[:64]!r} is longer than {METADATA_VALUE_LEN} characters")
+    return v
+
 
 _Count = Annotated[int, Field(ge=1, le=256)]
 
@@ -353,8 +370,13 @@ class JobRequest(BaseModel):
     suffix: str | None = Field(None, pattern=SUFFIX.pattern)  # letters, digits, '-', '_': part of a model name
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     method: Method | None = None
-    metadata: dict[str, str] | None = None  # accepted and ignored
+    metadata: dict[str, str] | None = None  # stored and returned; jobs.list filters on it
     integrations: list[dict[str, Any]] | None = None  # only none: there is no Weights & Biases here
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return check_metadata(v)
 
     @field_validator("integrations")
     @classmethod

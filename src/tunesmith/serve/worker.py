@@ -4,13 +4,19 @@
     Supervisor thread: picks the next job ──spawn──► lock the job, run_training(cfg, jobs/ID, resume=...)
                        copies metrics.jsonl to SQLite    exits 0 when run.json + weights are written,
                        cancel -> terminate the process    else writes jobs/ID.error and exits non-zero
-                       exit 0 + weights on disk -> succeeded
+                       pause -> SIGTERM ───────────────► checkpoint at the step boundary, exit 143
+                       exit 0 + weights on disk -> succeeded, with the results CSV as a file
 
 Training never shares the serving process (a crash or an out-of-memory there cannot take the API down),
 and a cancel is a plain terminate. When the server dies, the training process notices its parent is gone
 and exits; the restarted server finds the job still `running` and starts it again with resume, which
 continues from the newest valid checkpoint. A job is marked succeeded only when run.json and the weights
 are on disk. A home lock makes sure that only one server runs jobs for a $TUNESMITH_HOME.
+
+Pausing is the same stop as Ctrl-C on `tunesmith train` (``train.signals``): the API sets the status
+`paused` at once (so even a server killed now leaves the job paused), the supervisor sends SIGTERM, and
+the training process saves a checkpoint after the step it is in and exits. Resuming puts the job back in
+the queue; it continues from that checkpoint, the way a job interrupted by a server kill does.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import runs
-from tunesmith.serve.jobs import Store, read_metrics
+from tunesmith.serve import job_metrics
+from tunesmith.serve.jobs import Store, new_id
 
 MAX_ATTEMPTS = 3  # a job whose training process dies this often (not by our hand) is failed
+PAUSED_EXIT = 143  # the training process stopped on SIGTERM with a checkpoint (128 + SIGTERM)
 
 
 def weights_on_disk(run_dir: Path) -> bool:
@@ -76,6 +84,7 @@ class Supervisor:
         self.proc: subprocess.Popen | None = None
         self.job_id: str | None = None
         self._metrics_seen: tuple[str, float] | None = None
+        self._pausing = False  # SIGTERM sent to the training process because its job was paused
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tunesmith-jobs", daemon=True)
         self._home_lock: Any = None
@@ -112,9 +121,14 @@ class Supervisor:
 
     def _launch(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
-        resumed = job["status"] == "running"
+        from tunesmith.train.checkpoint import list_checkpoints
+
         run_dir = self.store.job_path(job_id)
-        started = "Job resumed from its last checkpoint" if resumed and run_dir.exists() else "Fine-tuning job started"
+        # Interrupted by a server kill (still `running`) or paused and resumed (back to `queued`): either
+        # way, a checkpoint on disk is where it continues.
+        interrupted = job["status"] == "running" and run_dir.exists()
+        resumed = interrupted or bool(list_checkpoints(run_dir / runs.CHECKPOINTS))
+        started = "Job resumed from its last checkpoint" if resumed else "Fine-tuning job started"
         if not self.store.update_job(
             job_id, only_if=("queued", "running"), status="running", events=[(started, "info")]
         ):
@@ -125,7 +139,7 @@ class Supervisor:
         cmd = [sys.executable, "-m", "tunesmith.serve.worker", str(self.store.root), job_id, str(os.getpid())]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
-        self.job_id = job_id
+        self.job_id, self._pausing = job_id, False
 
     def _sync_metrics(self, job_id: str) -> None:
         path = self.store.job_path(job_id) / runs.METRICS
@@ -135,7 +149,11 @@ class Supervisor:
             return
         if stamp != self._metrics_seen:
             self._metrics_seen = stamp
-            self.store.put_metrics(job_id, read_metrics(path))
+            lines = job_metrics.read_lines(path)
+            self.store.put_metrics(job_id, job_metrics.metric_points(lines))
+            finish = job_metrics.estimate_finish(lines, time.time())
+            if finish is not None:
+                self.store.update_job(job_id, estimated_finish=finish)
 
     def _watch(self) -> None:
         assert self.proc is not None and self.job_id is not None
@@ -148,28 +166,25 @@ class Supervisor:
             self._terminate()
             self.store.add_event(job_id, "Job cancelled; the training process was stopped")
             return
+        if job["status"] == "paused" and not self._pausing:
+            self._pausing = True  # once: a second SIGTERM would abort without the checkpoint
+            self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.poll()
         if rc is None:
             return
         self.proc, self.job_id = None, None
         run_dir = self.store.job_path(job_id)
-        if rc == 0 and weights_on_disk(run_dir):
-            info = runs.read_run(run_dir)
-            name = f"ft:{job['model']}:{job['suffix'] or ''}:{job_id[6:14]}"
-            self.store.update_job(
-                job_id,
-                only_if=("running",),
-                status="succeeded",
-                fine_tuned_model=name,
-                finished_at=int(time.time()),
-                trained_tokens=info.trained_tokens_seen,
-                events=[
-                    (f"New fine-tuned model created: {name}", "info"),
-                    ("The job has successfully completed", "info"),
-                ],
-            )
+        if rc == 0 and weights_on_disk(run_dir):  # finished, even if a pause came in after its last step
+            self._succeed(job)
             return
         error = self._read_error(job_id)
+        if self._pausing and error is None:
+            self._pausing = False
+            step = _last_checkpoint_step(run_dir)
+            where = f"after step {step}; checkpoint saved" if step else "before its first checkpoint"
+            self.store.add_event(job_id, f"Training paused {where}")
+            return
+        self._pausing = False
         if error is None and job["attempts"] + 1 < MAX_ATTEMPTS:  # died without a word (killed): try again
             self.store.update_job(
                 job_id,
@@ -182,6 +197,44 @@ class Supervisor:
             error = {"code": "training_interrupted", "message": f"the training process died {MAX_ATTEMPTS} times"}
         self._fail(job_id, error.get("code", "training_failed"), error.get("message", "training failed"))
 
+    def _succeed(self, job: dict[str, Any]) -> None:
+        """`succeeded`, with its events and its results CSV (a file of purpose fine-tune-results), all
+        visible at once."""
+        job_id, run_dir = job["id"], self.store.job_path(job["id"])
+        info = runs.read_run(run_dir)
+        name = f"ft:{job['model']}:{job['suffix'] or ''}:{job_id[6:14]}"
+        points = job_metrics.read_metrics(run_dir / runs.METRICS)
+        data = job_metrics.results_csv(points).encode()
+        file_id = new_id("file")
+        with self.store.uploading():  # the orphan clean-up leaves the file alone until its row is written
+            size = self.store.write_file(file_id, data)
+            done = self.store.update_job(
+                job_id,
+                only_if=("running", "paused", "queued"),  # a pause or resume may have come after the last step
+                status="succeeded",
+                fine_tuned_model=name,
+                finished_at=int(time.time()),
+                trained_tokens=info.trained_tokens_seen,
+                estimated_finish=None,
+                result_files=[file_id],
+                files=[
+                    {
+                        "id": file_id,
+                        "filename": job_metrics.RESULTS_FILENAME,
+                        "purpose": job_metrics.RESULTS_PURPOSE,
+                        "bytes": size,
+                        "rows": len(points),
+                        "format": "csv",
+                    }
+                ],
+                events=[
+                    (f"New fine-tuned model created: {name}", "info"),
+                    ("The job has successfully completed", "info"),
+                ],
+            )
+            if not done:  # cancelled meanwhile: the results have no job to belong to
+                self.store.file_path(file_id).unlink(missing_ok=True)
+
     def _read_error(self, job_id: str) -> dict[str, Any] | None:
         try:
             return json.loads(self.store.job_path(job_id, ".error").read_text(encoding="utf-8"))
@@ -192,7 +245,7 @@ class Supervisor:
         error = {"code": code, "message": message, "param": None}
         self.store.update_job(
             job_id,
-            only_if=("queued", "running"),
+            only_if=("queued", "running", "paused"),
             status="failed",
             error=error,
             finished_at=int(time.time()),
@@ -209,6 +262,13 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def _last_checkpoint_step(run_dir: Path) -> int | None:
+    from tunesmith.train.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run_dir / runs.CHECKPOINTS)
+    return int(found[-1].name.split("-")[-1]) if found else None
 
 
 # -- the training process -------------------------------------------------------------------------------
@@ -236,6 +296,7 @@ def train_job(root: Path, job_id: str) -> int:
     from tunesmith.errors import DataError, UserError
     from tunesmith.train.checkpoint import list_checkpoints
     from tunesmith.train.pipeline import run_training
+    from tunesmith.train.signals import Interrupted, graceful_stop
 
     store = Store(root)
     job = store.get_job(job_id)
@@ -249,7 +310,10 @@ def train_job(root: Path, job_id: str) -> int:
         try:
             cfg = load_config(None, job_overrides(job, store))
             resume = (run_dir / runs.CONFIG_YAML).is_file() and bool(list_checkpoints(run_dir / runs.CHECKPOINTS))
-            run_training(cfg, run_dir, resume=resume, force=not resume)
+            with graceful_stop():  # SIGTERM (a pause, a server stopping): checkpoint at the step boundary
+                run_training(cfg, run_dir, resume=resume, force=not resume)
+        except Interrupted:
+            return PAUSED_EXIT
         except DataError as e:
             _write_error(store, job_id, "invalid_training_file", str(e))
             return 3

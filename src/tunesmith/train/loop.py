@@ -107,6 +107,7 @@ def train(
             step_plan = plan[state.step]
             record = step_run(step_plan, state, params, settings.max_grad_norm, optimizer)
             record["lr"] = scheduler.get_last_lr()[0]
+            record["total_steps"] = total_steps  # readers (the jobs API's estimated finish) need the plan's length
             scheduler.step()
             progress.log(_ordered(record))
             if (

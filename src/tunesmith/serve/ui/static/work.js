@@ -2,7 +2,7 @@
 // Jobs, files, models and chat go through the OpenAI-compatible API (/v1), exactly as any client would.
 "use strict";
 
-const ACTIVE = ["validating_files", "queued", "running"];
+const ACTIVE = ["validating_files", "queued", "running", "paused"];  // as jobs.py: a paused job can be cancelled
 
 async function modelIds() {
   return (await api("/v1/models")).data.map((m) => m.id);
