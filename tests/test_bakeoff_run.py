@@ -13,7 +13,7 @@ from tunesmith.decide.bakeoff import run_bakeoff
 from tunesmith.decide.options import BakeoffOptions, parse_methods
 from tunesmith.decide.report import write_reports
 from tunesmith.errors import UserError
-from tunesmith.eval.runner import load_rows, prompted
+from tunesmith.eval.rows import load_rows, prompted
 from tunesmith.models.load import load_model
 
 from .conftest import chat_rows, write_jsonl

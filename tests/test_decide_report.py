@@ -10,7 +10,7 @@ import pytest
 from tunesmith.decide import report
 from tunesmith.decide.bakeoff import assemble
 from tunesmith.decide.options import BakeoffOptions
-from tunesmith.eval.runner import EvalRow
+from tunesmith.eval.rows import EvalRow
 
 from .test_eval_report import chromium
 

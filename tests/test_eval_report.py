@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.eval import report, runner
+from tunesmith.eval import rows as eval_rows
 from tunesmith.eval.forgetting import Forgetting
 from tunesmith.eval.metrics import infer_schema
 from tunesmith.generate import Completion
@@ -37,7 +38,7 @@ def fake_result(run: Path) -> dict:
     lines = [{"step": s, "loss": 2.0 / s} for s in range(1, 11)] + [{"step": 10, "val_loss": 0.4}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     rows = [
-        runner.EvalRow(f"t.jsonl:{i}", [{"role": "user", "content": f"email <{i}>"}], r) for i, r in enumerate(REFS)
+        eval_rows.EvalRow(f"t.jsonl:{i}", [{"role": "user", "content": f"email <{i}>"}], r) for i, r in enumerate(REFS)
     ]
     conditions = {
         "base": condition("base", "base", BASE, 10, 2.0),

@@ -17,7 +17,7 @@ from tunesmith.data.formats import read_examples
 from tunesmith.data.render import Renderer
 from tunesmith.errors import DataError, UserError
 from tunesmith.eval import forgetting
-from tunesmith.eval.runner import load_rows
+from tunesmith.eval.rows import load_rows
 from tunesmith.models.load import load_model
 from tunesmith.train.pipeline import run_training
 

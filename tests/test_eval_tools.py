@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.eval import metrics, report, runner, scoring
+from tunesmith.eval import rows as eval_rows
 from tunesmith.eval.forgetting import Forgetting
 from tunesmith.generate import Completion
 
@@ -71,7 +72,7 @@ def test_corpus_measures_and_no_call_rows() -> None:
 
 
 def test_load_rows_keeps_tools_and_reference_calls(tmp_path: Path) -> None:
-    rows = runner.load_rows(write_jsonl(tmp_path / "t.jsonl", tool_rows()))
+    rows = eval_rows.load_rows(write_jsonl(tmp_path / "t.jsonl", tool_rows()))
     call, loop, rome, hello = rows
     assert call.reference is None and call.reference_calls == REF and call.tools == TOOLS
     assert loop.reference == "It is sunny and 21 C in Paris." and loop.reference_calls is None
@@ -93,7 +94,7 @@ def _condition(name: str, texts: list[str]) -> dict:
 
 
 def test_report_puts_the_tool_measures_beside_the_others(tmp_path: Path) -> None:
-    rows = runner.load_rows(write_jsonl(tmp_path / "t.jsonl", tool_rows()))
+    rows = eval_rows.load_rows(write_jsonl(tmp_path / "t.jsonl", tool_rows()))
     paris = qwen("get_weather", {"city": "Paris", "unit": "C"})
     rome = qwen("get_weather", {"city": "Rome", "unit": "F"})
     conditions = {

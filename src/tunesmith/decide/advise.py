@@ -293,7 +293,7 @@ def advise(
         raise UserError(f"{train}: no example ends on an assistant reply to analyse")
     test_pairs = None
     if test is not None:
-        from tunesmith.eval.runner import load_rows  # (imports torch: only when there is test data)
+        from tunesmith.eval.rows import load_rows  # (imports torch: only when there is test data)
 
         test_pairs = [(r.prompt[-1]["content"], r.reference) for r in load_rows(test) if r.reference is not None]
     analysis = an.analyse(pairs, test_pairs)

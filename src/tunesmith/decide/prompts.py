@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.data.formats import Conversation
-from tunesmith.eval.runner import EvalRow, prompted
+from tunesmith.eval.rows import EvalRow, prompted
 
 
 def pairs_of(examples: list[Conversation]) -> list[list[dict[str, str]]]:

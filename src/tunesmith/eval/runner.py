@@ -13,7 +13,6 @@ dict (what ``eval.json`` holds); ``report.py`` turns it into HTML, Markdown and 
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,10 @@ import torch
 from tunesmith import console, runs
 from tunesmith.data.formats import Conversation, Message, read_examples
 from tunesmith.data.render import Renderer, as_message
-from tunesmith.data.tools import format_tool_call
 from tunesmith.errors import ModelError, UserError
 from tunesmith.eval import forgetting, preference, scoring
 from tunesmith.eval import metrics as m
+from tunesmith.eval.rows import EvalRow, auto_max_tokens, call_texts, few_shot_turns, load_rows, prompted
 from tunesmith.generate import Completion, generate
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
@@ -48,30 +47,6 @@ class EvalOptions:
     trust_remote_code: bool = False  # let the model folders run their own Python code (--trust-remote-code)
 
 
-@dataclass
-class EvalRow:
-    source: str
-    prompt: list[dict[str, Any]]
-    reference: str | None  # None: the row ends on a user turn (or on a call), and no text is compared
-    tools: list[dict[str, Any]] | None = None  # the row's tool definitions, rendered into its prompt
-    reference_calls: list[dict[str, Any]] | None = None  # [{"name", "arguments": {...}}] when the reply is a call
-
-
-def load_rows(path: Path) -> list[EvalRow]:
-    """Evaluation rows from a JSONL file in any of the three formats; a missing final reply is allowed."""
-    rows = []
-    for conv in read_examples(path, require_reply=False).examples:
-        msgs, last = conv.as_dicts(), conv.messages[-1]
-        if last.role == "assistant" and last.tool_calls:
-            calls = [{"name": c.name, "arguments": c.args} for c in last.tool_calls]
-            rows.append(EvalRow(conv.source, msgs[:-1], None, conv.tools, calls))
-        elif last.role == "assistant":
-            rows.append(EvalRow(conv.source, msgs[:-1], last.content, conv.tools))
-        else:
-            rows.append(EvalRow(conv.source, msgs, None, conv.tools))
-    return rows
-
-
 def _training_examples(run: Path) -> tuple[list[Conversation], str | None]:
     """The run's training conversations (for few-shot examples, schema and style inference)."""
     from tunesmith.config import load_config
@@ -80,23 +55,6 @@ def _training_examples(run: Path) -> tuple[list[Conversation], str | None]:
     if train is None or not Path(train).is_file():
         return [], f"the run's training data ({train}) is not found from here"
     return read_examples(train).examples, None
-
-
-def few_shot_turns(examples: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:
-    """K (user, assistant) pairs from the training data, drawn with a fixed seed: the same every run."""
-    pairs = [c.as_dicts()[-2:] for c in examples if len(c.messages) >= 2 and c.messages[-2].role == "user"]
-    if k > len(pairs):
-        raise UserError(f"--few-shot {k} asks for more examples than the training data has ({len(pairs)})")
-    return [msg for pair in random.Random(seed).sample(pairs, k) for msg in pair]
-
-
-def prompted(prompt: list[dict[str, str]], instructions: str, shots: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Instructions as (the start of) the system message, then the shots as earlier turns."""
-    system, rest = instructions, prompt
-    if prompt and prompt[0]["role"] == "system":
-        system, rest = "\n\n".join(x for x in (instructions, prompt[0]["content"]) if x), prompt[1:]
-    head = [{"role": "system", "content": system}] if system else []
-    return [*head, *shots, *rest]
 
 
 def _schema(options: EvalOptions, train_replies: list[str], refs: list[str]) -> tuple[dict | None, str | None]:
@@ -110,19 +68,6 @@ def _schema(options: EvalOptions, train_replies: list[str], refs: list[str]) -> 
         return schema, "inferred from the training replies" if schema else None
     schema = m.infer_schema(refs)
     return schema, "inferred from the test references (training data not found)" if schema else None
-
-
-def call_texts(rows: list[EvalRow]) -> list[str]:
-    """The reference calls as the fallback writes them: their length sizes max_new_tokens."""
-    return [format_tool_call(c["name"], c["arguments"]) for r in rows for c in r.reference_calls or []]
-
-
-def auto_max_tokens(tokenizer: Any, refs: list[str]) -> int:
-    """Room for the longest reference and a margin; rambling past that only costs time."""
-    if not refs:
-        return 256
-    longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs)
-    return min(512, max(32, int(longest * 1.5) + 16))
 
 
 @torch.inference_mode()
