@@ -61,6 +61,7 @@ def child_tunesmith(model: str, train: Path, out: Path, max_steps: int | None) -
             "train": {
                 "objective": "dpo",
                 "beta": s["beta"],
+                "dpo_nll": 0.0,  # plain sigmoid DPO, as TRL's default loss
                 "epochs": 1,
                 "batch_size": s["batch"],
                 "micro_batch_size": s["batch"],

@@ -168,11 +168,13 @@ def test_a_file_of_pairs_trains_with_dpo_through_the_loop(tmp_path: Path, tiny_m
         learning_rate=3e-2,
         early_stopping_patience=None,
         beta=1.0,
+        dpo_nll=0.0,  # plain DPO: the first step's loss is exactly log 2
     )
     cfg.data.val_split = 0.25
     result = run_training(cfg, tmp_path / "run")
     assert result.config.train.objective == "dpo" and result.config.train.packing is False
     assert result.config.train.beta == 1.0 and "beta" not in " ".join(result.reasons)
+    assert result.config.train.dpo_nll == 0.0
     lines = [json.loads(x) for x in (tmp_path / "run" / runs.METRICS).read_text().splitlines()]
     steps = [x for x in lines if "loss" in x]
     vals = [x for x in lines if "val_loss" in x]
@@ -247,7 +249,7 @@ def test_dpo_on_a_lora_run_continues_its_adapter(tmp_path: Path, tiny_model_dir:
     sft_cfg.lora.dropout = 0.0  # (with dropout, the first training forward differs from the reference pass)
     sft = run_training(sft_cfg, tmp_path / "sft")
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
-    cfg = make_cfg(tmp_path / "sft", data, max_steps=2, learning_rate=1e-2)
+    cfg = make_cfg(tmp_path / "sft", data, max_steps=2, learning_rate=1e-2, dpo_nll=0.0)
     cfg.lora.r = 8  # ignored: the adapter keeps its own r
     result = run_training(cfg, tmp_path / "dpo")
     info = runs.read_run(tmp_path / "dpo")
@@ -263,3 +265,27 @@ def test_dpo_on_a_lora_run_continues_its_adapter(tmp_path: Path, tiny_model_dir:
     assert abs(first["loss"] - 0.6931) < 1e-3, "the reference is the SFT model the run started from"
     assert result.loop.step == 2 and sft.summary is not None
     assert load_file(tmp_path / "dpo" / "adapter" / "adapter_model.safetensors")
+
+
+def test_the_nll_term_adds_the_preferred_replys_per_token_loss(tiny_model_dir: Path) -> None:
+    """RPO: loss = DPO + nll x (the preferred reply's NLL / its token count), per pair; and it is the default."""
+    from tunesmith.config import TrainSettings
+    from tunesmith.train import auto
+    from tunesmith.train.batches import collate
+    from tunesmith.train.loss import sequence_logps
+    from tunesmith.train.objectives import get_objective
+
+    model, tok = lora_model(tiny_model_dir)
+    model.eval()
+    pairs = make_pairs(tok)
+    plain, anchored = DPO(beta=BETA), DPO(beta=BETA, nll=0.5)
+    plain.compute_references(model, pairs, micro=4, pad_id=tok.pad_token_id)
+    batch = plain.collate([[p] for p in pairs], tok.pad_token_id)
+    with torch.no_grad():
+        a, _ = plain.loss(model, batch)
+        b, _ = anchored.loss(model, batch)
+        logp = sequence_logps(model, collate([p.chosen for p in pairs], tok.pad_token_id))
+    n = torch.tensor([sum(x != IGNORE for x in p.chosen.labels[1:]) for p in pairs], dtype=logp.dtype)
+    torch.testing.assert_close(b - a, 0.5 * (-logp / n).sum(), atol=1e-5, rtol=0)
+    settings = auto.resolve(TrainSettings(objective="dpo"), 300, 100, has_val=False).settings
+    assert settings.dpo_nll == auto.DPO_NLL and get_objective("dpo", settings).nll == auto.DPO_NLL

@@ -75,6 +75,13 @@ class TrainSettings(_Strict):
     beta: float | None = Field(
         None, gt=0, description="DPO's beta: how strongly the policy is held near the starting model; None: 0.1."
     )
+    dpo_nll: float | None = Field(
+        None,
+        ge=0,
+        description="Weight of the preferred reply's own loss (negative log-likelihood per token) added to DPO's, "
+        "as in RPO (Pang et al. 2024); it keeps the preferred reply likely while the pair is pulled apart. "
+        "None chooses (1.0); 0 is plain DPO.",
+    )
     epochs: int | None = Field(None, ge=1, description="Passes over the data; None chooses for the data size.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     learning_rate: float | None = Field(None, gt=0, description="Peak learning rate; None chooses per method.")

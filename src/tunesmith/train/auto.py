@@ -23,6 +23,7 @@ FULL_LR = 5e-5
 DPO_LORA_LR = 1e-4
 DPO_FULL_LR = 5e-6
 DPO_BETA = 0.1
+DPO_NLL = 1.0  # RPO's weight (Pang et al. 2024); see README for the demo run without it
 # Tokens per forward pass: bounds activation memory whatever the row length.
 MICRO_BATCH_TOKENS = 4096
 
@@ -67,6 +68,11 @@ def _dpo_defaults(s: TrainSettings) -> list[str]:
     if s.learning_rate is None:
         s.learning_rate = DPO_LORA_LR if s.method == "lora" else DPO_FULL_LR
         reasons.append(f"learning rate {s.learning_rate:g}: the DPO {s.method} default, 10x below SFT's")
+    if s.dpo_nll is None:
+        s.dpo_nll = DPO_NLL
+        reasons.append(
+            f"DPO + {s.dpo_nll:g} x the preferred reply's NLL (RPO): keeps it likely while the pair is pulled apart"
+        )
     if s.packing:
         s.packing = False
         reasons.append("packing: off (DPO compares each pair's two replies whole)")

@@ -14,7 +14,7 @@ from tunesmith.train.objectives.sft import SFT
 # name -> how to make it from the run's (resolved) training settings
 OBJECTIVES: dict[str, Callable[[TrainSettings], Objective]] = {
     "sft": lambda s: SFT(),
-    "dpo": lambda s: DPO(beta=s.beta or DPO.default_beta),
+    "dpo": lambda s: DPO(beta=s.beta or DPO.default_beta, nll=s.dpo_nll or 0.0),
 }
 
 

@@ -5,7 +5,11 @@ tokens (masked exactly as SFT masks a reply: the assistant turn and its stop tok
 
     loss = -log sigmoid( beta * [ (log pi(y+|x) - log ref(y+|x)) - (log pi(y-|x) - log ref(y-|x)) ] )
 
-summed over the step's pairs and divided by their number. ``ref`` is the starting policy. Its log-probs are
+summed over the step's pairs and divided by their number. With ``nll`` > 0 (RPO, Pang et al. 2024), each pair
+adds ``nll`` x the preferred reply's negative log-likelihood per token: plain DPO can make both replies less
+likely while it pulls them apart, and on the demo's pairs that cost the generated JSON its schema.
+
+``ref`` is the starting policy. Its log-probs are
 computed once, before the first step, with the starting weights (a fresh LoRA adapter is zero, so that is the
 base model with the adapter disabled; a run folder given as --model starts from its own tuned weights), and
 kept on each pair: no second copy of the model is ever held, and resume recomputes the same numbers.
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.data.preference import rejected_conversation
-from tunesmith.data.render import Rendered, Renderer, RenderStats
+from tunesmith.data.render import IGNORE, Rendered, Renderer, RenderStats
 from tunesmith.data.rows import Conversation
 from tunesmith.errors import DataError
 from tunesmith.train.batches import collate
@@ -82,8 +86,9 @@ class DPO:
     name = "dpo"
     default_beta = DEFAULT_BETA
 
-    def __init__(self, beta: float = DEFAULT_BETA) -> None:
+    def __init__(self, beta: float = DEFAULT_BETA, nll: float = 0.0) -> None:
         self.beta = beta
+        self.nll = nll  # weight of the preferred reply's per-token NLL (RPO); 0: plain DPO
 
     def length(self, pair: PreferencePair) -> int:
         return len(pair.chosen.input_ids) + len(pair.rejected.input_ids)
@@ -107,6 +112,9 @@ class DPO:
         ref_chosen, ref_rejected = batch["ref_logps"].to(logps.dtype).chunk(2)
         margin = self.beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
         loss = -F.logsigmoid(margin).sum()
+        if self.nll:
+            chosen_tokens = (batch["labels"][:, 1:] != IGNORE).sum(1).chunk(2)[0].clamp(min=1)
+            loss = loss + self.nll * (-policy_chosen / chosen_tokens).sum()
         margin = margin.detach()
         return loss, {"preferred": float((margin > 0).sum()), "margin": float(margin.sum())}
 
