@@ -88,6 +88,33 @@ def test_report_to_both_logs_what_metrics_jsonl_holds(
     assert status == "FINISHED"
 
 
+def test_a_ctrl_c_still_closes_the_trackers(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the first validation (after step 2): what was logged is on disk, and MLflow's run is KILLED."""
+    import tunesmith.train.loop as loop
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "validate", interrupted)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(24))
+    val = write_jsonl(tmp_path / "val.jsonl", chat_rows(6, seed=1))
+    run = tmp_path / "run"
+    args = ["--data", data, "--val", val, "--max-steps", 4, "--batch-size", 4, "--micro-batch-size", 2]
+    args += ["--eval-every", 2, "--max-len", 256, "--no-compile", "--report-to", "mlflow", "--report-to", "tensorboard"]
+    code, out, err = cli(["train", "--out", run, "--model", tiny_model_dir, *args], capsys)
+    assert code == 130, out + err
+    want = expected(run)
+    assert sorted(want["train/loss"]) == [1, 2] and "val/loss" not in want
+    ml, _, status = mlflow_series(run)
+    assert ml == want and status == "KILLED"
+    tb, _ = tensorboard_series(run)
+    assert tb["train/loss"] == pytest.approx(want["train/loss"], rel=1e-6)  # flushed by the close
+
+
 def test_a_missing_tracker_package_stops_the_run_before_training(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
