@@ -60,7 +60,7 @@ FLAGS: dict[str, Flag] = {
     "report_to": Flag(
         "--report-to",
         "train.report_to",
-        "Also log metrics to tensorboard, mlflow or both (tensorboard,mlflow); pip install 'tunesmith[trackers]'.",
+        "Also log the metrics to tensorboard, mlflow or both (tensorboard,mlflow); needs the 'trackers' extra.",
     ),
 }
 

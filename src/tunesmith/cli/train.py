@@ -71,7 +71,7 @@ def train_command(
     packing: Annotated[bool | None, option("packing")] = None,
     trust_remote_code: TrustRemoteCodeOverride = None,
     compile: Annotated[bool | None, option("compile")] = None,
-    report_to: Annotated[list[str] | None, option("report_to")] = None,
+    report_to: Annotated[list[str] | None, option("report_to", metavar="<names>")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
     skip_check: Annotated[
