@@ -40,6 +40,7 @@ SAMPLES: dict[str, Any] = {
     "lora_dropout": 0.1,
     "packing": False,
     "compile": True,
+    "report_to": ["tensorboard", "mlflow"],  # what typer passes (--report-to tensorboard --report-to mlflow)
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import ConfigError
 
@@ -124,6 +124,21 @@ class TrainSettings(_Strict):
         "autocast with fp32 trainable weights; for LoRA the frozen base is stored in bf16 too.",
     )
     seed: int = Field(42, description="Seeds data order, splits, dropout and initialisation.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that also get every metrics.jsonl line (train/trackers.py): tensorboard, "
+        "mlflow, or both; 'tensorboard,mlflow' is split. Needs pip install 'tunesmith[trackers]'.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _split_report_to(cls, value: Any) -> Any:
+        """``--report-to tensorboard,mlflow`` (one flag, or several) and ``report_to: mlflow`` in YAML."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        names = [n.strip() for item in items for n in (item.split(",") if isinstance(item, str) else [item])]
+        return list(dict.fromkeys(n for n in names if n != ""))
 
     @model_validator(mode="before")
     @classmethod

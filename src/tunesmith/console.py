@@ -35,7 +35,11 @@ def warn(message: str) -> None:
 
 
 def error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {message}", markup=True)
+    """One error line; the message is plain text (a path or a pip extra like ``tunesmith[trackers]`` holds
+    brackets that rich would read as markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True)
 
 
 def is_interactive() -> bool:

@@ -57,6 +57,11 @@ FLAGS: dict[str, Flag] = {
     "compile": Flag(
         "--compile/--no-compile", "train.compile", "torch.compile the decoder layers (default: auto, on for long runs)."
     ),
+    "report_to": Flag(
+        "--report-to",
+        "train.report_to",
+        "Also log the metrics to tensorboard, mlflow or both (tensorboard,mlflow); needs the 'trackers' extra.",
+    ),
 }
 
 

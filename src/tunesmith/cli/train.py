@@ -19,9 +19,11 @@ def _launch(cfg: Any, out: Path, nproc: int, *, resume: bool, force: bool, skip_
     from tunesmith.errors import UserError
     from tunesmith.train.launch import launch
     from tunesmith.train.rundir import check_run_dir
+    from tunesmith.train.trackers import check_trackers
 
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE.jsonl")
+    check_trackers(cfg.train.report_to)
     check_run_dir(out, resume=resume, force=force)
     if not skip_check:
         from tunesmith.train.preflight import refuse_on_errors
@@ -69,6 +71,7 @@ def train_command(
     packing: Annotated[bool | None, option("packing")] = None,
     trust_remote_code: TrustRemoteCodeOverride = None,
     compile: Annotated[bool | None, option("compile")] = None,
+    report_to: Annotated[list[str] | None, option("report_to", metavar="<names>")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from the newest valid checkpoint.")] = False,
     force: Annotated[bool, Opt("--force", help="Replace an existing run folder.")] = False,
     skip_check: Annotated[

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.optim import make_optimizer
 from tunesmith.train.precision import autocast
 from tunesmith.train.progress import Progress, trim_metrics
+from tunesmith.train.trackers import Tracker
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -71,9 +73,10 @@ def train(
     flops_per_token: float = 0.0,
     peak_flops: float = 0.0,
     engine: Engine | None = None,
+    open_trackers: Callable[[int], list[Tracker]] | None = None,
 ) -> LoopState:
     """Train ``model`` in place with ``engine.objective``. ``stop_after`` ends the loop early (as a crash
-    would), for tests."""
+    would), for tests. ``open_trackers(start_step)``: the ``--report-to`` trackers (see ``trackers.py``)."""
     engine = engine or Engine(model)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer, scheduler = make_optimizer(
@@ -100,7 +103,7 @@ def train(
         )
 
     model.train()
-    with Progress(total_steps, state.step, engine.is_main, metrics_path) as progress:
+    with Progress(total_steps, state.step, engine.is_main, metrics_path, open_trackers) as progress:
         while state.step < total_steps and not state.stopped_early:
             if stop_after is not None and state.step >= stop_after:
                 break

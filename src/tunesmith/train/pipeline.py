@@ -32,6 +32,7 @@ from tunesmith.train.objectives import check_objective, choose_objective, get_ob
 from tunesmith.train.objectives.dpo import render_pairs
 from tunesmith.train.perf import flops_per_token, measure_peak_flops
 from tunesmith.train.setup import Prepared, prepare
+from tunesmith.train.trackers import check_trackers, make_trackers
 
 AUTO_VAL_FRACTION, AUTO_VAL_MIN_ROWS, AUTO_VAL_MAX_ROWS = 0.1, 100, 200
 
@@ -63,6 +64,7 @@ def run_training(
         check_objective(objective)
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE.jsonl")
+    check_trackers(cfg.train.report_to)  # a missing tracker package stops the run before anything is spent
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
     # every rank: torchrun ends the job when one process exits).
     main = distributed.is_main()
@@ -126,6 +128,7 @@ def run_training(
         flops_per_token=fpt,
         peak_flops=peak,
         engine=engine,
+        open_trackers=functools.partial(make_trackers, s.report_to, out, cfg) if s.report_to else None,
     )
     result = TrainResult(out, cfg, loop, rows.stats.as_dict(), reasons)
     if stop_after is not None and loop.step < prep.resolved.total_steps:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as Bar
 
 from tunesmith import console, runs
+from tunesmith.train.trackers import Tracker, close_trackers
 
 
 def trim_metrics(path: Path, upto_step: int) -> None:
@@ -31,10 +33,17 @@ def trim_metrics(path: Path, upto_step: int) -> None:
 
 
 class Progress:
-    """The progress bar (interactive terminals), the plain progress lines (elsewhere) and metrics.jsonl,
-    all rank 0's."""
+    """The progress bar (interactive terminals), the plain progress lines (elsewhere), metrics.jsonl and the
+    trackers of ``--report-to`` (``open_trackers(start_step)`` makes them), all rank 0's."""
 
-    def __init__(self, total_steps: int, done: int, main: bool, metrics_path: Path) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        done: int,
+        main: bool,
+        metrics_path: Path,
+        open_trackers: Callable[[int], list[Tracker]] | None = None,
+    ) -> None:
         self.show = console.is_interactive()
         columns = [
             TextColumn("[bold]train"),
@@ -48,19 +57,33 @@ class Progress:
         self.bar = Bar(*columns, console=console.console, disable=not self.show, transient=False)
         self.total, self.done, self.path = total_steps, done, metrics_path if main else Path(os.devnull)
         self.last_tps = 0.0
+        self.open_trackers = open_trackers if main else None
+        self.trackers: list[Tracker] = []
 
     def __enter__(self) -> Progress:
+        # The trackers first: they may fail (a tracking server down), and nothing else is open yet.
+        if self.open_trackers is not None:
+            self.trackers = self.open_trackers(self.done)
+        try:
+            self.log_file = open(self.path, "a", encoding="utf-8")
+        except BaseException:
+            close_trackers(self.trackers, ok=False)
+            raise
         self.bar.__enter__()
         self.task = self.bar.add_task("train", total=self.total, completed=self.done, loss="-", val="-", tps="-")
-        self.log_file = open(self.path, "a", encoding="utf-8")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.log_file.close()
-        self.bar.__exit__(*exc)
+        try:
+            close_trackers(self.trackers, ok=exc[0] is None)  # also on an exception or Ctrl-C
+        finally:
+            self.log_file.close()
+            self.bar.__exit__(*exc)
 
     def log(self, line: dict[str, Any]) -> None:
         self.log_file.write(json.dumps(line) + "\n")
+        for tracker in self.trackers:
+            tracker.log(line)
         if "tokens_per_s" in line:
             self.last_tps = line["tokens_per_s"]
 

@@ -100,7 +100,10 @@ def _saved_settings(out: Path, cfg: RunConfig) -> dict[str, Any]:
 
 def check_resume(out: Path, cfg: RunConfig, inputs: dict[str, str | None], force: bool) -> None:
     """A run folder is never continued with other settings, data or model unless the user says --force."""
-    differs = ["settings"] if _saved_settings(out, cfg) != cfg.model_dump() else []
+    saved, current = _saved_settings(out, cfg), cfg.model_dump()
+    for settings in (saved, current):  # where the metrics also go is no reason to refuse a resume
+        settings["train"].pop("report_to", None)
+    differs = ["settings"] if saved != current else []
     try:
         before = json.loads((out / runs.INPUTS_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
