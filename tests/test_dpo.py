@@ -289,3 +289,28 @@ def test_the_nll_term_adds_the_preferred_replys_per_token_loss(tiny_model_dir: P
     torch.testing.assert_close(b - a, 0.5 * (-logp / n).sum(), atol=1e-5, rtol=0)
     settings = auto.resolve(TrainSettings(objective="dpo"), 300, 100, has_val=False).settings
     assert settings.dpo_nll == auto.DPO_NLL and get_objective("dpo", settings).nll == auto.DPO_NLL
+
+
+def test_bad_pairs_are_named_by_line_field_and_code(tmp_path: Path) -> None:
+    import json
+
+    from tunesmith.data.formats import parse_file
+
+    good = pair_rows(2)
+    user = [{"role": "user", "content": "x"}]
+    bad = [
+        {"input": {"messages": user}, "preferred_output": [{"role": "assistant", "content": "y"}]},
+        {"prompt": "x", "chosen": ["y"], "rejected": "z"},
+        {"prompt": "x", "chosen": "same", "rejected": "same"},
+        {"input": {"messages": user}, "preferred_output": [{"role": "user", "content": "y"}],
+         "non_preferred_output": [{"role": "assistant", "content": "z"}]},
+        {"messages": [*user, {"role": "assistant", "content": "y"}]},
+    ]  # fmt: skip
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in good + bad))
+    parsed = parse_file(path)
+    assert parsed.format == "preference" and len(parsed.examples) == 2
+    found = {(p.line, p.code) for p in parsed.problems}
+    assert found == {(3, "pair-output"), (4, "pair-output"), (5, "pair-identical"), (6, "pair-output"),
+                     (7, "mixed-objectives")}  # fmt: skip
+    assert any("'non_preferred_output' is missing" in p.message for p in parsed.problems)

@@ -12,6 +12,7 @@ from tunesmith.eval import metrics, report, runner, scoring
 from tunesmith.eval import rows as eval_rows
 from tunesmith.eval.forgetting import Forgetting
 from tunesmith.generate import Completion
+from tunesmith.runs import RunInfo
 
 from .conftest import write_jsonl
 from .tool_fixtures import TOOLS, tiny_base, tool_rows, train_tool_model
@@ -101,8 +102,9 @@ def test_report_puts_the_tool_measures_beside_the_others(tmp_path: Path) -> None
         "base": _condition("base", ["Sure.", "It is sunny and 21 C in Paris.", paris, "Hello!"]),
         "tuned": _condition("tuned", [paris, "It is sunny and 21 C in Paris.", rome, "Hello!"]),
     }
+    info = RunInfo(base_model="b", method="full", weights_dir="model")
     result = runner.assemble(
-        tmp_path / "run", tmp_path / "t.jsonl", {"base_model": "b", "method": "full"}, rows, conditions,
+        tmp_path / "run", tmp_path / "t.jsonl", info, rows, conditions,
         Forgetting(10.0, 10.5, 100, 0.1), task="text", schema=None, schema_source=None, markers=None,
         options=runner.EvalOptions(), max_new=64, notes=[], wall_s=1.0, instructions="",
     )  # fmt: skip

@@ -49,6 +49,7 @@ BAD_ROWS = [
     ({"messages": []}, "'messages' is empty"),
     ({"messages": "hi"}, "must be a list"),
     ({"messages": [{"role": "bot", "content": "x"}]}, "unknown role 'bot'"),
+    ({"messages": [{"role": {}, "content": ""}]}, "unknown role {}"),  # found by the fuzzer: a dict is unhashable
     ({"messages": [{"role": "user", "content": "x"}]}, "no assistant reply"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}, "empty content"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None}]}, "no text content"),

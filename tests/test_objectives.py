@@ -130,17 +130,23 @@ def test_a_run_checkpointed_before_the_renovation_resumes_exactly(tmp_path: Path
     old_src = _old_source(tmp_path / "old")
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(24))
     cfg = make_cfg(tiny_model_dir, data, max_steps=8, save_every=4, epochs=3)
-    # The old code's config has no objective or beta: write it as that version wrote configs.
-    old_cfg = cfg.model_dump(mode="json")
-    for key in ("objective", "beta"):
-        del old_cfg["train"][key]
+    # The old code's config lacks today's newer settings: write it as that version wrote configs.
+    env = {"PYTHONPATH": str(old_src), "TUNESMITH_QUIET": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    known = subprocess.run(
+        [sys.executable, "-c", "import json; from tunesmith.config import RunConfig; "
+         "print(json.dumps({k: list(f.annotation.model_fields) for k, f in RunConfig.model_fields.items()}))"],
+        env=env, text=True, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    fields = json.loads(known)
+    old_cfg = {section: {k: v for k, v in values.items() if k in fields[section]}
+               for section, values in cfg.model_dump(mode="json").items()}  # fmt: skip
+    assert "objective" not in old_cfg["train"] and "dpo_nll" not in old_cfg["train"]
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(old_cfg, sort_keys=False))
     run = tmp_path / "resumed"
     script = (
         "import sys; from tunesmith.config import load_config; from tunesmith.train.pipeline import run_training; "
         "run_training(load_config(sys.argv[1]), sys.argv[2], stop_after=4)"
     )
-    env = {"PYTHONPATH": str(old_src), "TUNESMITH_QUIET": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cfg.yaml"), str(run)], env=env, text=True,
                           capture_output=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

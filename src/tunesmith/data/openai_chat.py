@@ -117,7 +117,7 @@ def _message(m: Any, i: int, legacy_ids: itertools.count) -> Message:
     if not isinstance(m, dict):
         raise RowError(f"message {i} is not an object", "bad-message")
     role = m.get("role")
-    if role not in MESSAGE_KEYS:
+    if not isinstance(role, str) or role not in MESSAGE_KEYS:  # (a role may be any JSON value: a dict is unhashable)
         roles = ", ".join(MESSAGE_KEYS)
         raise RowError(f"message {i} has unknown role {role!r}; expected one of {roles}", "unknown-role")
     if "weight" in m and role != "assistant":
