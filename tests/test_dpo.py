@@ -314,3 +314,28 @@ def test_bad_pairs_are_named_by_line_field_and_code(tmp_path: Path) -> None:
     assert found == {(3, "pair-output"), (4, "pair-output"), (5, "pair-identical"), (6, "pair-output"),
                      (7, "mixed-objectives")}  # fmt: skip
     assert any("'non_preferred_output' is missing" in p.message for p in parsed.problems)
+
+
+def test_full_fine_tuning_on_pairs_is_dpo_on_every_weight(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import json
+
+    from tunesmith import runs
+    from tunesmith.train.pipeline import run_training
+
+    from .conftest import write_jsonl
+    from .test_train import make_cfg
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(8))
+    cfg = make_cfg(tiny_model_dir, data, method="full", max_steps=2, learning_rate=1e-3, dpo_nll=0.0)
+    result = run_training(cfg, tmp_path / "run")
+    info = runs.read_run(tmp_path / "run")
+    assert info.method == "full" and info.objective == "dpo" and info.trainable_params == info.total_params
+    from tunesmith.config import TrainSettings
+    from tunesmith.train import auto
+
+    defaults = auto.resolve(TrainSettings(method="full", objective="dpo"), 300, 100, has_val=False)
+    assert defaults.settings.learning_rate == auto.DPO_FULL_LR
+    assert "learning rate 5e-06: the DPO full default, 10x below SFT's" in defaults.reasons
+    first = json.loads((tmp_path / "run" / runs.METRICS).read_text().splitlines()[0])
+    assert abs(first["loss"] - 0.6931) < 1e-3 and "preference_accuracy" in first
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file() and result.loop.step == 2
