@@ -29,16 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from trl_common import lora_config, peak_rss_mb, trl_cpu_args
+
 HERE = Path(__file__).resolve().parent
 PAIRS = HERE.parent / "src" / "tunesmith" / "examples" / "support_triage_pairs"
 SETTINGS = {"max_len": 512, "r": 16, "alpha": 32, "batch": 8, "lr": 1e-4, "beta": 0.1, "warmup_ratio": 0.1, "seed": 42}
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _pairs(path: Path, limit: int | None = None) -> list:
@@ -77,17 +72,16 @@ def child_tunesmith(model: str, train: Path, out: Path, max_steps: int | None) -
     result = run_training(cfg, out / "run", skip_check=True)
     seconds = time.perf_counter() - t0  # the references are computed before the loop: counted, as TRL's are
     pairs = min(result.summary.steps * s["batch"], len(_pairs(train)))  # one epoch: the last batch may be short
-    return {"pairs": pairs, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "adapter": str(out / "run" / "adapter")}
+    return {"pairs": pairs, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "adapter": str(out / "run" / "adapter")}
 
 
 def child_trl(model: str, train: Path, out: Path, max_steps: int | None) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from tunesmith.models.load import bf16_supported, load_tokenizer, resolve
+    from tunesmith.models.load import load_tokenizer, resolve
 
     s = SETTINGS
     rows = [
@@ -108,25 +102,16 @@ def child_trl(model: str, train: Path, out: Path, max_steps: int | None) -> dict
         max_steps=max_steps or -1,
         max_length=s["max_len"],
         beta=s["beta"],
-        bf16=bf16_supported(),
-        use_cpu=True,
-        save_strategy="no",
-        report_to=[],
-        logging_steps=10,
-        dataloader_num_workers=0,
-        seed=s["seed"],
-        disable_tqdm=True,
+        **trl_cpu_args(s["seed"]),
     )
-    peft_config = LoraConfig(
-        r=s["r"], lora_alpha=s["alpha"], lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-    )
+    peft_config = lora_config(s["r"], s["alpha"])
     trainer = DPOTrainer(
         model=hf, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config
     )
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    rss = _peak_rss_mb()
+    rss = peak_rss_mb()
     trainer.model.save_pretrained(out / "trl-adapter")
     return {
         "pairs": min(total * s["batch"], len(rows)),

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trl_common import lora_config, peak_rss_mb, trl_cpu_args
+
 HERE = Path(__file__).resolve().parent
 SETTINGS = {
     "max_len": 512,
@@ -42,13 +44,6 @@ SETTINGS = {
     "gradient_checkpointing": False,
     "seed": 42,  # both sides (data order, LoRA initialisation); vary it to see the loss's seed-to-seed noise
 }
-
-
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _val_loss(base: str, adapter_dir: Path, val_file: Path) -> float:
@@ -94,7 +89,7 @@ def child_tunesmith(
         },
     )
     result = run_training(cfg, out / "run", skip_check=True)
-    rss = _peak_rss_mb()
+    rss = peak_rss_mb()
     steps = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in steps if "loss" in x]
     # Steady state: the median step after the first quarter (torch.compile compiles during the first steps).
@@ -114,12 +109,11 @@ def child_tunesmith(
 def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | None) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     from tunesmith.data.formats import read_examples
-    from tunesmith.models.load import bf16_supported, load_tokenizer, resolve
+    from tunesmith.models.load import load_tokenizer, resolve
 
     s = SETTINGS
     rows = [{"prompt": c.as_dicts()[:-1], "completion": c.as_dicts()[-1:]} for c in read_examples(train).examples]
@@ -139,18 +133,9 @@ def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | No
         packing=False,
         completion_only_loss=True,
         gradient_checkpointing=s["gradient_checkpointing"],
-        bf16=bf16_supported(),
-        use_cpu=True,
-        save_strategy="no",
-        report_to=[],
-        logging_steps=10,
-        dataloader_num_workers=0,
-        seed=s["seed"],
-        disable_tqdm=True,
+        **trl_cpu_args(s["seed"]),
     )
-    peft_config = LoraConfig(
-        r=s["r"], lora_alpha=s["alpha"], lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-    )
+    peft_config = lora_config(s["r"], s["alpha"])
     trainer = SFTTrainer(
         model=hf, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config
     )
@@ -169,7 +154,7 @@ def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | No
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    rss = _peak_rss_mb()
+    rss = peak_rss_mb()
     trainer.model.save_pretrained(out / "trl-adapter")
     return {
         "tokens": counts["tokens"],
