@@ -339,3 +339,36 @@ def test_full_fine_tuning_on_pairs_is_dpo_on_every_weight(tmp_path: Path, tiny_m
     first = json.loads((tmp_path / "run" / runs.METRICS).read_text().splitlines()[0])
     assert abs(first["loss"] - 0.6931) < 1e-3 and "preference_accuracy" in first
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file() and result.loop.step == 2
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["lora-fused-head", "full-autograd-head"])
+def test_a_shared_prefix_batch_gives_each_replys_own_log_prob_and_gradient(tiny_model_dir: Path, full: bool) -> None:
+    """A pair in one row (prompt once, both replies after it) gives the same summed log-probs, and the same
+    gradients, as the two sequences padded into rows of their own: the second reply never sees the first.
+    With LoRA the frozen head takes the fused path; in a full fine-tune the trainable head goes through autograd."""
+    from tunesmith.train.batches import collate, collate_shared_prefix, common_prefix
+    from tunesmith.train.loss import sequence_logps
+
+    model, tok = lora_model(tiny_model_dir)
+    if full:
+        model = model.merge_and_unload()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    pairs = make_pairs(tok)
+    assert all(common_prefix(p.chosen.input_ids, p.rejected.input_ids) > 3 for p in pairs)
+    weights = torch.linspace(0.5, 2.0, 2 * len(pairs))  # a different upstream gradient for every sequence
+
+    def grads(batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        logps = sequence_logps(model, batch)
+        (logps * weights).sum().backward()
+        return logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    separate, g_separate = grads(collate([p.chosen for p in pairs] + [p.rejected for p in pairs], tok.pad_token_id))
+    shared_batch = collate_shared_prefix([(p.chosen, p.rejected) for p in pairs], tok.pad_token_id)
+    shared, g_shared = grads(shared_batch)
+    assert shared_batch["input_ids"].shape[0] == len(pairs)
+    torch.testing.assert_close(shared, separate, atol=1e-4, rtol=0)
+    assert g_shared.keys() == g_separate.keys() and g_shared
+    for name, g in g_shared.items():
+        torch.testing.assert_close(g, g_separate[name], atol=1e-4, rtol=1e-4, msg=name)

@@ -19,9 +19,7 @@ import torch
 from tunesmith.data.formats import Conversation, parse_file
 from tunesmith.data.render import Renderer
 from tunesmith.models.stops import stop_token_ids
-from tunesmith.train.batches import collate
-from tunesmith.train.loss import sequence_logps
-from tunesmith.train.objectives.dpo import render_pairs
+from tunesmith.train.objectives.dpo import pair_logps, render_pairs
 
 
 def pairs_in(path: Path) -> list[Conversation]:
@@ -35,15 +33,7 @@ def log_prob_margins(model: Any, tokenizer: Any, convs: list[Conversation], batc
     """Per pair, log p(preferred) - log p(other), as training renders and masks them."""
     renderer = Renderer(tokenizer, train_on="last", max_len=1 << 30, stop_token_ids=stop_token_ids(model, tokenizer))
     pairs, _ = render_pairs(renderer, convs)
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[float] = []
-    for start in range(0, len(pairs), batch):
-        chunk = pairs[start : start + batch]
-        tensors = collate([p.chosen for p in chunk] + [p.rejected for p in chunk], tokenizer.pad_token_id)
-        logps = sequence_logps(model, {k: v.to(device) for k, v in tensors.items()}).double().cpu()
-        out += (logps[: len(chunk)] - logps[len(chunk) :]).tolist()
-    return out
+    return [c - r for c, r in pair_logps(model, pairs, batch, tokenizer.pad_token_id)]
 
 
 def summary(start: list[float], tuned: list[float]) -> dict[str, Any]:

@@ -59,9 +59,11 @@ def _fused_chunks(
     chunk_rows: int,
     dtype: torch.dtype,
     want: tuple[bool, bool],
+    row_losses: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(loss sum, correct count, d loss / d hidden, d loss / d weight), chunk by chunk. The matmuls run in
-    ``dtype`` (bf16 under autocast, as ``head(hidden)`` would); softmax and the loss in fp32 (fp64 for fp64)."""
+    ``dtype`` (bf16 under autocast, as ``head(hidden)`` would); softmax and the loss in fp32 (fp64 for fp64).
+    ``row_losses``, when given, receives each row's own cross-entropy."""
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     w, h_all = weight.to(dtype), hidden.to(dtype)
     loss = torch.zeros((), dtype=acc, device=hidden.device)
@@ -73,7 +75,10 @@ def _fused_chunks(
         logits = (h @ w.t()).to(acc)
         correct += (logits.argmax(-1) == t).sum()
         lse = torch.logsumexp(logits, -1)
-        loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+        rows = lse - logits.gather(1, t[:, None]).squeeze(1)
+        loss += rows.sum()
+        if row_losses is not None:
+            row_losses[start : start + chunk_rows] = rows
         if grad_h is None and grad_w is None:
             continue
         d_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place: the logits are not needed again
@@ -161,26 +166,65 @@ def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     return loss, n
 
 
+class _FusedLinearLogps(torch.autograd.Function):
+    """Per-row log-probability of ``targets`` under ``hidden @ weight.T`` for a frozen ``weight`` (a LoRA run's
+    head), with d logp / d hidden computed in the forward pass as the cross-entropy's is: nothing
+    vocabulary-sized is kept for backward or computed twice."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows, dtype):  # type: ignore[no-untyped-def]
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        row_losses = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            want = (bool(ctx.needs_input_grad[0]), False)  # no_grad (the reference pass): no gradient work
+            _, _, grad_h, _ = _fused_chunks(hidden, weight, targets, chunk_rows, dtype, want, row_losses)
+        ctx.save_for_backward(grad_h)
+        return -row_losses
+
+    @staticmethod
+    def backward(ctx, grad_logps):  # type: ignore[no-untyped-def]
+        (grad_h,) = ctx.saved_tensors  # d CE / d hidden = -(d logp / d hidden)
+        return (grad_h * -grad_logps[:, None].to(grad_h.dtype)), None, None, None, None
+
+
 def _target_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = head(hidden)
     return torch.log_softmax(logits.float(), -1).gather(1, targets[:, None]).squeeze(1)
 
 
+def linear_target_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target_i | hidden_i) per row, never holding more than one chunk of logits. A frozen plain linear
+    head takes the fused path; any other (a full fine-tune's trainable head, a bias) goes through autograd,
+    chunk by chunk under activation checkpointing."""
+    if isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad:
+        rows = max(8, CHUNK_BYTES // (4 * head.weight.shape[0]))
+        return _FusedLinearLogps.apply(hidden, head.weight, targets, rows, _matmul_dtype(hidden, head.weight))
+    parts = [
+        checkpoint(_target_logps, head, hidden[s : s + CHUNK_ROWS], targets[s : s + CHUNK_ROWS], use_reentrant=False)
+        for s in range(0, hidden.shape[0], CHUNK_ROWS)
+    ]
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
 def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per row of ``batch`` (padded, not packed): the summed log-probability of its trained tokens, the
-    quantity preference objectives compare. Like the token loss, only trained positions reach the output
-    projection, chunk by chunk under activation checkpointing, so no batch x length x vocab tensor exists."""
+    """Per sequence of ``batch``: the summed log-probability of its trained tokens, the quantity preference
+    objectives compare. ``batch`` is either padded (one sequence a row, labels) or prefix-shared
+    (``batches.collate_shared_prefix``: two sequences a row, the trained positions listed). Only trained
+    positions reach the output projection, so no batch x length x vocab tensor exists."""
     decoder, head = causal_lm_parts(model)
     hidden = decoder(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch.get("position_ids"),
+        use_cache=False,
     ).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    keep = targets != IGNORE
-    rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
-    h, t = hidden[:, :-1][keep], targets[keep]
-    parts = [
-        checkpoint(_target_logps, head, h[s : s + CHUNK_ROWS], t[s : s + CHUNK_ROWS], use_reentrant=False)
-        for s in range(0, h.shape[0], CHUNK_ROWS)
-    ]
-    logps = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
-    return torch.zeros(targets.shape[0], dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
+    if "target_index" in batch:
+        h = hidden.reshape(-1, hidden.shape[-1])[batch["target_index"]]
+        t, owner, n = batch["target_id"], batch["target_seq"], int(batch["n_seqs"])
+    else:
+        targets = batch["labels"][:, 1:]
+        keep = targets != IGNORE
+        owner = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
+        h, t, n = hidden[:, :-1][keep], targets[keep], targets.shape[0]
+    logps = linear_target_logps(head, h, t)
+    return torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, owner, logps)

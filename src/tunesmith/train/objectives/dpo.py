@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.data.preference import rejected_conversation
-from tunesmith.data.render import IGNORE, Rendered, Renderer, RenderStats
+from tunesmith.data.render import Rendered, Renderer, RenderStats
 from tunesmith.data.rows import Conversation
 from tunesmith.errors import DataError
-from tunesmith.train.batches import collate
+from tunesmith.train.batches import collate_shared_prefix, common_prefix
 from tunesmith.train.loss import sequence_logps
 from tunesmith.train.objectives.base import Sums
 from tunesmith.train.precision import autocast
@@ -91,16 +91,19 @@ class DPO:
         self.nll = nll  # weight of the preferred reply's per-token NLL (RPO); 0: plain DPO
 
     def length(self, pair: PreferencePair) -> int:
-        return len(pair.chosen.input_ids) + len(pair.rejected.input_ids)
+        """Tokens a pair costs a batch: its common prefix once, then both replies (see ``collate``)."""
+        shared = common_prefix(pair.chosen.input_ids, pair.rejected.input_ids)
+        return len(pair.chosen.input_ids) + len(pair.rejected.input_ids) - shared
 
     def weight(self, pairs: Sequence[PreferencePair]) -> int:
         return len(pairs)
 
     def collate(self, rows: list[list[PreferencePair]], pad_id: int) -> dict[str, torch.Tensor]:
-        """One padded batch: every pair's preferred sequence, then every pair's other one (rows are never
-        packed: a pair is compared whole)."""
+        """One row per pair, the prompt (and any reply tokens both sides share) computed once for both
+        replies (``batches.collate_shared_prefix``); sequences 0..n-1 are the preferred replies, n..2n-1
+        the others. Pairs are never packed together: a pair is compared whole."""
         pairs = [p for row in rows for p in row]
-        batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+        batch = collate_shared_prefix([(p.chosen, p.rejected) for p in pairs], pad_id)
         if all(p.ref_chosen is not None for p in pairs):
             refs = [p.ref_chosen for p in pairs] + [p.ref_rejected for p in pairs]
             batch["ref_logps"] = torch.tensor(refs, dtype=torch.float64)
@@ -113,7 +116,8 @@ class DPO:
         margin = self.beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
         loss = -F.logsigmoid(margin).sum()
         if self.nll:
-            chosen_tokens = (batch["labels"][:, 1:] != IGNORE).sum(1).chunk(2)[0].clamp(min=1)
+            counts = torch.bincount(batch["target_seq"], minlength=2 * len(policy_chosen))
+            chosen_tokens = counts[: len(policy_chosen)].clamp(min=1)
             loss = loss + self.nll * (-policy_chosen / chosen_tokens).sum()
         margin = margin.detach()
         return loss, {"preferred": float((margin > 0).sum()), "margin": float(margin.sum())}
@@ -125,21 +129,30 @@ class DPO:
     def start(self, model: Any, examples: Sequence[PreferencePair], micro: int, pad_id: int, bf16: bool) -> None:
         self.compute_references(model, examples, micro, pad_id, bf16)
 
-    @torch.no_grad()
     def compute_references(
         self, model: Any, pairs: Sequence[PreferencePair], micro: int, pad_id: int, bf16: bool = False
     ) -> None:
         """Fill in each pair's reference log-probs with ``model`` as it is now (eval mode: no dropout), in the
         precision training runs in, so that the log-ratios start at zero."""
+        for p, (c, r) in zip(pairs, pair_logps(model, pairs, micro, pad_id, bf16), strict=True):
+            p.ref_chosen, p.ref_rejected = c, r
 
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        for start in range(0, len(pairs), micro):
-            chunk = list(pairs[start : start + micro])
-            batch = collate([p.chosen for p in chunk] + [p.rejected for p in chunk], pad_id)
-            with autocast(bf16):
-                logps = sequence_logps(model, {k: v.to(device) for k, v in batch.items()}).double().cpu()
-            for p, c, r in zip(chunk, logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist(), strict=True):
-                p.ref_chosen, p.ref_rejected = c, r
-        model.train(was_training)
+
+@torch.no_grad()
+def pair_logps(
+    model: Any, pairs: Sequence[PreferencePair], micro: int, pad_id: int, bf16: bool = False
+) -> list[tuple[float, float]]:
+    """(log p(preferred reply), log p(other reply)) per pair under ``model`` in eval mode, ``micro`` pairs a
+    forward pass, each pair's shared prefix computed once."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[tuple[float, float]] = []
+    for start in range(0, len(pairs), micro):
+        chunk = list(pairs[start : start + micro])
+        batch = collate_shared_prefix([(p.chosen, p.rejected) for p in chunk], pad_id)
+        with autocast(bf16):
+            logps = sequence_logps(model, {k: v.to(device) for k, v in batch.items()}).double().cpu()
+        out += zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist(), strict=True)
+    model.train(was_training)
+    return out
