@@ -287,7 +287,7 @@ def test_the_nll_term_adds_the_preferred_replys_per_token_loss(tiny_model_dir: P
         logp = sequence_logps(model, collate([p.chosen for p in pairs], tok.pad_token_id))
     n = torch.tensor([sum(x != IGNORE for x in p.chosen.labels[1:]) for p in pairs], dtype=logp.dtype)
     torch.testing.assert_close(b - a, 0.5 * (-logp / n).sum(), atol=1e-5, rtol=0)
-    settings = auto.resolve(TrainSettings(objective="dpo"), 300, 100, has_val=False).settings
+    settings = auto.resolve(TrainSettings(objective="dpo"), 300, 100, []).settings
     assert settings.dpo_nll == auto.DPO_NLL and get_objective("dpo", settings).nll == auto.DPO_NLL
 
 
@@ -333,7 +333,7 @@ def test_full_fine_tuning_on_pairs_is_dpo_on_every_weight(tmp_path: Path, tiny_m
     from tunesmith.config import TrainSettings
     from tunesmith.train import auto
 
-    defaults = auto.resolve(TrainSettings(method="full", objective="dpo"), 300, 100, has_val=False)
+    defaults = auto.resolve(TrainSettings(method="full", objective="dpo"), 300, 100, [])
     assert defaults.settings.learning_rate == auto.DPO_FULL_LR
     assert "learning rate 5e-06: the DPO full default, 10x below SFT's" in defaults.reasons
     first = json.loads((tmp_path / "run" / runs.METRICS).read_text().splitlines()[0])

@@ -33,6 +33,7 @@ SAMPLES: dict[str, Any] = {
     "micro_batch_size": 2,
     "max_steps": 5,
     "eval_every": 3,
+    "val_budget": 0.25,
     "save_every": 4,
     "seed": 7,
     "lora_r": 4,

@@ -93,7 +93,16 @@ class TrainSettings(_Strict):
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Cosine decays to this share of the peak.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    eval_every: int | None = Field(None, ge=1, description="Validate every N steps; None: ~10 times a run.")
+    eval_every: int | None = Field(
+        None, ge=1, description="Validate every N steps; None: ~10 times a run, within val_budget."
+    )
+    val_budget: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="Most of the run's compute that validation may take (a validation token costs a third of a "
+        "trained one). Beyond it the run validates less often, then on a fixed sample of the validation rows.",
+    )
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N steps; None: at each eval.")
     early_stopping_patience: int | None = Field(
         3, ge=1, description="Stop after this many evals without a better validation loss; None: never."

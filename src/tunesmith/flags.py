@@ -48,6 +48,7 @@ FLAGS: dict[str, Flag] = {
     "micro_batch_size": Flag("--micro-batch-size", "train.micro_batch_size", "Examples per forward."),
     "max_steps": Flag("--max-steps", "train.max_steps"),
     "eval_every": Flag("--eval-every", "train.eval_every"),
+    "val_budget": Flag("--val-budget", "train.val_budget", "Most of the compute validation may take (0.1: 10%)."),
     "save_every": Flag("--save-every", "train.save_every"),
     "seed": Flag("--seed", "train.seed"),
     "lora_r": Flag("--lora-r", "lora.r"),

@@ -63,6 +63,7 @@ def train_command(
     overlong: Annotated[str | None, option("overlong")] = None,
     train_on: Annotated[str | None, option("train_on")] = None,
     eval_every: Annotated[int | None, option("eval_every")] = None,
+    val_budget: Annotated[float | None, option("val_budget")] = None,
     save_every: Annotated[int | None, option("save_every")] = None,
     lora_r: Annotated[int | None, option("lora_r")] = None,
     lora_alpha: Annotated[int | None, option("lora_alpha")] = None,

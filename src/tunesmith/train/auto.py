@@ -28,6 +28,14 @@ DPO_NLL = 1.0  # RPO's weight (Pang et al. 2024); see README for the demo run wi
 MICRO_BATCH_TOKENS = 4096
 
 
+# Validation: aim for ~10 evaluations a run, never fewer than enough for early stopping to act (patience 3
+# needs 4 after the best), and never on fewer than a handful of rows.
+TARGET_EVALS, MIN_EVALS, MIN_VAL_ROWS = 10, 5, 8
+# A trained token costs a forward and a backward pass, about three forward passes' worth; a validation
+# token costs one. The budget is a share of compute, so it is counted in forward tokens.
+TRAIN_TOKEN_COST = 3
+
+
 @dataclass
 class Resolved:
     settings: TrainSettings
@@ -35,6 +43,51 @@ class Resolved:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    val_rows: int = 0  # how many validation rows each evaluation uses (a fixed sample when fewer than all)
+    n_evals: int = 0
+
+
+@dataclass(frozen=True)
+class ValidationPlan:
+    eval_every: int
+    rows: int
+    n_evals: int
+    share: float  # of the run's compute
+
+
+def evaluations(total_steps: int, every: int) -> int:
+    """How many times the loop validates: every ``every`` steps, and after the last step."""
+    return total_steps // every + (1 if total_steps % every else 0)
+
+
+def _cadence(total_steps: int, wanted: int) -> int:
+    """The most frequent cadence that validates at most ``wanted`` times, unless that falls short of
+    ``MIN_EVALS``: then the least frequent one that still reaches it."""
+    every = next(e for e in range(1, total_steps + 1) if evaluations(total_steps, e) <= wanted)
+    if evaluations(total_steps, every) < min(MIN_EVALS, total_steps):
+        every = max(e for e in range(1, total_steps + 1) if evaluations(total_steps, e) >= MIN_EVALS)
+    return every
+
+
+def plan_validation(
+    eval_every: int | None, budget: float, total_steps: int, train_tokens: int, val_lengths: list[int]
+) -> ValidationPlan:
+    """How often, and on how many rows, validation runs so that it costs at most ``budget`` of the run's
+    compute: ~10 evaluations on every row when that fits; else fewer evaluations (down to 5); else 5 on a
+    fixed sample of the rows. An ``eval_every`` that was given is kept, on every row."""
+    n_val = len(val_lengths)
+    mean_len = sum(val_lengths) / max(1, n_val)
+    allowed = budget * TRAIN_TOKEN_COST * train_tokens  # forward tokens validation may spend in the run
+    rows = n_val
+    if eval_every is None:
+        affordable = int(allowed // max(1.0, mean_len * n_val))
+        eval_every = _cadence(total_steps, wanted=min(TARGET_EVALS, max(MIN_EVALS, affordable)))
+        if affordable < MIN_EVALS:
+            n = evaluations(total_steps, eval_every)
+            rows = min(n_val, max(MIN_VAL_ROWS, int(allowed // max(1.0, n * mean_len))))
+    n_evals = evaluations(total_steps, eval_every)
+    share = n_evals * rows * mean_len / max(1.0, TRAIN_TOKEN_COST * train_tokens)
+    return ValidationPlan(eval_every, rows, n_evals, share)
 
 
 def default_epochs(n: int) -> tuple[int, str]:
@@ -79,7 +132,11 @@ def _dpo_defaults(s: TrainSettings) -> list[str]:
     return reasons
 
 
-def resolve(settings: TrainSettings, n_train: int, p95_len: int, has_val: bool) -> Resolved:
+def resolve(
+    settings: TrainSettings, n_train: int, p95_len: int, val_lengths: list[int], train_tokens: int | None = None
+) -> Resolved:
+    """Every automatic choice for ``n_train`` rows (``train_tokens`` tokens in an epoch) and a validation set
+    of ``val_lengths``."""
     s = settings.model_copy()
     reasons: list[str] = []
     if s.epochs is None:
@@ -102,9 +159,21 @@ def resolve(settings: TrainSettings, n_train: int, p95_len: int, has_val: bool) 
     if s.max_steps is not None:
         total = min(total, s.max_steps)
     warmup = math.ceil(total * s.warmup_ratio) if s.warmup_ratio else 0
-    if s.eval_every is None and has_val:
-        s.eval_every = max(1, total // 10)
-        reasons.append(f"validation every {s.eval_every} steps (~10 times a run)")
+    val_rows = n_evals = 0
+    if val_lengths:
+        tokens = (train_tokens or n_train * p95_len) * total / max(1, steps_per_epoch)  # trained in the run
+        given = s.eval_every
+        v = plan_validation(given, s.val_budget, total, round(tokens), val_lengths)
+        s.eval_every, val_rows, n_evals = v.eval_every, v.rows, v.n_evals
+        reasons.append(_validation_reason(v, len(val_lengths), given is not None, s.val_budget))
     if s.save_every is None:
         s.save_every = s.eval_every or max(1, total // 5)
-    return Resolved(s, reasons, steps_per_epoch, total, warmup)
+    return Resolved(s, reasons, steps_per_epoch, total, warmup, val_rows, n_evals)
+
+
+def _validation_reason(v: ValidationPlan, n_val: int, given: bool, budget: float) -> str:
+    on = f"all {n_val} validation rows" if v.rows == n_val else f"a fixed sample of {v.rows} of the {n_val} rows"
+    how = "as configured" if given else f"within the {budget:.0%} budget"
+    return (
+        f"validation every {v.eval_every} steps on {on} ({v.n_evals} times): ~{v.share:.0%} of the run's compute, {how}"
+    )

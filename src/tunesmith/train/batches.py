@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -72,6 +73,15 @@ def _group_rows(rows: list[Row], lengths: list[int], budget: int) -> list[list[R
         else:
             groups.append([row])
     return groups
+
+
+def fixed_sample(rows: list[Any], n: int, seed: int) -> list[Any]:
+    """``n`` of ``rows``, the same ones on every call with the same seed (and on resume), in their order:
+    validation on a sample compares like with like from one evaluation to the next."""
+    if n >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed * 7_919 + len(rows)).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
 
 
 def to_batch(rows: list[list[Rendered]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -200,7 +200,7 @@ def _probe(
 
     lengths = rows.lengths
     # The run's own set-up, minus torch.compile (a probe of two steps would time the compiler).
-    prep = prepare(cfg, model, lengths, has_val=bool(val_lengths), method=method, compile=False)
+    prep = prepare(cfg, model, lengths, val_lengths=val_lengths, method=method, compile=False)
     model, resolved, s, bf16 = prep.model, prep.resolved, prep.settings, prep.bf16
     batch, micro, epochs = s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1
     params = [p for p in model.parameters() if p.requires_grad]
@@ -249,7 +249,7 @@ def _probe(
     # validates about ten times a run.
     forward_share = first.forward_s / first.fwd_bwd_s if first.fwd_bwd_s else 0.5
     val_pass = forward_share * t.fwd_bwd_s / t.padded * _val_padded(val_lengths, micro)
-    n_evals = (resolved.total_steps // s.eval_every + 1) if val_lengths and s.eval_every else 0
+    n_evals = resolved.n_evals * resolved.val_rows / len(val_lengths) if val_lengths else 0  # a sample: a share
     for p in params:
         p.grad = None
     memory = {

@@ -26,7 +26,7 @@ from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import distributed, rundir
-from tunesmith.train.batches import plan_steps
+from tunesmith.train.batches import fixed_sample, plan_steps
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
 from tunesmith.train.objectives.dpo import render_pairs
@@ -87,7 +87,8 @@ def run_training(
     )
     rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, pairs=objective == "dpo")
     lengths = [len(r.input_ids) for r in rows.train]
-    prep = prepare(cfg, model, lengths, has_val=bool(rows.val))
+    prep = prepare(cfg, model, lengths, val_lengths=[len(r.input_ids) for r in rows.val])
+    rows.val = fixed_sample(rows.val, prep.resolved.val_rows, cfg.train.seed)
     cfg = cfg.model_copy(update={"train": prep.settings})
     inputs = {"train_data": data.train_hash, "val_data": data.val_hash, "model": rundir.source_hash(source)}
     if main:

@@ -38,13 +38,19 @@ def p95(lengths: list[int]) -> int:
 
 
 def prepare(
-    cfg: RunConfig, model: Any, lengths: list[int], *, has_val: bool, method: str | None = None, compile: bool = True
+    cfg: RunConfig,
+    model: Any,
+    lengths: list[int],
+    *,
+    val_lengths: list[int],
+    method: str | None = None,
+    compile: bool = True,
 ) -> Prepared:
     """Resolve the hyperparameters for rows of ``lengths`` tokens, then set ``model`` up to train with them:
     precision, LoRA or full, gradient checkpointing and (``compile``) torch.compile. ``method`` overrides
     the config's (the estimate probes both)."""
     settings = cfg.train if method is None else cfg.train.model_copy(update={"method": method})
-    resolved = auto.resolve(settings, len(lengths), p95(lengths), has_val=has_val)
+    resolved = auto.resolve(settings, len(lengths), p95(lengths), val_lengths, train_tokens=sum(lengths))
     s = resolved.settings
     bf16, why = choose_precision(s.precision, s.method)
     reasons = [*resolved.reasons, why]

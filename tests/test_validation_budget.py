@@ -1,0 +1,73 @@
+"""Validation within a budget: it costs at most a set share of the run's compute, never every step of a short
+run, and falls back to a fixed sample of the rows when even a few evaluations on all of them cost too much."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunesmith import runs
+from tunesmith.config import TrainSettings, load_config
+from tunesmith.train import auto
+from tunesmith.train.batches import fixed_sample
+from tunesmith.train.pipeline import run_training
+
+from .conftest import chat_rows, write_jsonl
+
+
+def test_a_short_run_with_a_small_validation_set_validates_on_a_sample_within_budget() -> None:
+    """The reported case: 18 steps over 160 rows of ~110 tokens, 16 held-out rows. The old cadence validated
+    after every step (18 // 10 = 1), as much compute as the training itself."""
+    plan = auto.plan_validation(None, 0.1, 18, 160 * 110, [110] * 16)
+    assert plan.n_evals == auto.evaluations(18, plan.eval_every) >= auto.MIN_EVALS
+    assert plan.eval_every > 1 and plan.share <= 0.1
+    assert auto.MIN_VAL_ROWS <= plan.rows < 16  # 5 evaluations on all 16 rows would cost ~17%
+
+
+def test_a_cheap_validation_set_gets_about_ten_evaluations_on_every_row() -> None:
+    plan = auto.plan_validation(None, 0.1, 18, 1000 * 110, [110] * 20)
+    assert plan.rows == 20 and plan.n_evals == 9 and plan.eval_every == 2  # ceil(18 / 10): never every step
+    plan = auto.plan_validation(None, 0.1, 300, 10_000 * 110, [110] * 100)
+    assert plan.rows == 100 and plan.n_evals == 10 and plan.share <= 0.1
+
+
+def test_the_budget_is_settable_and_a_given_cadence_is_kept() -> None:
+    tight = auto.plan_validation(None, 0.02, 100, 2000 * 100, [100] * 200)
+    loose = auto.plan_validation(None, 0.5, 100, 2000 * 100, [100] * 200)
+    assert tight.share <= 0.02 and loose.n_evals == 10 and loose.rows == 200
+    assert tight.rows < 200 or tight.n_evals < loose.n_evals
+    given = auto.plan_validation(1, 0.1, 18, 160 * 110, [110] * 16)
+    assert (given.eval_every, given.rows, given.n_evals) == (1, 16, 18)
+    reasons = auto.resolve(TrainSettings(eval_every=1), 160, 110, [110] * 16, train_tokens=160 * 110).reasons
+    assert any("as configured" in r and "~" in r for r in reasons), reasons
+
+
+def test_the_sample_is_the_same_rows_every_time() -> None:
+    rows = list(range(50))
+    a, b = fixed_sample(rows, 8, seed=3), fixed_sample(rows, 8, seed=3)
+    assert a == b == sorted(a) and len(set(a)) == 8
+    assert fixed_sample(rows, 60, seed=3) == rows
+
+
+def test_a_run_validates_as_planned_and_says_what_it_costs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    write_jsonl(train, chat_rows(24))
+    write_jsonl(val, chat_rows(40)[24:])
+    cfg = load_config(
+        None,
+        {
+            "model": {"name": str(tiny_model_dir)},
+            "data": {"train": str(train), "val": str(val), "max_len": 256},
+            "lora": {"r": 4, "alpha": 8},
+            "train": {"batch_size": 2, "epochs": 1, "learning_rate": 5e-3, "early_stopping_patience": None},
+        },
+    )
+    result = run_training(cfg, tmp_path / "run", skip_check=True)
+    why = next(r for r in result.reasons if r.startswith("validation every"))
+    assert "fixed sample of" in why and "of the 16 rows" in why and "budget" in why, why
+    info = runs.read_run(tmp_path / "run")
+    assert why in info.choices
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if "val_loss" in x]
+    every = load_config(tmp_path / "run" / "config.yaml").train.eval_every
+    assert len(evals) == auto.evaluations(12, every) >= auto.MIN_EVALS and every > 1
