@@ -62,6 +62,7 @@ def pipeline_dict() -> dict:
         "objective": "sft",
         "started_from": None,
         "beta": None,
+        "startup": {"loading the model": 2.5, "rendering": 0.4},
     }
 
 
@@ -94,6 +95,7 @@ def built() -> RunInfo:
         counts=Counts(train=STATS, val={**STATS, "kept": 2}, dropped_rows=["train.jsonl:3", "train.jsonl:9"]),
         hashes=Hashes(train_data="a" * 64, val_data=None, model="b" * 16, chat_template="c" * 16, masking="d" * 16),
         versions={"python": "3.11.7", "tunesmith": "0.1.0", "torch": "2.5.0"},
+        startup={"loading the model": 2.5, "rendering": 0.4},
     )
 
 
@@ -114,12 +116,20 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
 
 def test_an_old_run_json_without_the_newer_fields_still_reads(tmp_path: Path) -> None:
     old = pipeline_dict()
-    newer = ("loop_wall_s", "mfu", "peak_flops", "objective", "started_from", "beta")  # added after the first release
+    newer = (
+        "loop_wall_s",
+        "mfu",
+        "peak_flops",
+        "objective",
+        "started_from",
+        "beta",
+        "startup",
+    )  # added after the first release
     for key in newer:
         del old[key]
     (tmp_path / runs.RUN_JSON).write_text(json.dumps(old))
     info = runs.read_run(tmp_path)
-    assert info.loop_wall_s is None and info.mfu is None and info.peak_flops is None
+    assert info.loop_wall_s is None and info.mfu is None and info.peak_flops is None and info.startup == {}
     assert info.objective == "sft" and info.beta is None, "every run before DPO was supervised"
     assert info.steps == 6 and info.counts.train["kept"] == 22 and info.hashes.model == "b" * 16
     bare = {"method": "full", "base_model": "m", "weights_dir": "model"}

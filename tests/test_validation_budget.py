@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from tunesmith import runs
 from tunesmith.config import TrainSettings, load_config
 from tunesmith.train import auto
@@ -71,3 +73,37 @@ def test_a_run_validates_as_planned_and_says_what_it_costs(tmp_path: Path, tiny_
     evals = [x for x in lines if "val_loss" in x]
     every = load_config(tmp_path / "run" / "config.yaml").train.eval_every
     assert len(evals) == auto.evaluations(12, every) >= auto.MIN_EVALS and every > 1
+
+
+def test_start_up_is_broken_down_in_run_json_and_the_gemm_peak_is_measured_once_per_machine(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch
+) -> None:
+    from tunesmith.train import perf
+
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    probes: list[object] = []
+    real = perf.measure_peak_flops
+    monkeypatch.setattr(perf, "measure_peak_flops", lambda dtype: probes.append(dtype) or real(dtype, seconds=0.05))
+    first, source = perf.peak_flops(torch.float32)
+    again, cached = perf.peak_flops(torch.float32)
+    assert len(probes) == 1 and again == first > 0
+    assert source == "GEMM probe at start-up" and "cached for this machine" in cached
+    assert (tmp_path / "home" / "cache" / perf.PEAK_CACHE).is_file()
+    perf.peak_flops(torch.bfloat16)  # whichever precision the run picks, its peak is now cached
+
+    data = tmp_path / "train.jsonl"
+    write_jsonl(data, chat_rows(8))
+    cfg = load_config(
+        None,
+        {
+            "model": {"name": str(tiny_model_dir)},
+            "data": {"train": str(data), "val_split": 0.0, "max_len": 256},
+            "train": {"batch_size": 4, "max_steps": 1},
+        },
+    )
+    run_training(cfg, tmp_path / "run")
+    info = runs.read_run(tmp_path / "run")
+    assert {"data check", "loading the model", "rendering", "GEMM peak"} <= info.startup.keys(), info.startup
+    assert all(v >= 0 for v in info.startup.values()) and info.startup["loading the model"] > 0
+    assert info.peak_flops.source == cached and len(probes) == 2, "the run read the cached peak"
+    assert sum(info.startup.values()) <= info.wall_time_s + 0.5

@@ -133,6 +133,7 @@ class RunInfo:
     started_from: str | None = None  # a LoRA run whose adapter this run trained further (base_model is its base)
     beta: float | None = None  # DPO's beta
     distributed: DistributedInfo | None = None  # written only for a run in several processes
+    startup: dict[str, float] = field(default_factory=dict)  # seconds per phase before the first step
 
     def weights_path(self, run_dir: Path) -> Path:
         return Path(run_dir) / self.weights_dir

@@ -95,6 +95,9 @@ def train_command(
     from tunesmith.train import distributed
     from tunesmith.train.pipeline import run_training
     from tunesmith.train.signals import Interrupted, graceful_stop
+    from tunesmith.train.startup import count_from_process_start
+
+    count_from_process_start()
 
     cfg = load_config(config, flag_overrides(**flags))
     if nproc and nproc > 1 and not distributed.launched():

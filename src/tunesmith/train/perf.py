@@ -12,10 +12,15 @@ so the MFU is against what this machine actually delivers, and the run summary n
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import torch
+
+from tunesmith import machine, paths
+
+PEAK_CACHE = "peak_flops.json"  # under $TUNESMITH_HOME: one GEMM probe per machine, torch build and threads
 
 
 def measure_peak_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.5) -> float:
@@ -35,6 +40,34 @@ def measure_peak_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.
             torch.cuda.synchronize()
         best = max(best, 2 * size**3 / (time.perf_counter() - t0))
     return best
+
+
+def peak_flops(dtype: torch.dtype) -> tuple[float, str]:
+    """(this machine's GEMM peak in ``dtype``, where the number came from). The probe runs once per machine
+    (CPU, torch build, threads) and dtype, and is read back on later runs: half a second saved at every
+    start, and a steadier MFU denominator than a probe taken while the machine is busy with something else."""
+    if torch.cuda.is_available():
+        return measure_peak_flops(dtype), "GEMM probe at start-up"
+    where = paths.home() / "cache" / PEAK_CACHE
+    name = machine.key(dtype)
+    try:
+        cached = json.loads(where.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached, dict) and isinstance(cached.get(name), dict):
+        entry = cached[name]
+        return float(entry["flops"]), f"GEMM probe of {entry['when']}, cached for this machine"
+    value = measure_peak_flops(dtype)
+    cached = cached if isinstance(cached, dict) else {}
+    cached[name] = {"flops": value, "when": time.strftime("%Y-%m-%d")}
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        tmp = where.with_suffix(f".{time.time_ns()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=1))
+        tmp.replace(where)  # atomic: two runs starting at once never read half a file
+    except OSError:
+        pass  # a read-only home only costs the next run its own probe
+    return value, "GEMM probe at start-up"
 
 
 def flops_per_token(model: Any, seq_len: float) -> float:

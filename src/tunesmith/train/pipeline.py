@@ -30,8 +30,9 @@ from tunesmith.train.batches import fixed_sample, plan_steps
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
 from tunesmith.train.objectives.dpo import render_pairs
-from tunesmith.train.perf import flops_per_token, measure_peak_flops
+from tunesmith.train.perf import flops_per_token, peak_flops
 from tunesmith.train.setup import Prepared, prepare
+from tunesmith.train.startup import Stopwatch
 from tunesmith.train.trackers import check_trackers, make_trackers
 
 AUTO_VAL_FRACTION, AUTO_VAL_MIN_ROWS, AUTO_VAL_MAX_ROWS = 0.1, 100, 200
@@ -68,12 +69,14 @@ def run_training(
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
     # every rank: torchrun ends the job when one process exits).
     main = distributed.is_main()
+    clock = Stopwatch()
     checked = None
     if not skip_check and main:
         # The dataset doctor runs before the run folder is touched or any compute is spent.
         from tunesmith.train.preflight import refuse_on_errors
 
         checked = refuse_on_errors(cfg)
+        clock.mark("data check")
     if main:
         rundir.prepare_run_dir(out, cfg, resume=resume, force=force)
     torch.manual_seed(cfg.train.seed)
@@ -82,10 +85,13 @@ def run_training(
     data = _read_data(cfg, checked)
     cfg, objective = _choose_objective(cfg, objective, data)
     start = _lora_run_to_continue(cfg)
+    clock.mark("reading data")
     model, tokenizer, source = load_model(
         cfg.model.name, trust_remote_code=cfg.model.trust_remote_code, merge_adapter=start is None
     )
+    clock.mark("loading the model")
     rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, pairs=objective == "dpo")
+    clock.mark("rendering")
     lengths = [len(r.input_ids) for r in rows.train]
     prep = prepare(cfg, model, lengths, val_lengths=[len(r.input_ids) for r in rows.val])
     rows.val = fixed_sample(rows.val, prep.resolved.val_rows, cfg.train.seed)
@@ -100,8 +106,9 @@ def run_training(
     plan = plan_steps(
         lengths, s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1, s.seed, pack=s.packing, pack_len=s.pack_len
     )
-    # Each process measures its own share of the machine (its threads, its GPU); tokens/s counts them all.
-    peak = measure_peak_flops(torch.bfloat16 if prep.bf16 else torch.float32) * distributed.world()
+    clock.mark("set-up (LoRA, precision, compile)")
+    peak, peak_source = _machine_peak(prep.bf16)
+    clock.mark("GEMM peak")
     fpt = flops_per_token(prep.model, sum(lengths) / len(lengths))
     # Moves the model to this process's device; with peers, wraps it in DDP (LoRA) or shards it (full).
     engine = distributed.make_engine(prep.model, s.method, prep.bf16, get_objective(objective, s))
@@ -109,9 +116,8 @@ def run_training(
     engine.objective.start(
         prep.model, rows.train + rows.val, s.micro_batch_size or 1, tokenizer.pad_token_id, prep.bf16
     )
-    console.note(
-        f"MFU is measured against this machine's {'bf16' if prep.bf16 else 'fp32'} GEMM peak: {peak / 1e12:.2f} TFLOP/s"
-    )
+    clock.mark("moving the model, references")
+    console.note(clock.line())
     loop_started = time.perf_counter()
     loop = train(
         prep.model,
@@ -142,9 +148,22 @@ def run_training(
         return result
     tokenizer.save_pretrained(weights_dir)
     timing = {"t_start": t_start, "loop_wall_s": time.perf_counter() - loop_started, "peak": peak, "fpt": fpt}
+    timing |= {"peak_source": peak_source, "startup": clock.phases}
     result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing, start)
     runs.write_run(out, result.summary)
     return result
+
+
+def _machine_peak(bf16: bool) -> tuple[float, str]:
+    """The GEMM peak MFU is measured against. Each process measures its own share of the machine (its
+    threads, its GPU); tokens/s counts them all."""
+    peak, source = peak_flops(torch.bfloat16 if bf16 else torch.float32)
+    peak *= distributed.world()
+    console.note(
+        f"MFU is measured against this machine's {'bf16' if bf16 else 'fp32'} GEMM peak: "
+        f"{peak / 1e12:.2f} TFLOP/s ({source})"
+    )
+    return peak, source
 
 
 # ---- data: read (or taken from the check), split, rendered ------------------------------------------------
@@ -249,7 +268,7 @@ def _summary(
     inputs: dict[str, str | None],
     tokenizer: Any,
     reasons: list[str],
-    timing: dict[str, float],
+    timing: dict[str, Any],
     start: runs.RunInfo | None,
 ) -> runs.RunInfo:
     """run.json's record. A run that continued a LoRA run's adapter has that run's base as its base (the
@@ -281,7 +300,7 @@ def _summary(
         trained_tokens_seen=loop.trained_tokens,
         tokens_per_s=round(rate, 1) if rate else None,
         mfu=round(rate * fpt / peak, 4) if rate and peak else None,
-        peak_flops=runs.PeakFlops(value=peak, dtype="bf16" if prep.bf16 else "fp32", source="GEMM probe at start-up"),
+        peak_flops=runs.PeakFlops(value=peak, dtype="bf16" if prep.bf16 else "fp32", source=timing["peak_source"]),
         trainable_params=prep.n_trainable,
         total_params=prep.n_total,
         precision="bf16-autocast" if prep.bf16 else "fp32",
@@ -300,6 +319,7 @@ def _summary(
         objective=cfg.train.objective or "sft",
         beta=cfg.train.beta,
         distributed=distributed.info(),
+        startup=timing["startup"],
     )
 
 
