@@ -111,18 +111,19 @@ class Multi:
             child.close()
 
 
-def build(spec: dict) -> Scorer:
+def build(spec: dict, limits: Any = None) -> Scorer:
+    """The scorer tree for a validated spec; ``limits`` (a ``SandboxLimits``) applies to python graders."""
     kind = spec["type"]
     if kind == "string_check":
         return StringCheck(spec)
     if kind == "text_similarity":
         return TextSimilarity(spec)
     if kind == "multi":
-        return Multi(spec, build)
+        return Multi(spec, lambda sub: build(sub, limits))
     if kind == "python":
         from tunesmith.graders.sandbox import PythonScorer
 
-        return PythonScorer(spec)
+        return PythonScorer(spec, limits)
     from tunesmith.graders.judge import ModelJudge  # score_model and label_model
 
     return ModelJudge(spec)
@@ -132,10 +133,10 @@ class Grader:
     """A validated grader. ``grade`` is batched and never raises for grader-side failures; ``close``
     stops the sandbox's worker processes and frees a judge model. Also a context manager."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: dict, *, limits: Any = None) -> None:
         specs.validate(spec)
         self.spec = spec
-        self._scorer = build(spec)
+        self._scorer = build(spec, limits)
 
     @property
     def name(self) -> str:
@@ -170,6 +171,7 @@ class Grader:
         self.close()
 
 
-def load_grader(spec: dict | str | Path) -> Grader:
-    """A grader from a dict, JSON text or a .json file; GraderError (one line, exit 2) if it does not validate."""
-    return Grader(specs.read_spec(spec))
+def load_grader(spec: dict | str | Path, *, limits: Any = None) -> Grader:
+    """A grader from a dict, JSON text or a .json file; GraderError (one line, exit 2) if it does not validate.
+    ``limits``: a ``graders.sandbox.SandboxLimits`` for python graders (default: ``DEFAULT_LIMITS``)."""
+    return Grader(specs.read_spec(spec), limits=limits)
