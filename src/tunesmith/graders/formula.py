@@ -31,7 +31,6 @@ _BINARY: dict[type, Callable[[float, float], float]] = {
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
     ast.Pow: lambda a, b: _power(a, b),
-    ast.BitXor: lambda a, b: _power(a, b),  # OpenAI's formulas write power as ^
 }
 _UNARY: dict[type, Callable[[float], float]] = {ast.UAdd: lambda a: +a, ast.USub: lambda a: -a}
 MAX_LENGTH = 2000
@@ -49,7 +48,9 @@ def parse_formula(text: str, names: set[str], where: str = "calculate_output") -
     if len(text) > MAX_LENGTH:
         raise GraderError(f"{where}: calculate_output is longer than {MAX_LENGTH} characters")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        # OpenAI's formulas write power as ^; as **, it also gets power's precedence (Python's ^ binds
+        # looser than + and -, so "a + b ^ 2" would otherwise mean (a + b) ^ 2).
+        tree = ast.parse(text.strip().replace("^", "**"), mode="eval")
     except SyntaxError as e:
         raise GraderError(f"{where}: calculate_output is not a formula: {e.msg}") from None
     for node in ast.walk(tree):
