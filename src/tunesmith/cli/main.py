@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from tunesmith.cli import advise, bakeoff, check, demo, eval, export, generate, serve, train
+from tunesmith.cli import advise, bakeoff, check, demo, eval, export, generate, grade, serve, train
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +26,7 @@ app.command("eval")(eval.eval_command)
 app.command("serve")(serve.serve_command)
 app.command("bakeoff")(bakeoff.bakeoff_command)
 app.command("advise")(advise.advise_command)
+app.command("grade")(grade.grade_command)
 
 
 def main(argv: list[str] | None = None) -> None:

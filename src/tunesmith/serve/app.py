@@ -113,6 +113,9 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
         prompts = await run_in_threadpool(_tokenize_prompts, served, body.prompt)
         return await gen.respond(request, body, served, prompts, body.max_tokens or 16, chat=False)
 
+    from tunesmith.serve.graders_api import graders_router
+
+    app.include_router(graders_router(registry))
     if store is not None:
         from tunesmith.serve.jobs_api import jobs_router
 
