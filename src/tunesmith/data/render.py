@@ -202,6 +202,10 @@ class Renderer:
         return rendered
 
     def _render(self, conv: Conversation) -> Rendered:
+        if conv.text_only:  # a plain document: no template, every token trained (data/text.py)
+            from tunesmith.data.text import render_text
+
+            return render_text(self.tokenizer, conv)
         messages = conv.messages
         turns = self._trained_turns(messages)
         if not turns:
@@ -259,6 +263,15 @@ class Renderer:
             stats.examples += 1
             stats.tool_rows += conv.uses_tools
             r = self.render(conv)
+            if conv.text_only and len(r.input_ids) > self.max_len:  # a long document: cut into pieces
+                from tunesmith.data.text import pieces
+
+                parts = pieces(r, self.max_len)
+                stats.kept += len(parts)
+                stats.tokens += sum(len(p.input_ids) for p in parts)
+                stats.trained_tokens += sum(p.n_trained for p in parts)
+                out += parts
+                continue
             if len(r.input_ids) > self.max_len:
                 if self.overlong == "error":
                     raise DataError(

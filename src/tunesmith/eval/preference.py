@@ -24,9 +24,9 @@ from tunesmith.train.loss import sequence_logps
 from tunesmith.train.objectives.dpo import render_pairs
 
 
-def pairs_in(path: Path) -> list[Conversation]:
+def pairs_in(path: Path, columns: dict[str, str] | None = None) -> list[Conversation]:
     """The preference pairs of an evaluation file ([] when it holds no pairs)."""
-    parsed = parse_file(path, require_reply=False)
+    parsed = parse_file(path, require_reply=False, columns=columns)
     return parsed.examples if parsed.format == "preference" else []
 
 

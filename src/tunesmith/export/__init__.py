@@ -172,7 +172,7 @@ def export_run(
     stops = stop_token_ids(model, tokenizer)
     renderer_kw = {"max_len": cfg.data.max_len, "train_on": cfg.data.train_on}
     renderer = Renderer(tokenizer, stop_token_ids=stops, **renderer_kw)
-    probes, notes = parity.build_probes(cfg.data.train, renderer)
+    probes, notes = parity.build_probes(cfg.data.train, renderer, cfg.data.columns)
     inputs = parity.encode(probes, renderer, stops)
     recorded = info.hashes.chat_template
     checks = [
