@@ -42,7 +42,8 @@ def is_sharegpt(row: dict[str, Any]) -> bool:
     turns = row.get("messages")
     if not isinstance(turns, list):
         return False
-    return any(isinstance(t, dict) and ("from" in t or t.get("role") in _SHAREGPT_ONLY) for t in turns)
+    # (a role may be any JSON value: a dict is unhashable)
+    return any(isinstance(t, dict) and ("from" in t or str(t.get("role")) in _SHAREGPT_ONLY) for t in turns)
 
 
 def _tools(value: Any) -> list[dict[str, Any]] | None:

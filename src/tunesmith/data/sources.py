@@ -326,13 +326,13 @@ def _missing_columns(have: list[str], columns: dict[str, str] | None) -> tuple[s
     if missing:
         return (
             "missing-column",
-            f"--columns names the column {missing[0]!r}, which the file lacks (its columns: {shown})",
+            f"--columns names the column {missing[0]!r}, which the file lacks (columns: {shown})",
         )
     keys = set(have) | set(columns or {})
     if not keys & set(ROW_KEYS):
         example = f"prompt={have[0]},completion={have[-1]}" if len(have) > 1 else f"text={have[0]}" if have else ""
         tail = f", e.g. --columns {example}" if example else ""
-        return "missing-column", f"no column is one a row format reads (its columns: {shown}); name them{tail}"
+        return "missing-column", f"no column is one a row format reads (columns: {shown}); name them{tail}"
     return None
 
 
