@@ -146,6 +146,10 @@ def export_run(
     if fmt == "adapter" and info.method != "lora":
         raise UserError(f"'{run_dir}' is a full fine-tune and has no adapter; export it with --format merged or gguf")
 
+    if fmt == "gguf":  # from the config or the GGUF header: loading the model can take a minute
+        from tunesmith.export.gguf_precheck import refuse_unsupported
+
+        refuse_unsupported(run_dir)
     console.info(f"[bold]tunesmith export[/bold]  {run_dir} -> {fmt} ({dtype})")
     model, tokenizer, _ = load_model(
         run_dir, dtype=torch.float32, merge_adapter=False, trust_remote_code=trust_remote_code
