@@ -96,3 +96,25 @@ def test_gguf_export_refuses_an_unsupported_architecture_before_loading(
     with pytest.raises(UserError, match=r"GGUF export supports the .* this model is 'phi3'"):
         export_run(run, "gguf", out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_train_lists_the_check_errors_then_fails_in_one_line(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch, capsys
+) -> None:
+    """What the README says `train` does on bad data: the errors listed on stdout (at most 20), then one
+    error line on stderr naming the first, exit code 2."""
+    from tunesmith.cli.main import main
+    from tunesmith.train.preflight import MAX_LISTED
+
+    monkeypatch.setenv("TUNESMITH_QUIET", "0")
+    bad = [{"messages": [{"role": "robot", "content": "x"}]}] * (MAX_LISTED + 3)
+    data = write_jsonl(tmp_path / "d.jsonl", chat_rows(1) + bad)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    listed = [line for line in out.splitlines() if line.startswith(f"  {data}:")]
+    assert f"tunesmith check found {MAX_LISTED + 3} errors:" in out and len(listed) == MAX_LISTED
+    assert "  ... and 3 more" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {data}:2: ") and "and 22 more problems" in lines[0]

@@ -91,6 +91,8 @@ def refuse_on_errors(cfg: RunConfig) -> CheckReport:
             console.info(f"tunesmith check found {len(errors)} errors:")
             for f in errors[:MAX_LISTED]:
                 console.info(f"  {escape(str(f))}")
+            if len(errors) > MAX_LISTED:
+                console.info(f"  ... and {len(errors) - MAX_LISTED} more")
         more = len(errors) - 1
         skip = "or pass --skip-check to train anyway" if any(f.code in SKIPPABLE for f in errors) else ""
         if more:
