@@ -14,26 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunesmith.data.render import Rendered
-from tunesmith.data.rows import Conversation
 
-
-def render_text(tokenizer: Any, conv: Conversation) -> Rendered:
-    """A text row's tokens, every one of them a label."""
-    text = conv.messages[0].content
+def text_ids(tokenizer: Any, text: str) -> list[int]:
+    """A document's tokens (every one of them a label): BOS where the tokenizer adds one, then EOS."""
     ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
     eos = tokenizer.eos_token_id
     if eos is not None and (not ids or ids[-1] != eos):
         ids.append(eos)
-    return Rendered(ids, list(ids), source=conv.source)
+    return ids
 
 
-def pieces(r: Rendered, max_len: int) -> list[Rendered]:
-    """A long document as consecutive pieces of at most ``max_len`` tokens (a last piece of one token would
-    train nothing: it is left out)."""
-    out = []
-    for start in range(0, len(r.input_ids), max_len):
-        ids = r.input_ids[start : start + max_len]
-        if len(ids) > 1:
-            out.append(Rendered(ids, r.labels[start : start + max_len], r.source))
-    return out
+def piece_bounds(n: int, max_len: int) -> list[tuple[int, int]]:
+    """A long document as consecutive [start, end) pieces of at most ``max_len`` tokens (a last piece of one
+    token would train nothing: it is left out)."""
+    return [(a, min(a + max_len, n)) for a in range(0, n, max_len) if min(a + max_len, n) - a > 1]
