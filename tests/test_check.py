@@ -67,7 +67,7 @@ BAD_ROWS = [
     ("chat", {"messages": "hi"}, "missing-messages", "must be a list"),
     ("chat", {"messages": [U, A], "id": 7}, "unknown-key", "unknown key(s) ['id']"),
     ("chat", {"messages": [{**U, "mood": "bob"}, A]}, "unknown-key", "unknown key(s) ['mood']"),
-    ("chat", {"messages": [{"role": "human", "content": "x"}, A]}, "unknown-role", "unknown role 'human'"),
+    ("chat", {"messages": [{"role": "robot", "content": "x"}, A]}, "unknown-role", "unknown role 'robot'"),
     ("chat", {"messages": [{"content": "x"}, A]}, "unknown-role", "unknown role None"),
     ("chat", {"messages": [U, {"role": "assistant", "content": None}]}, "missing-content", "no text content"),
     ("chat", {"messages": [U, {"role": "assistant"}]}, "missing-content", "no text content"),
@@ -101,7 +101,7 @@ BAD_ROWS = [
     ("alpaca", {"instruction": "a", "output": ""}, "empty-reply", "'output' is empty"),
     ("alpaca", {"instruction": "a"}, "missing-content", "'output' is missing"),
     ("alpaca", {"instruction": " ", "output": "x"}, "empty-content", "'instruction' is empty"),
-    ("alpaca", {"instruction": "a", "output": "b", "history": []}, "unknown-key", "unknown key(s) ['history']"),
+    ("alpaca", {"instruction": "a", "output": "b", "histroy": []}, "unknown-key", "unknown key(s) ['histroy']"),
     ("alpaca", {"instruction": "a", "input": 3, "output": "b"}, "bad-type", "'input' must be a string"),
 ]
 
@@ -151,7 +151,7 @@ BAD_FILES = [
     ("utf16le.jsonl", (json.dumps(GOOD["pc"]) + "\n").encode("utf-16-le"), "utf16", "UTF-16"),
     ("array.jsonl", json.dumps([GOOD["pc"], GOOD["pc"]], indent=2).encode(), "json-array", "one JSON array"),
     ("pretty.jsonl", json.dumps(GOOD["chat"], indent=2).encode(), "json-object", "one JSON object"),
-    ("data.csv", b"prompt,completion\nWhere is it?,Here.\nWho?,Me.\n", "csv", "looks like CSV"),
+    ("data.jsonl", b"prompt,completion\nWhere is it?,Here.\nWho?,Me.\n", "csv", "looks like CSV"),
     ("empty.jsonl", b"", "empty-file", "the file is empty"),
     ("blank.jsonl", b"\n  \n\r\n", "empty-file", "the file is empty"),
 ]

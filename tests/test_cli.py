@@ -35,7 +35,7 @@ def bad_inputs(tmp: Path, tiny: Path) -> list[tuple[list[str], str]]:
     ok = write_jsonl(tmp / "ok.jsonl", chat_rows(4))
     empty = tmp / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
-    roles = write_jsonl(tmp / "roles.jsonl", [{"messages": [{"role": "human", "content": "hi"}]}])
+    roles = write_jsonl(tmp / "roles.jsonl", [{"messages": [{"role": "robot", "content": "hi"}]}])
     no_reply = write_jsonl(tmp / "noreply.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
     latin1 = tmp / "latin1.jsonl"
     latin1.write_bytes('{"prompt": "café", "completion": "ok"}\n'.encode("latin-1"))
@@ -45,7 +45,7 @@ def bad_inputs(tmp: Path, tiny: Path) -> list[tuple[list[str], str]]:
     return [
         ([*base, "--data", str(tmp / "missing.jsonl")], "missing.jsonl: file not found"),
         ([*base, "--data", str(empty)], "empty.jsonl: the file is empty"),
-        ([*base, "--data", str(roles)], "roles.jsonl:1: message 1 has unknown role 'human'"),
+        ([*base, "--data", str(roles)], "roles.jsonl:1: message 1 has unknown role 'robot'"),
         ([*base, "--data", str(no_reply)], "noreply.jsonl:1: no assistant reply to train on"),
         ([*base, "--data", str(latin1)], "latin1.jsonl:1: not valid UTF-8"),
         ([*base, "--data", str(ok), "--config", str(cfg)], "train.epochs: Input should be a valid integer"),

@@ -20,6 +20,7 @@ SAMPLES: dict[str, Any] = {
     "trust_remote_code": True,
     "data": Path("train.jsonl"),
     "val": Path("val.jsonl"),
+    "columns": {"prompt": "question", "completion": "answer"},
     "val_split": 0.2,
     "max_len": 256,
     "overlong": "truncate",

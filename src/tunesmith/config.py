@@ -30,8 +30,17 @@ class ModelSettings(_Strict):
 
 
 class DataSettings(_Strict):
-    train: Path | None = Field(None, description="Training JSONL (OpenAI chat, prompt/completion or alpaca).")
-    val: Path | None = Field(None, description="Validation JSONL; if absent, val_split is held out.")
+    train: Path | None = Field(
+        None, description="Training data: a JSONL, JSON, CSV/TSV, Parquet or Arrow file, or a `datasets` folder."
+    )
+    val: Path | None = Field(
+        None, description="Validation data, in any of train's kinds; if absent, val_split is held out."
+    )
+    columns: dict[str, str] | None = Field(
+        None,
+        description="Row keys read from differently named columns: {prompt: question, completion: answer}, or "
+        "'prompt=question,completion=answer' (--columns).",
+    )
     val_split: float | None = Field(
         None,
         ge=0.0,
@@ -46,6 +55,13 @@ class DataSettings(_Strict):
     train_on: Literal["all", "last"] = Field(
         "all", description="Train on every assistant turn with weight 1, or on the last assistant turn only."
     )
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _parse_columns(cls, value: Any) -> Any:
+        from tunesmith.data.sources import parse_columns
+
+        return parse_columns(value) if isinstance(value, str | dict) else value
 
 
 class LoraSettings(_Strict):

@@ -33,8 +33,11 @@ class Flag:
 FLAGS: dict[str, Flag] = {
     "model": Flag("--model", "model.name", "Alias, HF folder, .gguf file or hub id."),
     "trust_remote_code": Flag("--trust-remote-code", "model.trust_remote_code", TRUST_REMOTE_CODE_HELP),
-    "data": Flag("--data", "data.train", "Training JSONL."),
-    "val": Flag("--val", "data.val", "Validation JSONL."),
+    "data": Flag("--data", "data.train", "Training data: JSONL, JSON, CSV/TSV, Parquet, Arrow or a datasets folder."),
+    "val": Flag("--val", "data.val", "Validation data (any of the same kinds)."),
+    "columns": Flag(
+        "--columns", "data.columns", "Read row keys from other columns: prompt=question,completion=answer."
+    ),
     "val_split": Flag("--val-split", "data.val_split", "Hold out this fraction instead."),
     "max_len": Flag("--max-len", "data.max_len", "Longest sequence in tokens."),
     "overlong": Flag("--overlong", "data.overlong", "drop | truncate | error"),

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tunesmith.cli.options import TrustRemoteCode
+from tunesmith.cli.options import TrustRemoteCode, option
 
 Opt = typer.Option
 
 
 def bakeoff_command(
-    train: Annotated[Path, Opt("--train", help="Training JSONL (shots, RAG, LoRA/full).")],
-    test: Annotated[Path, Opt("--test", help="Held-out JSONL every method answers (any format).")],
+    train: Annotated[Path, Opt("--train", help="Training data (shots, RAG, LoRA/full), in any format.")],
+    test: Annotated[Path, Opt("--test", help="Held-out data every method answers (any format).")],
+    columns: Annotated[str | None, option("columns")] = None,
     instructions: Annotated[
         Path | None, Opt("--instructions", help="Instructions for the prompting methods (prompt, fewshot, rag).")
     ] = None,
@@ -52,6 +53,7 @@ def bakeoff_command(
 ) -> None:
     """Decide with evidence: prompting vs few-shot vs RAG vs LoRA vs full fine-tuning on your data."""
     from tunesmith import console
+    from tunesmith.data.sources import columns_flag
     from tunesmith.decide.bakeoff import run_bakeoff
     from tunesmith.decide.options import BakeoffOptions, parse_methods
     from tunesmith.decide.report import print_table, write_reports
@@ -59,6 +61,7 @@ def bakeoff_command(
     options = BakeoffOptions(
         train=train,
         test=test,
+        columns=columns_flag(columns),
         instructions=instructions,
         docs=docs,
         k=k,

@@ -15,8 +15,11 @@ Opt = typer.Option
 
 
 def check_command(
-    data: Annotated[Path, typer.Argument(help="Training JSONL (OpenAI chat, prompt/completion or alpaca).")],
-    val: Annotated[Path | None, option("val", help="Validation JSONL: checked too, and for leakage.")] = None,
+    data: Annotated[
+        Path, typer.Argument(help="Training data: JSONL, JSON, CSV/TSV, Parquet, Arrow or a datasets folder.")
+    ],
+    val: Annotated[Path | None, option("val", help="Validation data: checked too, and for leakage.")] = None,
+    columns: Annotated[str | None, option("columns")] = None,
     model: Annotated[str | None, option("model", help="Model whose tokenizer and template to use.")] = None,
     max_len: Annotated[int | None, option("max_len", help="Longest sequence in tokens (as in train).")] = None,
     overlong: Annotated[str | None, option("overlong", help="drop | truncate | error (as in train).")] = None,

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tunesmith.cli.options import TrustRemoteCode
+from tunesmith.cli.options import TrustRemoteCode, option
 
 Opt = typer.Option
 
 
 def eval_command(
     run: Annotated[Path, typer.Argument(help="Run folder written by `tunesmith train`.")],
-    data: Annotated[Path, Opt("--data", help="Held-out JSONL (any format; rows may lack a reference).")],
+    data: Annotated[Path, Opt("--data", help="Held-out data (any format; rows may lack a reference).")],
+    columns: Annotated[str | None, option("columns")] = None,
     instructions: Annotated[
         Path | None, Opt("--instructions", help="Instructions the base model would need; enables token savings.")
     ] = None,
@@ -34,10 +35,12 @@ def eval_command(
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Prove it helped: base vs tuned on held-out data, with token savings and a forgetting check."""
+    from tunesmith.data.sources import columns_flag
     from tunesmith.eval.report import evaluate_and_report
     from tunesmith.eval.runner import EvalOptions
 
     options = EvalOptions(
+        columns=columns_flag(columns),
         instructions=instructions,
         few_shot=few_shot,
         price_per_1k_input_tokens=price,

@@ -22,7 +22,7 @@ def _launch(cfg: Any, out: Path, nproc: int, *, resume: bool, force: bool, skip_
     from tunesmith.train.trackers import check_trackers
 
     if cfg.data.train is None:
-        raise UserError("no training data: pass --data FILE.jsonl")
+        raise UserError("no training data: pass --data FILE")
     check_trackers(cfg.train.report_to)
     check_run_dir(out, resume=resume, force=force)
     if not skip_check:
@@ -49,6 +49,7 @@ def train_command(
     data: Annotated[Path | None, option("data")] = None,
     val: Annotated[Path | None, option("val")] = None,
     val_split: Annotated[float | None, option("val_split")] = None,
+    columns: Annotated[str | None, option("columns")] = None,
     method: Annotated[str | None, option("method")] = None,
     objective: Annotated[str | None, option("objective")] = None,
     beta: Annotated[float | None, option("beta")] = None,
@@ -86,7 +87,7 @@ def train_command(
         Opt("--nproc", min=1, help="Train in N local processes via torchrun (LoRA: DDP, full: FSDP2)."),
     ] = None,
 ) -> None:
-    """Fine-tune a model on JSONL examples (LoRA or full)."""
+    """Fine-tune a model on your examples (LoRA or full)."""
     flags = given(locals())  # first: only the parameters are bound yet
     from rich.markup import escape
 

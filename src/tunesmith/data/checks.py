@@ -182,7 +182,7 @@ def _token_checks(renderer: Renderer, report: FileReport, convs: Sequence[Conver
         report.lengths.append(n)
         r: Rendered | None = full
         note = ""
-        if n > renderer.max_len:
+        if n > renderer.max_len and not conv.text_only:  # (a long document is cut into pieces, not dropped)
             r, stats, found = _apply_policy(renderer, conv, n, report.path)
             _add(report.stats, stats)
             out.findings.append(found)
@@ -192,7 +192,7 @@ def _token_checks(renderer: Renderer, report: FileReport, convs: Sequence[Conver
             stats.tool_rows = int(conv.uses_tools)
             _add(report.stats, stats)
         if r is not None:
-            out.kept.append((conv, len(r.input_ids)))
+            out.kept.append((conv, min(len(r.input_ids), renderer.max_len)))
             if r.n_trained == 0:
                 out.findings.append(
                     finding("untrained", report.path, _line(conv), "no token of this row would be trained")
@@ -231,15 +231,16 @@ def check_dataset(
     stop_token_ids: Iterable[int] = (),
     near_threshold: float = 0.8,
     show: int = 0,
+    columns: dict[str, str] | None = None,
 ) -> CheckReport:
     """Run every check on a training file (and a validation file). Bad data never raises: it is reported.
 
     Only a file that cannot be opened at all raises (``DataError``), as everywhere else in tunesmith."""
     renderer = Renderer(tokenizer, max_len=max_len, overlong=overlong, train_on=train_on, stop_token_ids=stop_token_ids)
     specials = special_tokens(tokenizer)
-    parsed = {"train": parse_file(train)}
+    parsed = {"train": parse_file(train, columns=columns)}
     if val is not None:
-        parsed["val"] = parse_file(val)
+        parsed["val"] = parse_file(val, columns=columns)
     settings = {"max_len": max_len, "overlong": overlong, "train_on": train_on, "near_threshold": near_threshold}
     report = CheckReport(settings, [], [], parsed=parsed, renderer=renderer)
     for role, p in parsed.items():

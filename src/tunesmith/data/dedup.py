@@ -116,7 +116,7 @@ def find_duplicates(convs: Sequence[Conversation], threshold: float) -> list[Mat
             matches.append(Match(i, first_row[key], "duplicate", 1.0))
             continue
         first_row[key] = i
-        j = first_prompt.get(prompt)
+        j = first_prompt.get(prompt) if prompt else None  # (text rows have no prompt to conflict on)
         if j is not None and reply_text(convs[j]) != reply_text(conv):
             matches.append(Match(i, j, "conflict", 1.0))
             continue
@@ -140,7 +140,8 @@ def find_leakage(train: Sequence[Conversation], val: Sequence[Conversation], thr
         near.add(i, items, near.minhash(items))
     matches: list[Match] = []
     for j, conv in enumerate(val):
-        i = prompts.get(prompt_key(conv))
+        prompt = prompt_key(conv)
+        i = prompts.get(prompt) if prompt else None
         if i is not None:
             matches.append(Match(j, i, "leak", 1.0))
             continue

@@ -1,10 +1,13 @@
-"""JSONL datasets -> ``Conversation`` objects.
+"""Dataset files -> ``Conversation`` objects.
 
-Three row formats, detected per file from its first valid row:
+``data/sources.py`` reads the file (JSONL, JSON, CSV/TSV, Parquet, Arrow, a ``datasets`` folder) into rows;
+the row format is detected per file from its first valid row:
   * chat (OpenAI fine-tuning): ``{"messages": [{"role", "content", "weight"?, ...}, ...], "tools"?: [...]}``,
     with tool calls, tool results and every other field OpenAI accepts (``data/openai_chat.py``)
   * prompt/completion:         ``{"prompt": ..., "completion": ...}``
-  * alpaca:                    ``{"instruction": ..., "input"?: ..., "output": ..., "system"?: ...}``
+  * alpaca:                    ``{"instruction": ..., "input"?: ..., "output": ..., "system"?: ..., "history"?: ...}``
+  * preference pairs (``data/preference.py``); ShareGPT, TRL's conversational prompt/completion and
+    text-only rows (``data/shapes.py``)
 
 Every malformed row becomes a ``Problem`` naming the file, the line and what is wrong. ``parse_file``
 returns all of them (the dataset doctor shows them all); ``read_examples`` raises one ``DataError``.
@@ -12,15 +15,12 @@ returns all of them (the dataset doctor shows them all); ``read_examples`` raise
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data import preference
+from tunesmith.data import preference, shapes
 from tunesmith.data.openai_chat import ROW_KEYS as _CHAT_KEYS
 from tunesmith.data.openai_chat import chat_row
 from tunesmith.data.rows import Conversation, Message, ToolCall  # noqa: F401 (re-exported: the row types)
@@ -28,12 +28,14 @@ from tunesmith.data.rows import RowError as _RowError
 from tunesmith.data.rows import check_unicode as _check_unicode
 from tunesmith.errors import DataError
 
-FORMATS = ("chat", "prompt_completion", "alpaca", "preference")
+FORMATS = ("chat", "prompt_completion", "alpaca", "preference", "sharegpt", "text")
 _ROW_KEYS = {
     "chat": _CHAT_KEYS,
     "prompt_completion": {"prompt", "completion"},
-    "alpaca": {"instruction", "input", "output", "system"},
+    "alpaca": {"instruction", "input", "output", "system", "history"},
     "preference": preference.OPENAI_KEYS | preference.TRL_KEYS,
+    "sharegpt": shapes.SHAREGPT_KEYS,
+    "text": {"text"},
 }
 
 
@@ -57,21 +59,22 @@ class ParsedFile:
     sha256: str
 
 
-# One example this large cannot fit any context we could train on (~2M tokens), and reading it through a
-# tokenizer would take minutes: the line is reported instead of parsed.
-MAX_LINE_BYTES = 8 << 20
 REPLY_KEYS = ("completion", "output")
 
 
 def detect_format(row: dict[str, Any]) -> str | None:
     if preference.is_preference(row):
         return "preference"
+    if shapes.is_sharegpt(row):
+        return "sharegpt"
     if "messages" in row:
         return "chat"
     if "prompt" in row or "completion" in row:
         return "prompt_completion"
     if "instruction" in row or "output" in row:
         return "alpaca"
+    if "text" in row:
+        return "text"
     return None
 
 
@@ -115,97 +118,43 @@ def parse_row(row: Any, fmt: str, *, require_reply: bool = True) -> Conversation
     if fmt == "chat":
         messages, tools, parallel = chat_row(row, require_reply=require_reply)
         return Conversation(messages, tools=tools, parallel_tool_calls=parallel)
+    if fmt == "sharegpt":
+        return shapes.sharegpt_row(row, require_reply=require_reply)
+    if fmt == "text":
+        return shapes.text_row(row)
+    if fmt == "prompt_completion" and shapes.is_conversational(row):
+        return shapes.conversational_row(row, require_reply=require_reply)
     if fmt == "prompt_completion":
         return Conversation([Message("user", _text(row, "prompt")), *_reply(row, "completion", require_reply)])
     instruction = _text(row, "instruction")
     extra = _text(row, "input", allow_empty=True) if "input" in row else ""
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    messages = [Message("user", user), *_reply(row, "output", require_reply)]
+    messages = [*shapes.alpaca_history(row), Message("user", user), *_reply(row, "output", require_reply)]
     if "system" in row:
         messages.insert(0, Message("system", _text(row, "system")))
     return Conversation(messages)
 
 
-def _is_json(text: bytes, kind: type) -> bool:
-    try:
-        return isinstance(json.loads(text.decode("utf-8-sig")), kind)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return False
+def parse_file(path: Path | str, *, require_reply: bool = True, columns: dict[str, str] | None = None) -> ParsedFile:
+    """Read a dataset file or folder (``data/sources.py`` lists the kinds); every bad row becomes a Problem,
+    never an exception. For Parquet, Arrow and ``datasets`` folders a Problem's line is the row number.
 
+    ``require_reply=False`` is for evaluation data, where a row may stop before the assistant's reply.
+    ``columns`` renames a file's columns to row keys (``{"prompt": "question"}``)."""
+    from tunesmith.data import sources
 
-def _file_level_problem(path: Path, data: bytes) -> tuple[str, str] | None:
-    """(code, message) for mistakes of the whole file, reported once rather than once per line."""
-    if not data.strip():
-        return "empty-file", "the file is empty"
-    sample = data[:65536]
-    # UTF-16 puts a NUL beside every ASCII character; a BOM says so outright.
-    zeros = max(sample[0::2].count(0), sample[1::2].count(0))
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(sample) >= 4 and zeros >= len(sample) // 4):
-        return "utf16", "the file is UTF-16; save it as UTF-8 JSONL"
-    if b"\x00" in sample or sample.decode("utf-8", errors="replace").count("\ufffd") > len(sample) // 4:
-        return "binary", "not valid UTF-8: the file looks like binary data, not JSONL text"
-    lines = [ln.strip() for ln in itertools.islice((ln for ln in data.split(b"\n") if ln.strip()), 20)]
-    head = lines[0].lstrip(b"\xef\xbb\xbf")[:1]
-    if head == b"[" and _is_json(data, list):
-        return "json-array", "the file is one JSON array; write one JSON object per line (JSONL)"
-    if head == b"{" and not _is_json(lines[0], dict) and _is_json(data, dict):
-        return "json-object", "the file is one JSON object spread over several lines; write one object per line"
-    looks_tabular = head not in (b"{", b"[", b'"') and any(c in lines[0] for c in (b",", b"\t", b";"))
-    if looks_tabular and not any(_is_json(ln, dict) for ln in lines):
-        return "csv", "not valid JSON: the file looks like CSV or TSV; write one JSON object per line (JSONL)"
-    return None
-
-
-def parse_file(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
-    """Read a JSONL file; every bad row becomes a Problem, never an exception.
-
-    ``require_reply=False`` is for evaluation data, where a row may stop before the assistant's reply."""
     path = Path(path)
     name = str(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{name}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{name}: is a folder, not a JSONL file") from None
-    except OSError as e:
-        raise DataError(f"{name}: cannot read ({e.strerror})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    problem = _file_level_problem(path, data)
-    if problem:
-        return ParsedFile(path, None, [], [Problem(name, 0, problem[1], problem[0])], digest)
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    source = sources.open_source(path, columns)
+    if source.problem:
+        code, message = source.problem
+        return ParsedFile(path, None, [], [Problem(name, 0, message, code)], source.digest)
     fmt: str | None = None
     examples: list[Conversation] = []
     problems: list[Problem] = []
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        raw = raw.rstrip(b"\r")
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_LINE_BYTES:
-            size = f"{len(raw) / 2**20:.1f} MB, more than one example can hold (limit {MAX_LINE_BYTES >> 20} MB)"
-            problems.append(Problem(name, lineno, f"the line is {size}", "line-too-long"))
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            problems.append(
-                Problem(
-                    name, lineno, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})", "invalid-utf8"
-                )
-            )
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            problems.append(Problem(name, lineno, f"not valid JSON ({e.msg} at column {e.colno})", "invalid-json"))
-            continue
-        except ValueError as e:  # e.g. an integer of more than 4300 digits
-            problems.append(Problem(name, lineno, f"not valid JSON ({str(e).splitlines()[0]})", "invalid-json"))
-            continue
-        except RecursionError:
-            problems.append(Problem(name, lineno, "JSON nested too deeply", "invalid-json"))
+    for lineno, row in source.rows:
+        if isinstance(row, sources.BadRow):
+            problems.append(Problem(name, lineno, row.message, row.code))
             continue
         if fmt is None and isinstance(row, dict):
             fmt = detect_format(row)
@@ -218,7 +167,7 @@ def parse_file(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
         examples.append(conv)
     if not examples and not problems:
         problems.append(Problem(name, 0, "no examples in the file", "no-examples"))
-    return ParsedFile(path, fmt, examples, _one_mixing_problem(name, fmt, problems), digest)
+    return ParsedFile(path, fmt, examples, _one_mixing_problem(name, fmt, problems), source.digest)
 
 
 def _one_mixing_problem(name: str, fmt: str | None, problems: list[Problem]) -> list[Problem]:
@@ -235,9 +184,9 @@ def _one_mixing_problem(name: str, fmt: str | None, problems: list[Problem]) -> 
     return [*rest, Problem(name, mixed[0].line, message, "mixed-objectives")]
 
 
-def read_examples(path: Path | str, *, require_reply: bool = True) -> ParsedFile:
+def read_examples(path: Path | str, *, require_reply: bool = True, columns: dict[str, str] | None = None) -> ParsedFile:
     """Parse a dataset and raise one clear DataError if anything in it is malformed."""
-    return require_clean(parse_file(path, require_reply=require_reply))
+    return require_clean(parse_file(path, require_reply=require_reply, columns=columns))
 
 
 def require_clean(parsed: ParsedFile) -> ParsedFile:

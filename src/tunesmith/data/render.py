@@ -202,6 +202,11 @@ class Renderer:
         return rendered
 
     def _render(self, conv: Conversation) -> Rendered:
+        if conv.text_only:  # a plain document: no template, every token trained (data/text.py)
+            from tunesmith.data.text import text_ids
+
+            ids = text_ids(self.tokenizer, conv.messages[0].content)
+            return Rendered(ids, list(ids), source=conv.source)
         messages = conv.messages
         turns = self._trained_turns(messages)
         if not turns:
@@ -259,6 +264,16 @@ class Renderer:
             stats.examples += 1
             stats.tool_rows += conv.uses_tools
             r = self.render(conv)
+            if conv.text_only and len(r.input_ids) > self.max_len:  # a long document: cut into pieces
+                from tunesmith.data.text import piece_bounds
+
+                bounds = piece_bounds(len(r.input_ids), self.max_len)
+                parts = [Rendered(r.input_ids[a:b], r.labels[a:b], r.source) for a, b in bounds]
+                stats.kept += len(parts)
+                stats.tokens += sum(len(p.input_ids) for p in parts)
+                stats.trained_tokens += sum(p.n_trained for p in parts)
+                out += parts
+                continue
             if len(r.input_ids) > self.max_len:
                 if self.overlong == "error":
                     raise DataError(

@@ -77,6 +77,7 @@ class Conversation:
     tools: list[dict[str, Any]] | None = None  # OpenAI `tools`: [{"type": "function", "function": {...}}]
     parallel_tool_calls: bool | None = None
     rejected: list[Message] | None = None  # a preference pair's non-preferred reply (the last message is the other)
+    text_only: bool = False  # a {"text": ...} row: one document, every token trained, no chat template
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [m.as_dict() for m in self.messages]

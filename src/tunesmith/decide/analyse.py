@@ -43,7 +43,7 @@ def pairs_of(examples: Sequence[Conversation]) -> list[Pair]:
     out = []
     for c in examples:
         msgs = c.as_dicts()
-        if msgs[-1]["role"] != "assistant":
+        if msgs[-1]["role"] != "assistant" or c.text_only:  # (a document is no prompt and reply)
             continue
         user = next((x["content"] for x in reversed(msgs[:-1]) if x["role"] == "user"), "")
         out.append((user, msgs[-1]["content"]))

@@ -114,10 +114,10 @@ def run_bakeoff(
         raise UserError("--k must be at least 1 for the fewshot and rag methods")
     if options.retriever not in ("bm25", "dense"):
         raise UserError(f"--retriever: unknown retriever '{options.retriever}'; expected bm25 or dense")
-    rows = load_rows(options.test)
+    rows = load_rows(options.test, options.columns)
     if not rows:
         raise UserError(f"{options.test} has no rows to test on")
-    train_examples = read_examples(options.train).examples
+    train_examples = read_examples(options.train, columns=options.columns).examples
     pairs = pairs_of(train_examples)
     instructions = _read_instructions(options.instructions)
     notes: list[str] = []

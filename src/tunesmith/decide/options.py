@@ -18,6 +18,7 @@ TUNED = ("lora", "full")
 class BakeoffOptions:
     train: Path
     test: Path
+    columns: dict[str, str] | None = None  # --columns: row keys read from other columns of both files
     instructions: Path | None = None
     docs: Path | None = None
     k: int = 4  # examples (and document chunks) in front of each few-shot / RAG prompt

@@ -50,7 +50,9 @@ def _train_config(method: str, options: BakeoffOptions, model: str) -> Any:
 
     # trust_remote_code is only ever switched on here: a YAML that already trusts the model keeps doing so.
     trust = True if options.trust_remote_code else None
-    flags = flag_overrides(model=model, trust_remote_code=trust, data=Path(options.train), method=method)
+    flags = flag_overrides(
+        model=model, trust_remote_code=trust, data=Path(options.train), method=method, columns=options.columns
+    )
     return load_config(options.config, deep_merge(options.train_overrides, flags))
 
 

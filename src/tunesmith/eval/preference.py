@@ -22,9 +22,9 @@ from tunesmith.models.stops import stop_token_ids
 from tunesmith.train.objectives.dpo import pair_logps, render_pairs
 
 
-def pairs_in(path: Path) -> list[Conversation]:
+def pairs_in(path: Path, columns: dict[str, str] | None = None) -> list[Conversation]:
     """The preference pairs of an evaluation file ([] when it holds no pairs)."""
-    parsed = parse_file(path, require_reply=False)
+    parsed = parse_file(path, require_reply=False, columns=columns)
     return parsed.examples if parsed.format == "preference" else []
 
 

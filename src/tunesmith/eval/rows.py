@@ -5,6 +5,7 @@ prompted baseline; how many new tokens a reference needs."""
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,15 @@ class EvalRow:
     reference_calls: list[dict[str, Any]] | None = None  # [{"name", "arguments": {...}}] when the reply is a call
 
 
-def load_rows(path: Path) -> list[EvalRow]:
-    """Evaluation rows from a JSONL file in any of the three formats; a missing final reply is allowed."""
+def load_rows(path: Path, columns: dict[str, str] | None = None) -> list[EvalRow]:
+    """Evaluation rows from a dataset in any format; a missing final reply is allowed."""
     rows = []
-    for conv in read_examples(path, require_reply=False).examples:
+    for conv in read_examples(path, require_reply=False, columns=columns).examples:
         msgs, last = conv.as_dicts(), conv.messages[-1]
-        if last.role == "assistant" and last.tool_calls:
+        if conv.text_only:
+            prompt, reference = text_continuation(last.content)
+            rows.append(EvalRow(conv.source, [{"role": "user", "content": prompt}], reference))
+        elif last.role == "assistant" and last.tool_calls:
             calls = [{"name": c.name, "arguments": c.args} for c in last.tool_calls]
             rows.append(EvalRow(conv.source, msgs[:-1], None, conv.tools, calls))
         elif last.role == "assistant":
@@ -36,6 +40,20 @@ def load_rows(path: Path) -> list[EvalRow]:
         else:
             rows.append(EvalRow(conv.source, msgs, None, conv.tools))
     return rows
+
+
+CONTINUATION_WORDS = 64
+
+
+def text_continuation(text: str) -> tuple[str, str]:
+    """A document as (its first half, up to ``CONTINUATION_WORDS`` words that follow): text rows are scored
+    on how the model continues a held-out document, and on its loss over the continuation."""
+    words = [m.start() for m in re.finditer(r"\S+", text)]
+    if len(words) < 2:
+        return text, text
+    cut = len(words) // 2
+    end = words[cut + CONTINUATION_WORDS] if cut + CONTINUATION_WORDS < len(words) else len(text)
+    return text[: words[cut]].rstrip(), text[words[cut] : end].rstrip()
 
 
 def few_shot_turns(examples: list[Conversation], k: int, seed: int) -> list[dict[str, str]]:

@@ -45,16 +45,18 @@ class EvalOptions:
     forgetting_threshold: float = forgetting.DEFAULT_THRESHOLD
     seed: int = 0  # picks the few-shot examples
     trust_remote_code: bool = False  # let the model folders run their own Python code (--trust-remote-code)
+    columns: dict[str, str] | None = None  # --columns: row keys read from other columns of the data
 
 
 def _training_examples(run: Path) -> tuple[list[Conversation], str | None]:
     """The run's training conversations (for few-shot examples, schema and style inference)."""
     from tunesmith.config import load_config
 
-    train = load_config(run / runs.CONFIG_YAML).data.train
-    if train is None or not Path(train).is_file():
+    data = load_config(run / runs.CONFIG_YAML).data
+    train = data.train
+    if train is None or not Path(train).exists():
         return [], f"the run's training data ({train}) is not found from here"
-    return read_examples(train).examples, None
+    return read_examples(train, columns=data.columns).examples, None
 
 
 def _schema(options: EvalOptions, train_replies: list[str], refs: list[str]) -> tuple[dict | None, str | None]:
@@ -217,7 +219,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     if not runs.is_run(run):
         raise UserError(f"{run} is not a finished tunesmith run (no {runs.RUN_JSON}); pass a `tunesmith train` --out")
     info = runs.read_run(run)
-    rows = load_rows(data)
+    rows = load_rows(data, options.columns)
     refs = [r.reference for r in rows]
     known_refs = [r for r in refs if r is not None]
     train_examples, train_note = _training_examples(run)
@@ -241,7 +243,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
     t0 = time.time()
-    pairs = preference.pairs_in(data)
+    pairs = preference.pairs_in(data, options.columns)
     # The start: the model the run began from (a LoRA run it continued, else its base).
     base, tok = _load_base(info.started_from or info.base_model, run, options.trust_remote_code)
     max_new = options.max_new_tokens or auto_max_tokens(tok, known_refs + call_texts(rows))

@@ -146,6 +146,10 @@ def export_run(
     if fmt == "adapter" and info.method != "lora":
         raise UserError(f"'{run_dir}' is a full fine-tune and has no adapter; export it with --format merged or gguf")
 
+    if fmt == "gguf":  # from the config or the GGUF header: loading the model can take a minute
+        from tunesmith.export.gguf_precheck import refuse_unsupported
+
+        refuse_unsupported(run_dir)
     console.info(f"[bold]tunesmith export[/bold]  {run_dir} -> {fmt} ({dtype})")
     model, tokenizer, _ = load_model(
         run_dir, dtype=torch.float32, merge_adapter=False, trust_remote_code=trust_remote_code
@@ -172,7 +176,7 @@ def export_run(
     stops = stop_token_ids(model, tokenizer)
     renderer_kw = {"max_len": cfg.data.max_len, "train_on": cfg.data.train_on}
     renderer = Renderer(tokenizer, stop_token_ids=stops, **renderer_kw)
-    probes, notes = parity.build_probes(cfg.data.train, renderer)
+    probes, notes = parity.build_probes(cfg.data.train, renderer, cfg.data.columns)
     inputs = parity.encode(probes, renderer, stops)
     recorded = info.hashes.chat_template
     checks = [

@@ -67,15 +67,19 @@ def _rope_theta(config: Any) -> float:
     return float(params.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
 
 
+def unsupported_message(kind: str) -> str:
+    supported = ", ".join(SUPPORTED_ARCHS)
+    return (
+        f"GGUF export supports the {supported} architectures; this model is '{kind}' "
+        "(export it with --format merged or --format adapter instead)"
+    )
+
+
 def check_supported(model: Any, tokenizer: Any) -> str:
     """Raise a UserError naming what is unsupported; return the tokenizer's llama.cpp pre-tokenizer name."""
     kind = model_type(model)
-    supported = ", ".join(SUPPORTED_ARCHS)
     if kind not in SUPPORTED_ARCHS:
-        raise UserError(
-            f"GGUF export supports the {supported} architectures; this model is '{kind}' "
-            "(export it with --format merged or --format adapter instead)"
-        )
+        raise UserError(unsupported_message(kind))
     config = model.config
     rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
     if rope_type not in (None, "default"):

@@ -103,14 +103,18 @@ class Inputs:
         return [(p + c, len(p)) for p, c in zip(self.prompts, self.continuations, strict=True)]
 
 
-def build_probes(train_file: Path | None, renderer: Renderer) -> tuple[list[Probe], list[str]]:
+def build_probes(
+    train_file: Path | None, renderer: Renderer, columns: dict[str, str] | None = None
+) -> tuple[list[Probe], list[str]]:
     probes = [Probe(f"fixed {i + 1}", conv) for i, conv in enumerate(FIXED_CONVERSATIONS)]
     notes: list[str] = []
-    if train_file is None or not Path(train_file).is_file():
+    if train_file is None or not Path(train_file).exists():
         notes.append(f"training data not found ({train_file}); probes are the built-in conversations only")
         return probes, notes
     taken = 0
-    for conv in read_examples(train_file).examples:
+    for conv in read_examples(train_file, columns=columns).examples:
+        if conv.text_only:  # a document has no prompt to continue from as a chat
+            continue
         last = max((i for i, m in enumerate(conv.messages) if m.role == "assistant"), default=None)
         if last is None or len(renderer.render(conv).input_ids) > renderer.max_len:
             continue

@@ -6,8 +6,10 @@ embedded GGUF into a plain folder) and ``models/load.py`` (which resolves every 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +33,12 @@ def load_gguf(path: Path) -> tuple[Any, Any]:
 
     quiet_transformers()
     path = Path(path)
-    # The GGUF reader draws its own tqdm bar, which ignores transformers' progress-bar switch.
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        with _dequantization_bar():
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         raise ModelError(f"cannot read '{path}' as a model transformers supports: {first_line(e)}") from None
-    finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
     # transformers marks GGUF-loaded models as quantized and then refuses save_pretrained and training,
     # but the tensors are already dense, so the marker is simply wrong for us.
     model.hf_quantizer = None
@@ -52,6 +47,26 @@ def load_gguf(path: Path) -> tuple[Any, Any]:
         del model.config.quantization_config
     fix_generation_ids(model, tokenizer)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _dequantization_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar while it dequantizes, which ignores transformers'
+    progress-bar switch; and tqdm reads TQDM_DISABLE only once, when it is first imported. So the reader's
+    own ``tqdm`` is swapped for one that shows only on an interactive terminal, not in quiet mode."""
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    from tunesmith import console
+
+    original = getattr(reader, "tqdm", None)
+    if original is None:
+        yield
+        return
+    reader.tqdm = functools.partial(original, disable=not console.is_interactive())
+    try:
+        yield
+    finally:
+        reader.tqdm = original
 
 
 def fix_generation_ids(model: Any, tokenizer: Any) -> None:

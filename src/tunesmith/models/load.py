@@ -82,7 +82,9 @@ def resolve(name: str | Path) -> ModelSource:
             f"unknown model '{text}': not an alias ({', '.join(EMBEDDED)}), an existing folder or .gguf "
             "file, or a hub id (org/name)"
         )
-    return ModelSource("hub", text, text)
+    from tunesmith.models.hub import hub_path
+
+    return ModelSource("hub", text, hub_path(text))
 
 
 def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> Any:

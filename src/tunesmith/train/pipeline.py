@@ -64,7 +64,7 @@ def run_training(
     if objective is not None:
         check_objective(objective)
     if cfg.data.train is None:
-        raise UserError("no training data: pass --data FILE.jsonl")
+        raise UserError("no training data: pass --data FILE")
     check_trackers(cfg.train.report_to)  # a missing tracker package stops the run before anything is spent
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
     # every rank: torchrun ends the job when one process exits).
@@ -83,6 +83,7 @@ def run_training(
     t_start = time.time()
 
     data = _read_data(cfg, checked)
+    cfg = _pack_documents(cfg, data)
     cfg, objective = _choose_objective(cfg, objective, data)
     start = _lora_run_to_continue(cfg)
     clock.mark("reading data")
@@ -183,10 +184,11 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
     """The training and validation rows, as the check parsed them when it ran; an automatic split when no
     validation file is given."""
     parsed = checked.parsed if checked is not None else {}
-    train_file = require_clean(parsed["train"]) if "train" in parsed else read_examples(cfg.data.train)
+    columns = cfg.data.columns
+    train_file = require_clean(parsed["train"]) if "train" in parsed else read_examples(cfg.data.train, columns=columns)
     examples, reasons, pairs = train_file.examples, [], train_file.format == "preference"
     if cfg.data.val is not None:
-        val_file = require_clean(parsed["val"]) if "val" in parsed else read_examples(cfg.data.val)
+        val_file = require_clean(parsed["val"]) if "val" in parsed else read_examples(cfg.data.val, columns=columns)
         if (val_file.format == "preference") != pairs:
             kinds = ("preference pairs", "supervised rows") if pairs else ("supervised rows", "preference pairs")
             raise UserError(f"{cfg.data.val} holds {kinds[1]} but {cfg.data.train} holds {kinds[0]}: give both alike")
@@ -199,6 +201,16 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
             reasons.append(f"validation: held out {frac:.0%} of the rows (seeded), no --val given")
     examples, val_examples = split_examples(examples, frac, cfg.train.seed)
     return _Data(examples, val_examples, train_file.sha256, None, reasons, pairs)
+
+
+def _pack_documents(cfg: RunConfig, data: _Data) -> RunConfig:
+    """Text rows are continued pretraining: documents are packed into rows of max_len tokens (the longer ones
+    were cut into max_len pieces), not into rows as long as a step's longest document."""
+    if not data.train or not data.train[0].text_only or not cfg.train.packing or cfg.train.pack_len:
+        return cfg
+    n = cfg.data.max_len
+    data.reasons.append(f"text rows: every token trained, documents packed into rows of {n} tokens (max_len)")
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"pack_len": n})})
 
 
 def _lora_run_to_continue(cfg: RunConfig) -> runs.RunInfo | None:

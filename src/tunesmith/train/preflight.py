@@ -54,7 +54,7 @@ def run_check(
     from tunesmith.models.load import load_tokenizer, model_stop_ids
 
     if cfg.data.train is None:
-        raise UserError("no training data: pass the training JSONL file")
+        raise UserError("no training data: pass the training data file")
     if not 0.0 < near_threshold <= 1.0:
         raise UserError(f"--near-threshold must be in (0, 1], got {near_threshold}")
     tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
@@ -68,6 +68,7 @@ def run_check(
         stop_token_ids=model_stop_ids(cfg.model.name),
         near_threshold=near_threshold,
         show=show,
+        columns=cfg.data.columns,
     )
     report.settings = {"model": cfg.model.name, **report.settings}
     result = CheckResult(report)
@@ -90,6 +91,8 @@ def refuse_on_errors(cfg: RunConfig) -> CheckReport:
             console.info(f"tunesmith check found {len(errors)} errors:")
             for f in errors[:MAX_LISTED]:
                 console.info(f"  {escape(str(f))}")
+            if len(errors) > MAX_LISTED:
+                console.info(f"  ... and {len(errors) - MAX_LISTED} more")
         more = len(errors) - 1
         skip = "or pass --skip-check to train anyway" if any(f.code in SKIPPABLE for f in errors) else ""
         if more:

@@ -38,7 +38,7 @@ def _model_hash(path: str) -> str:
 
 
 def source_hash(source: Any) -> str:
-    return _model_hash(source.path) if source.kind != "hub" else source.path
+    return _model_hash(source.path) if source.kind != "hub" else source.name
 
 
 def check_run_dir(out: Path, *, resume: bool, force: bool) -> None:
