@@ -12,6 +12,10 @@ validation loss after one epoch, computed for both adapters by the same code (tu
     python benchmarks/train_vs_trl.py                 # full: demo data + long replies, 3 repeats
     python benchmarks/train_vs_trl.py --smoke         # tiny random model, a few steps (used by the tests)
     python benchmarks/train_vs_trl.py --compile-ab --only demo --max-steps 30   # tunesmith eager vs torch.compile
+    python benchmarks/train_vs_trl.py --whole         # whole commands: `tunesmith train` with its defaults vs a
+                                                      # TRL script, wall time and peak RSS (whole_command.py)
+
+Every result records the machine: CPU model, AMX / AVX-512 BF16, and the measured fp32 / bf16 GEMM peaks.
 
 tunesmith runs with its own defaults otherwise: packing, the frozen base in bf16, the chunked loss, and
 `train.compile: auto` (on for these one-epoch runs of 38 steps; the warm-up counts in its tokens/s).
@@ -29,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import whole_command
 from trl_common import lora_config, peak_rss_mb, trl_cpu_args
 
 HERE = Path(__file__).resolve().parent
@@ -167,6 +172,10 @@ def child_trl(model: str, train: Path, val: Path, out: Path, max_steps: int | No
 
 def run_child(args: argparse.Namespace) -> None:
     out = Path(args.out)
+    if args.child == "trl-whole":  # a user's script: train and save, nothing measured inside
+        SETTINGS["max_len"] = args.max_len
+        child_trl(args.model, Path(args.train), Path(args.val), out, None)
+        return
     paths = (args.model, Path(args.train), Path(args.val), out, args.max_steps)
     result = child_trl(*paths) if args.child == "trl" else child_tunesmith(*paths, compile=COMPILE[args.child])
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
@@ -228,6 +237,40 @@ LABELS = {
 COMPILE = {"tunesmith": "auto", "tunesmith-eager": False, "tunesmith+compile": True}  # "auto": its default
 
 
+def compare_whole(model: str, datasets: dict[str, Path], repeats: int, max_len: int) -> tuple[dict, str]:
+    """Both whole commands per data set, interleaved A/B then B/A; medians of wall time and peak RSS."""
+    summary: dict = {}
+    table = [
+        "| data | metric | tunesmith train (defaults, 1 epoch) | TRL SFTTrainer script | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name, train in datasets.items():
+        runs: dict[str, list[dict]] = {"tunesmith": [], "trl": []}
+        for rep in range(repeats):
+            for tool in ("tunesmith", "trl") if rep % 2 == 0 else ("trl", "tunesmith"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = Path(tmp) / "out"
+                    cmd = (
+                        whole_command.tunesmith_command(model, train, out)
+                        if tool == "tunesmith"
+                        else whole_command.trl_command(Path(__file__), model, train, out, max_len)
+                    )
+                    runs[tool].append(whole_command.timed(cmd))
+                print(f"{name} #{rep + 1} {tool}: {runs[tool][-1]['wall_s']:.1f} s", file=sys.stderr)
+        med = {t: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "peak_rss_mb")} for t, rs in runs.items()}
+        summary[name] = med
+        ts, trl = med["tunesmith"], med["trl"]
+        table.append(
+            f"| {name} | wall time (s) | {ts['wall_s']:.1f} | {trl['wall_s']:.1f} | "
+            f"**{trl['wall_s'] / ts['wall_s']:.2f}x faster** |"
+        )
+        table.append(
+            f"| {name} | peak RSS (MB) | {ts['peak_rss_mb']:.0f} | {trl['peak_rss_mb']:.0f} | "
+            f"{ts['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x |"
+        )
+    return summary, "\n".join(table)
+
+
 def summarise(results: dict) -> tuple[dict, str]:
     summary: dict = {}
     table: list[str] = []
@@ -285,6 +328,26 @@ def smoke_model(tmp: Path) -> str:
     return str(tmp)
 
 
+def main_whole(args: argparse.Namespace, demo: Path, where: dict) -> None:
+    """--whole: the short-row set (the first 160 demo rows) and the long-reply set, whole commands."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {
+            "160 short rows (demo triage)": whole_command.subset(demo / "train.jsonl", 160, Path(tmp) / "short.jsonl"),
+            "long replies (300 rows)": HERE / "data" / "long_replies_train.jsonl",
+        }
+        if args.only:
+            sets = dict([list(sets.items())[0 if args.only == "demo" else 1]])
+        model, repeats = args.model, args.repeats
+        if args.smoke:  # the tiny model on 16 rows: the commands work, nothing is measured
+            small = whole_command.subset(demo / "train.jsonl", 16, Path(tmp) / "smoke.jsonl")
+            model, repeats, sets = smoke_model(Path(tmp) / "smoke"), 1, {"16 rows (smoke)": small}
+        summary, table = compare_whole(model, sets, repeats, args.max_len)
+    print(table)
+    if args.json:
+        record = {"date": time.strftime("%Y-%m-%d"), "mode": "whole", "machine": where, "results": summary}
+        args.json.write_text(json.dumps(record, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
@@ -300,7 +363,9 @@ def main() -> None:
     parser.add_argument(
         "--compile-ab", action="store_true", help="Compare tunesmith with and without torch.compile instead of TRL."
     )
-    parser.add_argument("--child", choices=[*LABELS], help=argparse.SUPPRESS)
+    parser.add_argument("--whole", action="store_true", help="Time the whole commands (see whole_command.py).")
+    parser.add_argument("--max-len", type=int, default=256, help="TRL's max_length in --whole (default 256).")
+    parser.add_argument("--child", choices=[*LABELS, "trl-whole"], help=argparse.SUPPRESS)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--val", help=argparse.SUPPRESS)
@@ -321,6 +386,10 @@ def main() -> None:
     }
     if args.only:
         datasets = dict([list(datasets.items())[0 if args.only == "demo" else 1]])
+    where = whole_command.machine_record()
+    print(f"machine: {whole_command.describe(where)}", file=sys.stderr)
+    if args.whole:
+        return main_whole(args, demo, where)
     with tempfile.TemporaryDirectory() as tmp:
         model, repeats, max_steps = args.model, args.repeats, args.max_steps
         if args.smoke:
@@ -330,7 +399,8 @@ def main() -> None:
         summary, table = summarise(compare(model, datasets, repeats, max_steps, tools))
     print(table)
     if args.json:
-        record = {"date": time.strftime("%Y-%m-%d"), "tools": tools, "settings": SETTINGS, "results": summary}
+        record = {"date": time.strftime("%Y-%m-%d"), "machine": where, "tools": tools, "settings": SETTINGS}
+        record["results"] = summary
         args.json.write_text(json.dumps(record, indent=2))
 
 

@@ -26,6 +26,27 @@ def test_train_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
         med = next(iter(results.values()))[tool]
         assert med["tokens_per_s"] > 0 and med["peak_rss_mb"] > 0 and 0 <= med["padding_fraction"] < 1
         assert med["val_loss"] > 0
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["model"] and machine["gemm_peak_tflops"]["fp32"] > 0, "a result says where it ran"
+
+
+@pytest.mark.slow
+def test_whole_command_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
+    """`tunesmith train` with its defaults and the TRL script both run as whole processes, timed from outside."""
+    out = tmp_path / "whole.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train_vs_trl.py"), "--whole", "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| wall time (s) |" in proc.stdout and "machine:" in proc.stderr
+    record = json.loads(out.read_text())
+    assert record["mode"] == "whole" and record["machine"]["cores"] >= 1
+    for tool in ("tunesmith", "trl"):
+        med = next(iter(record["results"].values()))[tool]
+        assert med["wall_s"] > 0 and med["peak_rss_mb"] > 100, "a whole process, torch imported"
 
 
 @pytest.mark.slow
