@@ -69,14 +69,29 @@ def prepare(
     return Prepared(model, resolved, bf16, reasons, n_trainable, n_total)
 
 
+# bf16 must beat fp32 by this much on the machine's own GEMMs to be worth its rounding: below it (bf16 emulated,
+# or AVX-512 BF16 without AMX on a small matmul) the run stays in fp32.
+BF16_MIN_GAIN = 1.3
+
+
 def choose_precision(setting: str, method: str) -> tuple[bool, str]:
-    """(use bf16, the sentence for the run summary). The choice itself is generation's (``inference_dtype``):
-    bf16 where the hardware computes it natively, an error if bf16 is asked for where it does not."""
+    """(use bf16, the sentence for the run summary). ``auto`` measures rather than trusts a CPU flag: bf16 where
+    the hardware computes it natively *and* this machine's bf16 GEMM peak beats its fp32 one by BF16_MIN_GAIN
+    (both probed once per machine and cached, ``perf.peak_flops``); an error if bf16 is asked for where it
+    is not supported."""
     if inference_dtype(setting) == torch.float32:
         why = "as configured" if setting == "fp32" else "this hardware has no native bf16"
         return False, f"precision: fp32 ({why})"
     frozen = "; frozen base stored in bf16" if method == "lora" else ""
-    return True, f"precision: bf16 autocast with fp32 trainable weights{frozen}"
+    if setting == "bf16" or torch.cuda.is_available():
+        return True, f"precision: bf16 autocast with fp32 trainable weights{frozen}"
+    from tunesmith.train.perf import peak_flops
+
+    bf16, fp32 = peak_flops(torch.bfloat16)[0], peak_flops(torch.float32)[0]
+    measured = f"this CPU's GEMM peaks: bf16 {bf16 / 1e12:.2f}, fp32 {fp32 / 1e12:.2f} TFLOP/s"
+    if bf16 < BF16_MIN_GAIN * fp32:
+        return False, f"precision: fp32 (bf16 is not worth it here: {measured})"
+    return True, f"precision: bf16 autocast with fp32 trainable weights{frozen} ({measured})"
 
 
 def prepare_model(model: Any, method: str, lora: LoraSettings, bf16: bool) -> Any:

@@ -1,11 +1,12 @@
-"""Validation within a budget: it costs at most a set share of the run's compute, never every step of a short
-run, and falls back to a fixed sample of the rows when even a few evaluations on all of them cost too much."""
+"""Issue 22 in tests: validation within a budget (never every step of a short run; a fixed sample when even a few
+evaluations on every row cost too much), the start-up breakdown, the cached GEMM peak and precision chosen from it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from tunesmith import runs
@@ -107,3 +108,19 @@ def test_start_up_is_broken_down_in_run_json_and_the_gemm_peak_is_measured_once_
     assert all(v >= 0 for v in info.startup.values()) and info.startup["loading the model"] > 0
     assert info.peak_flops.source == cached and len(probes) == 2, "the run read the cached peak"
     assert sum(info.startup.values()) <= info.wall_time_s + 0.5
+
+
+def test_auto_precision_follows_this_machines_measured_gemm_peaks(monkeypatch) -> None:
+    """bf16 only where it measured faster: a CPU whose bf16 GEMMs are barely faster than fp32 trains in fp32."""
+    from tunesmith.train import perf, setup
+
+    if setup.inference_dtype("auto") != torch.bfloat16:
+        pytest.skip("no native bf16 on this machine: fp32 whatever is measured")
+    peaks = {torch.bfloat16: 1.0e12, torch.float32: 0.9e12}
+    monkeypatch.setattr(perf, "peak_flops", lambda dtype: (peaks[dtype], "probe"))
+    bf16, why = setup.choose_precision("auto", "lora")
+    assert not bf16 and "not worth it" in why and "bf16 1.00, fp32 0.90" in why
+    peaks[torch.bfloat16] = 4.0e12
+    bf16, why = setup.choose_precision("auto", "lora")
+    assert bf16 and "bf16 4.00" in why
+    assert setup.choose_precision("bf16", "lora")[0], "asked for bf16 explicitly: no measurement overrides it"
