@@ -124,3 +124,34 @@ def test_auto_precision_follows_this_machines_measured_gemm_peaks(monkeypatch) -
     bf16, why = setup.choose_precision("auto", "lora")
     assert bf16 and "bf16 4.00" in why
     assert setup.choose_precision("bf16", "lora")[0], "asked for bf16 explicitly: no measurement overrides it"
+
+
+def test_a_runs_weights_do_not_depend_on_whether_the_gemm_peak_is_cached(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch
+) -> None:
+    """The probe runs only on a cold cache; it must not draw from the run's seeded RNG (dropout follows)."""
+    from safetensors.torch import load_file
+
+    from tunesmith.train import startup
+
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
+    cfg = load_config(
+        None,
+        {
+            "model": {"name": str(tiny_model_dir)},
+            "data": {"train": str(data), "val_split": 0.0, "max_len": 256},
+            "lora": {"r": 4, "dropout": 0.3},
+            "train": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-2},
+        },
+    )
+    startup.count_from_process_start()  # as the command line does; here the process is pytest, not the command
+    run_training(cfg, tmp_path / "cold")  # probes, and caches
+    run_training(cfg, tmp_path / "warm")  # reads the cache
+    cold, warm = runs.read_run(tmp_path / "cold"), runs.read_run(tmp_path / "warm")
+    assert "GEMM probe" in cold.peak_flops.source and "cached" in warm.peak_flops.source
+    a = load_file(tmp_path / "cold" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "warm" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Started by the test runner, not by `tunesmith`: pytest's age is no run's start-up.
+    assert "interpreter, imports, arguments" not in cold.startup

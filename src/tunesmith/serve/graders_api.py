@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from tunesmith.graders import Grade, GraderError, load_grader, sample_from_text
 from tunesmith.graders.spec import sub_graders
+from tunesmith.serve import responses as doc
 from tunesmith.serve.registry import Registry
 from tunesmith.serve.schemas import ApiError
 
@@ -138,14 +139,14 @@ def graders_router(registry: Registry) -> APIRouter:
     r = APIRouter(prefix="/v1/fine_tuning/alpha/graders")
     gate = asyncio.Semaphore(CONCURRENT_RUNS)
 
-    @r.post("/validate", response_model=None)
+    @r.post("/validate", response_model=None, responses=doc.ok(doc.GraderValidated))
     async def validate(request: Request) -> dict[str, Any]:
         body = await _json_object(request)
         grader = _load(body, registry)
         grader.close()
         return {"grader": body["grader"]}
 
-    @r.post("/run", response_model=None)
+    @r.post("/run", response_model=None, responses=doc.ok(doc.GraderRun))
     async def run(request: Request) -> dict[str, Any]:
         body = await _json_object(request)
         sample = body.get("model_sample")

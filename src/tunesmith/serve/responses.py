@@ -327,6 +327,27 @@ class CheckpointList(BaseModel):
     has_more: bool
 
 
+class GraderValidated(BaseModel):
+    grader: dict[str, Any]
+
+
+class GraderRunMetadata(BaseModel):
+    name: str
+    type: str
+    errors: dict[str, Any]
+    execution_time: float
+    scores: dict[str, Any]
+    token_usage: int | None
+    sampled_model_name: str | None
+
+
+class GraderRun(BaseModel):
+    reward: float
+    sub_rewards: dict[str, Any]
+    model_grader_token_usage_per_model: dict[str, Any]
+    metadata: GraderRunMetadata
+
+
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,

@@ -246,6 +246,10 @@ def _message(m: Any, i: int, open_calls: set[str]) -> dict[str, Any]:
         raise _invalid(f"messages[{i}]: the legacy function_call is not supported; use tool_calls")
     if not isinstance(m.get("name", ""), str):
         raise _invalid(f"messages[{i}].name must be a string")
+    if m.get("tool_calls") is not None and role != "assistant":
+        raise _invalid(f"messages[{i}]: only assistant messages carry tool_calls, not {role}")
+    if "tool_call_id" in m and not isinstance(m["tool_call_id"], str):
+        raise _invalid(f"messages[{i}].tool_call_id must be a string")
     calls = _tool_calls(m, i) if role == "assistant" and m.get("tool_calls") else []
     # An assistant turn that only calls tools may have no content.
     content = "" if calls and m.get("content") is None else _content_text(m.get("content"), i)

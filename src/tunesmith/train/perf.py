@@ -26,8 +26,11 @@ PEAK_CACHE = "peak_flops.json"  # under $TUNESMITH_HOME: one GEMM probe per mach
 def measure_peak_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.5) -> float:
     """Best observed FLOP/s of a square matmul in ``dtype`` on the training device."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    # Its own generator: the probe runs only when the machine's peak is not cached yet, and must not move the
+    # run's seeded RNG (the LoRA init follows), or a run's weights would depend on the cache.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     torch.matmul(a, b)  # warm-up: first call pays for kernel selection
     best = 0.0
     deadline = time.perf_counter() + seconds

@@ -6,6 +6,8 @@ slow start is seen and can be attacked phase by phase."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 # Set by the command line (``count_from_process_start``): only then is the process's age this run's start-up.
@@ -13,9 +15,27 @@ import time
 _FROM_PROCESS_START = False
 
 
+def _started_as_the_command() -> bool:
+    """Whether this process is the ``tunesmith`` command itself (its console script or ``python -m
+    tunesmith``), not a test runner or a server that calls the command's code."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and (spec.name or "").startswith("tunesmith"):
+        return True
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "tunesmith"
+
+
 def count_from_process_start() -> None:
+    """The next run's start-up includes the process's own start, when this process is the command."""
     global _FROM_PROCESS_START
-    _FROM_PROCESS_START = True
+    _FROM_PROCESS_START = _started_as_the_command()
+
+
+def _take_process_start() -> bool:
+    """Once only: a second run in the same process did not pay for the interpreter again."""
+    global _FROM_PROCESS_START
+    taken, _FROM_PROCESS_START = _FROM_PROCESS_START, False
+    return taken
 
 
 def process_age_s() -> float | None:
@@ -31,7 +51,7 @@ def process_age_s() -> float | None:
 
 class Stopwatch:
     def __init__(self) -> None:
-        age = process_age_s() if _FROM_PROCESS_START else None
+        age = process_age_s() if _take_process_start() else None
         self.phases: dict[str, float] = {"interpreter, imports, arguments": round(age, 2)} if age is not None else {}
         self._last = time.perf_counter()
 
