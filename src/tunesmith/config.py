@@ -27,6 +27,11 @@ class _Strict(BaseModel):
 class ModelSettings(_Strict):
     name: str = Field(DEFAULT_MODEL, description="Alias, local HF folder, local .gguf file, or hub id.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder to run.")
+    chat_template: str | None = Field(
+        None,
+        description="The chat template: a .jinja file, or fallback, chatml, llama3 or gemma. None: the model's own, "
+        "or tunesmith's fallback for a model without one (a base model).",
+    )
 
 
 class DataSettings(_Strict):

@@ -69,7 +69,7 @@ def run_demo(out: Path, *, max_steps: int | None = None, test_rows: int | None =
     prompts = [_prompt(c) for c in test]
     refs = [c.messages[-1].content for c in test]
     console.info(f"Generating for {len(test)} held-out emails, base and tuned, no instructions in the prompt...")
-    base, tok, _ = load_model(cfg.model.name)
+    base, tok, _ = load_model(cfg.model.name, chat_template=cfg.model.chat_template)
     base_out = generate(base, tok, prompts, max_new_tokens=96, batch_size=20)
     del base
     tuned, tok, _ = load_model(out)

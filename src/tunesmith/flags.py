@@ -33,6 +33,9 @@ class Flag:
 FLAGS: dict[str, Flag] = {
     "model": Flag("--model", "model.name", "Alias, HF folder, .gguf file or hub id."),
     "trust_remote_code": Flag("--trust-remote-code", "model.trust_remote_code", TRUST_REMOTE_CODE_HELP),
+    "chat_template": Flag(
+        "--chat-template", "model.chat_template", "Chat template: a .jinja file, or fallback, chatml, llama3, gemma."
+    ),
     "data": Flag("--data", "data.train", "Training data: JSONL, JSON, CSV/TSV, Parquet, Arrow or a datasets folder."),
     "val": Flag("--val", "data.val", "Validation data (any of the same kinds)."),
     "columns": Flag(

@@ -134,6 +134,9 @@ class RunInfo:
     beta: float | None = None  # DPO's beta
     distributed: DistributedInfo | None = None  # written only for a run in several processes
     startup: dict[str, float] = field(default_factory=dict)  # seconds per phase before the first step
+    # The chat template it trained with (saved with its tokenizer): "model" (the tokenizer's own or a file),
+    # "fallback", "chatml", "llama3" or "gemma" (data/chat_templates.py). None: a run from before it was recorded.
+    chat_template: str | None = None
 
     def weights_path(self, run_dir: Path) -> Path:
         return Path(run_dir) / self.weights_dir

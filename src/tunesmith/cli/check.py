@@ -21,6 +21,7 @@ def check_command(
     val: Annotated[Path | None, option("val", help="Validation data: checked too, and for leakage.")] = None,
     columns: Annotated[str | None, option("columns")] = None,
     model: Annotated[str | None, option("model", help="Model whose tokenizer and template to use.")] = None,
+    chat_template: Annotated[str | None, option("chat_template")] = None,
     max_len: Annotated[int | None, option("max_len", help="Longest sequence in tokens (as in train).")] = None,
     overlong: Annotated[str | None, option("overlong", help="drop | truncate | error (as in train).")] = None,
     train_on: Annotated[str | None, option("train_on", help="all | last assistant turns (as in train).")] = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tunesmith.cli.options import TrustRemoteCode
+from tunesmith.cli.options import ChatTemplate, TrustRemoteCode
 
 Opt = typer.Option
 PrecisionOption = Annotated[
@@ -32,6 +32,7 @@ def generate_command(
     seed: Annotated[int | None, Opt("--seed")] = None,
     precision: PrecisionOption = "auto",
     trust_remote_code: TrustRemoteCode = False,
+    chat_template: ChatTemplate = None,
 ) -> None:
     """Generate replies for one or many prompts, batched, with a KV cache."""
     from tunesmith import console
@@ -48,7 +49,9 @@ def generate_command(
     from tunesmith.generate import GenerationStats, generate
     from tunesmith.models.load import inference_dtype, load_model
 
-    lm, tok, _ = load_model(model, dtype=inference_dtype(precision), trust_remote_code=trust_remote_code)
+    lm, tok, _ = load_model(
+        model, dtype=inference_dtype(precision), trust_remote_code=trust_remote_code, chat_template=chat_template
+    )
     stats = GenerationStats()
     prefix = [{"role": "system", "content": system}] if system else []
     convs = [[*prefix, {"role": "user", "content": p}] for p in prompts]
@@ -80,13 +83,16 @@ def chat_command(
     temperature: Annotated[float, Opt("--temperature", min=0.0)] = 0.0,
     precision: PrecisionOption = "auto",
     trust_remote_code: TrustRemoteCode = False,
+    chat_template: ChatTemplate = None,
 ) -> None:
     """Chat with a model in the terminal (empty line or Ctrl-D to quit, /reset to start over)."""
     from tunesmith import console
     from tunesmith.generate import generate
     from tunesmith.models.load import inference_dtype, load_model
 
-    lm, tok, _ = load_model(model, dtype=inference_dtype(precision), trust_remote_code=trust_remote_code)
+    lm, tok, _ = load_model(
+        model, dtype=inference_dtype(precision), trust_remote_code=trust_remote_code, chat_template=chat_template
+    )
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     console.info("[dim]Chatting. Empty line or Ctrl-D quits; /reset starts over.[/dim]")
     while True:

@@ -29,5 +29,7 @@ def given(params: Mapping[str, object]) -> dict[str, object]:
 
 # --trust-remote-code: one declaration and one help text for every command that loads a model.
 TrustRemoteCode = Annotated[bool, option("trust_remote_code")]
+# `generate`, `chat`, `serve`: a base model's chat template (a run always uses the one it trained with).
+ChatTemplate = Annotated[str | None, option("chat_template")]
 # `train` and `check`: None (not given) leaves a YAML config's setting alone.
 TrustRemoteCodeOverride = Annotated[bool | None, option("trust_remote_code")]

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from tunesmith.cli.generate import PrecisionOption
-from tunesmith.cli.options import TrustRemoteCode
+from tunesmith.cli.options import ChatTemplate, TrustRemoteCode
 
 Opt = typer.Option
 
@@ -47,6 +47,7 @@ def serve_command(
     # long-running process cannot afford; `--precision auto` opts in.
     precision: PrecisionOption = "fp32",
     trust_remote_code: TrustRemoteCode = False,
+    chat_template: ChatTemplate = None,
     runs_dir: Annotated[Path, Opt("--runs", help="Folder of runs the dashboard (at /) lists.", file_okay=False)] = Path(
         "runs"
     ),
@@ -92,7 +93,11 @@ def serve_command(
         return store.job_path(job["id"])
 
     registry = Registry(
-        max_batch=max_batch, resolve_fine_tuned=fine_tuned, dtype=dtype, trust_remote_code=trust_remote_code
+        max_batch=max_batch,
+        resolve_fine_tuned=fine_tuned,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        chat_template=chat_template,
     )
     for spec in models or ["smollm2-135m"]:
         registry.add(spec)

@@ -54,6 +54,7 @@ def train_command(
     objective: Annotated[str | None, option("objective")] = None,
     beta: Annotated[float | None, option("beta")] = None,
     model: Annotated[str | None, option("model")] = None,
+    chat_template: Annotated[str | None, option("chat_template")] = None,
     config: Annotated[Path | None, Opt("--config", help="YAML config; flags override it.")] = None,
     epochs: Annotated[int | None, option("epochs")] = None,
     lr: Annotated[float | None, option("lr")] = None,

@@ -37,10 +37,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunesmith.data.chat_templates import FALLBACK_TEMPLATE, ensure_chat_template  # noqa: F401 (re-exported)
 from tunesmith.data.formats import Conversation, Message
 from tunesmith.data.rows import ToolCall
 from tunesmith.data.tools import format_tool_call, format_tool_result, tools_system_prompt
 from tunesmith.errors import DataError
+from tunesmith.models.stops import template_stops
 
 TOOL_FORMATS = {
     "template": "the chat template's own tool format",
@@ -48,16 +50,6 @@ TOOL_FORMATS = {
 }
 
 IGNORE = -100
-
-# For tokenizers that ship no chat template (base models): a plain template that still closes every
-# assistant turn with the EOS token, so the model learns to stop.
-FALLBACK_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '### ' + message['role'] + ':\\n' + message['content'] }}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### assistant:\\n' }}{% endif %}"
-)
 
 
 @dataclass
@@ -92,14 +84,6 @@ def template_hash(tokenizer: Any) -> str:
     return hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()[:16]
 
 
-def ensure_chat_template(tokenizer: Any) -> bool:
-    """Give a template-less tokenizer the fallback template. Returns True if it was added."""
-    if getattr(tokenizer, "chat_template", None):
-        return False
-    tokenizer.chat_template = FALLBACK_TEMPLATE
-    return True
-
-
 class Renderer:
     def __init__(
         self,
@@ -115,10 +99,8 @@ class Renderer:
         self.max_len = max_len
         self.overlong = overlong
         self.train_on = train_on
-        stops = set(stop_token_ids)
-        if tokenizer.eos_token_id is not None:
-            stops.add(tokenizer.eos_token_id)
-        self.stop_ids = stops
+        # The caller's stops (a model's generation config) plus the template's end-of-turn and EOS.
+        self.stop_ids = set(stop_token_ids) | set(template_stops(tokenizer))
         self._tool_format: str | None = None
         # id(conversation) -> (conversation, its rendering): a run renders each row once, even though the
         # dataset doctor renders the rows before training does (``adopt_renderings``).

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tunesmith.errors import ModelError
-from tunesmith.models.stops import eos_list
+from tunesmith.models.stops import template_stops
 
 
 def quiet_transformers() -> None:
@@ -70,12 +70,12 @@ def _dequantization_bar() -> Iterator[None]:
 
 
 def fix_generation_ids(model: Any, tokenizer: Any) -> None:
-    """Make generation stop on the tokenizer's end-of-turn token and pad with something valid."""
+    """Make generation stop on every stop of ``models/stops.py`` (so transformers' generate and an exported
+    generation_config.json stop where tunesmith does) and pad with something valid. Call it again after the
+    chat template changes: the template's end-of-turn is one of the stops."""
     gen = model.generation_config
-    if tokenizer.eos_token_id is not None:
-        ids = eos_list(gen.eos_token_id)
-        if tokenizer.eos_token_id not in ids:
-            ids.insert(0, tokenizer.eos_token_id)
+    ids = template_stops(tokenizer, gen.eos_token_id)
+    if ids:
         gen.eos_token_id = ids[0] if len(ids) == 1 else ids
     if gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -87,16 +87,35 @@ def resolve(name: str | Path) -> ModelSource:
     return ModelSource("hub", text, hub_path(text))
 
 
-def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False, chat_template: str | None = None) -> Any:
+    """The tokenizer of any source, with its chat template chosen (``data/chat_templates.py``)."""
     source = resolve(name)
     if source.kind == "run":
         info = runs.read_run(Path(source.path))
-        return _load_hf_tokenizer(
-            str(info.weights_path(Path(source.path))), local=True, trust_remote_code=trust_remote_code
-        )
-    if source.kind == "gguf":
-        return load_gguf(Path(source.path))[1]
-    return _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
+        weights = str(info.weights_path(Path(source.path)))
+        tok = _load_hf_tokenizer(weights, local=True, trust_remote_code=trust_remote_code)
+    elif source.kind == "gguf":
+        tok = load_gguf(Path(source.path))[1]
+    else:
+        tok = _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
+    choose_template(tok, source, chat_template)
+    return tok
+
+
+def choose_template(tokenizer: Any, source: ModelSource, choice: str | None) -> str:
+    """Set the chat template on a loaded tokenizer; returns its name. A run keeps the template it trained with
+    (saved with its tokenizer): naming a different one is refused rather than silently prompting out of format."""
+    from tunesmith.data.chat_templates import apply_choice, template_name
+
+    if source.kind == "run":
+        trained = runs.read_run(Path(source.path)).chat_template or template_name(tokenizer)
+        if choice is not None and choice != trained:
+            raise UserError(
+                f"{source.name} was trained with the chat template '{trained}' and is always prompted with it; "
+                "drop --chat-template"
+            )
+        choice = None
+    return apply_choice(tokenizer, choice, source.name)
 
 
 def _load_hf_tokenizer(path: str, *, local: bool, trust_remote_code: bool = False) -> Any:
@@ -118,9 +137,10 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
     merge_adapter: bool = True,
+    chat_template: str | None = None,
 ) -> tuple[Any, Any, ModelSource]:
     """(model, tokenizer, source) for any source. A run loads its base and adapter (merged by default,
-    which is what fast single-adapter inference wants)."""
+    which is what fast single-adapter inference wants). ``chat_template``: --chat-template's value."""
     source = resolve(name)
     if source.kind == "run":
         model, tok = _load_run(Path(source.path), dtype=dtype, merge=merge_adapter, trust=trust_remote_code)
@@ -130,7 +150,8 @@ def load_model(
     else:
         model = _load_hf_model(source.path, local=source.kind != "hub", dtype=dtype, trust=trust_remote_code)
         tok = _load_hf_tokenizer(source.path, local=source.kind != "hub", trust_remote_code=trust_remote_code)
-        fix_generation_ids(model, tok)
+    choose_template(tok, source, chat_template)
+    fix_generation_ids(model, tok)  # again: the template's end-of-turn is a stop
     _contiguous_output_projection_input(model)
     return model, tok, source
 

@@ -36,6 +36,16 @@ class Served:
     source: str = ""  # what load_model was given (alias, folder, run): a job's base model comes from here
 
 
+def _same_template(tokenizer: Any, weights: Path) -> bool:
+    """Whether a run's saved tokenizer has the chat template the base engine's tokenizer renders with."""
+    from tunesmith.data.chat_templates import ensure_chat_template
+    from tunesmith.models.load import _load_hf_tokenizer
+
+    saved = _load_hf_tokenizer(str(weights), local=True)
+    ensure_chat_template(saved)  # a run from before templates were saved: the fallback, as the base got
+    return saved.chat_template == tokenizer.chat_template
+
+
 def base_name(source: str) -> str:
     """The served name of a base model: alias or hub id as given, a folder or file by its name."""
     from tunesmith.models.load import resolve
@@ -61,8 +71,10 @@ class Registry:
         resolve_fine_tuned: Callable[[str], Path | None] | None = None,
         dtype: Any = None,
         trust_remote_code: bool = False,
+        chat_template: str | None = None,
     ) -> None:
         self.max_batch, self.window_s = max_batch, window_s
+        self.chat_template = chat_template  # --chat-template, for base models (a run keeps its own)
         # Let served models run their own Python code (--trust-remote-code); jobs on them inherit it.
         self.trust_remote_code = trust_remote_code
         self.dtype = dtype  # torch dtype of the weights; None: fp32
@@ -90,11 +102,13 @@ class Registry:
         with self._lock:
             if name in self.served:
                 return [name]
-            if info.method == "full":
+            base = None if info.method == "full" else self._add_base(info.base_model, None)
+            if base is None or not _same_template(self.served[base].engine.tokenizer, info.weights_path(run_dir)):
+                # A full run, or an adapter trained with another template than its base is served with: its
+                # own engine, so that it is prompted exactly as it was trained.
                 engine = self._engine(str(run_dir.resolve()), lambda: self._load(str(run_dir)))
                 self.served[name] = Served(name, engine, None, "full", int(time.time()), str(run_dir))
                 return [name]
-            base = self._add_base(info.base_model, None)
             engine = self.served[base].engine
             self._adapters += 1
             internal = f"a{self._adapters}"  # PEFT adapter names become module keys: no dots or colons
@@ -128,10 +142,15 @@ class Registry:
     def _load(self, source: str) -> Engine:
         import torch
 
-        from tunesmith.models.load import load_model
+        from tunesmith.models.load import load_model, resolve
 
+        template = None if resolve(source).kind == "run" else self.chat_template
         model, tok, _ = load_model(
-            source, dtype=self.dtype or torch.float32, merge_adapter=False, trust_remote_code=self.trust_remote_code
+            source,
+            dtype=self.dtype or torch.float32,
+            merge_adapter=False,
+            trust_remote_code=self.trust_remote_code,
+            chat_template=template,
         )
         if torch.cuda.is_available():
             model = model.to("cuda")

@@ -318,7 +318,9 @@ def estimate_training(
     from tunesmith.models.stops import stop_token_ids
 
     t0 = time.perf_counter()
-    model, tokenizer, _ = load_model(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    model, tokenizer, _ = load_model(
+        cfg.model.name, trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template
+    )
     d = cfg.data
     renderer = Renderer(
         tokenizer,

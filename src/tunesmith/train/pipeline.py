@@ -19,6 +19,7 @@ import torch
 
 from tunesmith import console, runs
 from tunesmith.config import RunConfig
+from tunesmith.data.chat_templates import template_name
 from tunesmith.data.check_report import CheckReport
 from tunesmith.data.formats import Conversation, read_examples, require_clean, split_examples
 from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_hash
@@ -88,7 +89,10 @@ def run_training(
     start = _lora_run_to_continue(cfg)
     clock.mark("reading data")
     model, tokenizer, source = load_model(
-        cfg.model.name, trust_remote_code=cfg.model.trust_remote_code, merge_adapter=start is None
+        cfg.model.name,
+        trust_remote_code=cfg.model.trust_remote_code,
+        merge_adapter=start is None,
+        chat_template=cfg.model.chat_template,
     )
     clock.mark("loading the model")
     rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, pairs=objective == "dpo")
@@ -332,6 +336,7 @@ def _summary(
         beta=cfg.train.beta,
         distributed=distributed.info(),
         startup=timing["startup"],
+        chat_template=template_name(tokenizer),
     )
 
 

@@ -57,7 +57,9 @@ def run_check(
         raise UserError("no training data: pass the training data file")
     if not 0.0 < near_threshold <= 1.0:
         raise UserError(f"--near-threshold must be in (0, 1], got {near_threshold}")
-    tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        cfg.model.name, trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.model.chat_template
+    )
     report = check_dataset(
         cfg.data.train,
         cfg.data.val,
