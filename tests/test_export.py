@@ -96,12 +96,15 @@ def small_model(kind: str, tokenizer, out: Path) -> Path:
         LlamaForCausalLM,
         MistralConfig,
         MistralForCausalLM,
+        Phi3Config,
+        Phi3ForCausalLM,
         Qwen2Config,
         Qwen2ForCausalLM,
     )
 
     classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
     classes["mistral"] = (MistralConfig, MistralForCausalLM)
+    classes["phi3"] = (Phi3Config, Phi3ForCausalLM)
     config_cls, model_cls = classes[kind]
     torch.manual_seed(1)
     config = config_cls(
@@ -357,16 +360,16 @@ def test_ollama_template_is_measured_and_checked(tokenizer, small_tokenizer) -> 
 
 
 def test_bad_input_exits_2_with_one_line(lora_run: Path, small_tokenizer, data_file: Path, tmp_path: Path) -> None:
-    mistral = small_model("mistral", small_tokenizer, tmp_path / "mistral")
+    phi3 = small_model("phi3", small_tokenizer, tmp_path / "phi3")
     cfg = load_config(
         None,
         {
-            "model": {"name": str(mistral)},
+            "model": {"name": str(phi3)},
             "data": {"train": str(data_file), "val_split": 0.0, "max_len": 256},
             "train": {"method": "full", "batch_size": 4, "micro_batch_size": 4, "max_steps": 1},
         },
     )
-    run_training(cfg, tmp_path / "mistral-run")
+    run_training(cfg, tmp_path / "phi3-run")
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
@@ -376,8 +379,8 @@ def test_bad_input_exits_2_with_one_line(lora_run: Path, small_tokenizer, data_f
         (["export", str(lora_run), "--format", "merged", "--dtype", "q8_0"], "--dtype q8_0 does not apply"),
         (["export", str(lora_run), "--format", "merged", "--out", str(taken)], "already exists; pass --force"),
         (
-            ["export", str(tmp_path / "mistral-run"), "--format", "gguf", "--out", str(tmp_path / "g")],
-            "GGUF export supports the llama, qwen2 architectures; this model is 'mistral'",
+            ["export", str(tmp_path / "phi3-run"), "--format", "gguf", "--out", str(tmp_path / "g")],
+            "GGUF export supports the llama, mistral, qwen2, qwen3, gemma3_text architectures; this model is 'phi3'",
         ),
     ]
     for args, expected in cases:

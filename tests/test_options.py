@@ -18,6 +18,7 @@ from tunesmith.flags import FLAGS, TRUST_REMOTE_CODE_HELP, flag_overrides
 SAMPLES: dict[str, Any] = {
     "model": "some/model",
     "trust_remote_code": True,
+    "chat_template": "chatml",
     "data": Path("train.jsonl"),
     "val": Path("val.jsonl"),
     "columns": {"prompt": "question", "completion": "answer"},

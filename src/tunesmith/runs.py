@@ -144,8 +144,9 @@ class RunInfo:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (``distributed`` only when set, so a one-process run.json keeps its keys)."""
         out = asdict(self)
-        if self.distributed is None:
-            del out["distributed"]
+        for key in ("distributed", "chat_template"):  # absent when unset: older run.json files keep their keys
+            if out[key] is None:
+                del out[key]
         return out
 
     @classmethod

@@ -311,7 +311,9 @@ def _export_gguf(staging: Path, made: _Made) -> list[Check]:
     merged, tokenizer, inputs, dtype = made.merged, made.tokenizer, made.inputs, made.dtype
     name = f"model-{dtype}.gguf"
     console.info(f"writing {name} and reading it back with transformers' GGUF reader...")
-    expected = gguf_export.write_gguf(merged, tokenizer, staging / name, dtype, name=made.run_dir.name)
+    expected = gguf_export.write_gguf(
+        merged, tokenizer, staging / name, dtype, name=made.run_dir.name, stops=list(inputs.stops)
+    )
     # Read back before anything else lands in the folder: the reader must see the .gguf alone.
     back, back_tok = load_gguf(staging / name)
     checks = [
