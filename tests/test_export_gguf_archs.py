@@ -164,3 +164,31 @@ def test_mistral_gguf_reads_back_as_the_same_llama(small_tokenizer, data_file: P
     path = export_f32(train_lora(base, tmp_path / "run", data_file), tmp_path / "g")
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     assert type(model).__name__ == "LlamaForCausalLM"  # llama.cpp's architecture for it; same outputs (above)
+
+
+def test_adapter_on_a_gguf_base_loads_with_the_cards_own_lines(
+    small_tokenizer,  # noqa: F811
+    data_file: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An adapter trained on a .gguf base: its model card's "Use" code, run as written, loads it in plain PEFT."""
+    import re
+
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.export.gguf import write_gguf
+
+    folder = tiny_qwen3(small_tokenizer, tmp_path / "hf")
+    gguf_dir = tmp_path / "gguf-base"
+    gguf_dir.mkdir()
+    write_gguf(AutoModelForCausalLM.from_pretrained(folder), small_tokenizer, gguf_dir / "base.gguf", "f32", name="b")
+    run = train_lora(gguf_dir / "base.gguf", tmp_path / "run", data_file, steps=1)
+    export_run(run, "adapter", out=tmp_path / "adapter")
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace("THIS_FOLDER", str(tmp_path / "adapter"))
+    assert 'gguf_file="base.gguf"' in code
+    scope: dict = {}
+    exec(code, scope)  # the card's lines, as a user would paste them
+    ids = torch.tensor([small_tokenizer("Paint the car red")["input_ids"]])
+    with torch.no_grad():
+        assert torch.isfinite(scope["model"](ids).logits).all()

@@ -112,6 +112,15 @@ def _validation_line(info: RunInfo) -> str:
     return "- validation: none"
 
 
+def _base_line(base_path: str) -> str:
+    """The one line that loads the base in plain transformers. A .gguf needs its folder and ``gguf_file=`` (the
+    adapter_config.json's base_model_name_or_path names the folder, which alone does not load)."""
+    if base_path.endswith(".gguf"):
+        path = Path(base_path).resolve()
+        return f'base = AutoModelForCausalLM.from_pretrained("{path.parent}", gguf_file="{path.name}")'
+    return f'base = AutoModelForCausalLM.from_pretrained("{base_path}")'
+
+
 def model_card(run_dir: Path, info: RunInfo, cfg: RunConfig, base_path: str, checks: list[str]) -> str:
     hashes = info.hashes
     t, lora = cfg.train, cfg.lora
@@ -154,7 +163,7 @@ def model_card(run_dir: Path, info: RunInfo, cfg: RunConfig, base_path: str, che
         "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        f'base = AutoModelForCausalLM.from_pretrained("{base_path}")',
+        _base_line(base_path),
         'model = PeftModel.from_pretrained(base, "THIS_FOLDER")',
         'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")  # the chat template used in training',
         "```",
