@@ -83,9 +83,10 @@ def test_template_without_eos_gets_one_added(tokenizer) -> None:
     assert trained_text(tok, r) == "there" + tok.eos_token
 
 
-def test_round_trip_guard_catches_a_prompt_that_tokenizes_differently(tokenizer) -> None:
-    """'assistant: ' + 'there' merges the space into ' there' when rendered whole, so the training
-    prompt would not be what generation feeds the model. The guard must refuse it."""
+def test_a_prompt_that_tokenizes_differently_trains_after_the_generation_prompt(tokenizer) -> None:
+    """'assistant: ' + 'there' merges the space into ' there' when rendered whole, so the whole rendering's
+    prompt is not what generation feeds the model. The row is trained from its own rendering instead: the
+    generation prompt's exact tokens, then the reply's, and the renderer says so."""
     import copy
 
     tok = copy.deepcopy(tokenizer)
@@ -93,8 +94,15 @@ def test_round_trip_guard_catches_a_prompt_that_tokenizes_differently(tokenizer)
         "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
     )
-    with pytest.raises(DataError, match="renders turn 2's prompt differently"):
-        Renderer(tok).render(conv(("user", "hi"), ("assistant", "there")))
+    renderer = Renderer(tok)
+    c = conv(("user", "hi"), ("assistant", "there"))
+    whole = renderer._ids(renderer.conversation_text(c.messages))
+    prompt = renderer.prompt_ids(c.messages[:1])
+    assert whole[: len(prompt)] != prompt, "the premise: rendered whole, the prompt tokenizes differently"
+    r = renderer.render(c)
+    assert r.input_ids[: len(prompt)] == prompt and all(lab == IGNORE for lab in r.labels[: len(prompt)])
+    assert trained_text(tok, r) == "there" + tok.eos_token
+    assert any("exactly the prompt generation shows" in n for n in renderer.notices)
 
 
 def test_fallback_template_for_base_tokenizers(tokenizer) -> None:

@@ -31,16 +31,13 @@ Either way assistant turns are trained, tool-call turns included; tool results n
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.data.chat_templates import FALLBACK_TEMPLATE, ensure_chat_template  # noqa: F401 (re-exported)
 from tunesmith.data.formats import Conversation, Message
-from tunesmith.data.rows import ToolCall
-from tunesmith.data.tools import format_tool_call, format_tool_result, tools_system_prompt
+from tunesmith.data.render_tools import _fallback, _native, as_message, template_renders_tools
 from tunesmith.errors import DataError
 from tunesmith.models.stops import template_stops
 
@@ -50,6 +47,15 @@ TOOL_FORMATS = {
 }
 
 IGNORE = -100
+_SAID: set[tuple[Any, ...]] = set()  # notices already printed (Renderer._say_once)
+
+
+class _Mismatch(Exception):
+    """A turn of the whole rendering differs from what generation renders for it ("prompt" or "reply")."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 @dataclass
@@ -102,6 +108,8 @@ class Renderer:
         # The caller's stops (a model's generation config) plus the template's end-of-turn and EOS.
         self.stop_ids = set(stop_token_ids) | set(template_stops(tokenizer))
         self._tool_format: str | None = None
+        self.notices: list[str] = []  # what _say_once said (the run summary repeats them)
+        self._said: set[tuple[Any, ...]] = set()
         # id(conversation) -> (conversation, its rendering): a run renders each row once, even though the
         # dataset doctor renders the rows before training does (``adopt_renderings``).
         self._rendered: dict[int, tuple[Conversation, Rendered]] = {}
@@ -146,7 +154,13 @@ class Renderer:
         tools: list[dict[str, Any]] | None = None,
     ) -> str:
         dicts, extra = self._template_input(messages, tools)
-        return self.tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=generation, **extra)
+        # Reasoning policy: reasoning in the conversation (<think> in a reply) renders as given; with none, the
+        # template's non-thinking form (Qwen3: the empty <think></think> goes in the prompt, never trained).
+        # Training, generation and serve all render here, so all follow it.
+        thinking = any("<think>" in (d.get("content") or "") for d in dicts)
+        return self.tokenizer.apply_chat_template(
+            dicts, tokenize=False, add_generation_prompt=generation, enable_thinking=thinking, **extra
+        )
 
     def _ids(self, text: str) -> list[int]:
         # Templates write their special tokens themselves, so the tokenizer must not add BOS again.
@@ -195,23 +209,15 @@ class Renderer:
             raise DataError(f"{conv.source}: no assistant reply with weight 1 to train on")
         # Messages after the last trained reply would be rendered but never trained: leave them out.
         messages = messages[: turns[-1] + 1]
-        tools = conv.tools
-        full = self._ids(self._text(messages, generation=False, tools=tools))
-        labels = [IGNORE] * len(full)
-        for turn in turns:
-            prompt = self.prompt_ids(messages[:turn], tools)
-            if full[: len(prompt)] != prompt:
-                at = next((i for i, (a, b) in enumerate(zip(full, prompt, strict=False)) if a != b), len(full))
-                raise DataError(
-                    f"{conv.source}: the chat template renders turn {turn + 1}'s prompt differently for "
-                    f"training and for generation (first difference at token {at}); use train_on: last "
-                    "or a template that renders earlier turns unchanged"
-                )
-            through = self._ids(self._text(messages[: turn + 1], generation=False, tools=tools))
-            end = self._reply_end(through, len(prompt))
-            if through[:end] != full[:end]:
-                raise DataError(f"{conv.source}: the chat template renders turn {turn + 1} inconsistently")
-            labels[len(prompt) : end] = full[len(prompt) : end]
+        try:
+            full, labels = self._render_whole(messages, turns, conv.tools)
+        except _Mismatch as mismatch:
+            # The template renders a turn differently once later turns follow (Qwen3 and Phi-4 re-render
+            # earlier turns, Mistral v0.3 moves the system message to the last user turn, a tokenizer merges
+            # across the prompt/reply boundary): train the last reply from its own rendering, exactly the
+            # prompt generation will show plus the reply.
+            full, labels = self._render_own(messages, turns[-1], conv.tools, conv.source)
+            self._say_once(mismatch.kind, len(turns) > 1)
         if not self._closed(full, labels) and self.tokenizer.eos_token_id is not None:
             # The template does not close the last reply with a stop token. Add one right after the
             # reply (dropping any trailing template text) so that the model can learn to stop.
@@ -220,12 +226,70 @@ class Renderer:
             full, labels = [*full[: last + 1], eos], [*labels[: last + 1], eos]
         return Rendered(full, labels, source=conv.source)
 
-    def _reply_end(self, through: list[int], start: int) -> int:
-        """End (exclusive) of the trained span: the reply up to and including its last stop token.
+    def _render_whole(
+        self, messages: list[Message], turns: list[int], tools: list[dict[str, Any]] | None
+    ) -> tuple[list[int], list[int]]:
+        """The conversation rendered once, every trained reply labelled; _Mismatch where a turn's prompt or
+        reply is not what generation would see."""
+        full = self._ids(self._text(messages, generation=False, tools=tools))
+        labels = [IGNORE] * len(full)
+        for turn in turns:
+            prompt = self.prompt_ids(messages[:turn], tools)
+            if full[: len(prompt)] != prompt:
+                raise _Mismatch("prompt")
+            through = self._ids(self._text(messages[: turn + 1], generation=False, tools=tools))
+            end = self._reply_end(through, len(prompt))
+            if through[:end] != full[:end]:
+                raise _Mismatch("reply")
+            labels[len(prompt) : end] = full[len(prompt) : end]
+        return full, labels
 
-        Whatever a template writes after the stop token (usually a newline) is not trained: generation
-        ends at the stop token and never produces it."""
-        for i in range(len(through) - 1, start - 1, -1):
+    def _render_own(
+        self, messages: list[Message], turn: int, tools: list[dict[str, Any]] | None, source: str
+    ) -> tuple[list[int], list[int]]:
+        """Reply ``turn`` trained from its own rendering: the generation prompt's tokens, then the reply's, the
+        reply measured as the text the template adds after the prompt. Without the system message when the
+        template renders it elsewhere once the reply follows (Mistral v0.3)."""
+        prompt = self.prompt_ids(messages[:turn], tools)
+        for msgs in (messages[: turn + 1], [m for m in messages[: turn + 1] if m.role != "system"]):
+            before = self.prompt_text(msgs[:-1], tools)
+            after = self._text(msgs, generation=False, tools=tools)
+            if after.startswith(before) and after[len(before) :].strip():
+                reply = self._ids(after[len(before) :])
+                reply = reply[: self._reply_end(reply, 0)]
+                return [*prompt, *reply], [IGNORE] * len(prompt) + reply
+        raise DataError(
+            f"{source}: the chat template does not render assistant turn {turn + 1} after the prompt generation "
+            "shows, so the reply cannot be told apart; choose a template that does with --chat-template "
+            "(fallback always does)"
+        )
+
+    def _say_once(self, kind: str, multi_turn: bool) -> None:
+        """Say once per process and template how rows are trained when the template re-renders turns."""
+        from tunesmith import console
+
+        key = (template_hash(self.tokenizer), kind, multi_turn)
+        if key in self._said:
+            return
+        self._said.add(key)
+        self.notices.append(
+            "the chat template renders earlier turns differently once later turns follow (Qwen3 and Phi-4 "
+            "templates do): rows with several replies train their last reply only, from its own rendering"
+            if multi_turn
+            else "the chat template renders a reply's prompt differently with the reply than without it (Mistral "
+            "v0.3 moves the system message to the last user turn; some tokenizers merge across the boundary): "
+            "such rows train the reply after exactly the prompt generation shows"
+        )
+        if key not in _SAID:  # once per process, however many renderers (the check's and the run's)
+            _SAID.add(key)
+            console.note(self.notices[-1])
+
+    def _reply_end(self, through: list[int], start: int) -> int:
+        """End (exclusive) of the trained span: the reply up to and including its first stop token.
+
+        Whatever a template writes after that stop token (a newline, or Phi-4's EOS after its <|end|>) is not
+        trained: generation ends at the first stop token and never produces what follows."""
+        for i in range(start, len(through)):
             if through[i] in self.stop_ids:
                 return i + 1
         # No stop token: the reply ends where the template's trailing whitespace begins.
@@ -277,102 +341,3 @@ class Renderer:
             stats.trained_tokens += r.n_trained
             out.append(r)
         return out, stats
-
-
-# -- tool calling ---------------------------------------------------------------------------------------------
-_PROBE_TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "zq_probe_fn",
-            "description": "zq probe description",
-            "parameters": {"type": "object", "properties": {"zq_arg": {"type": "string"}}},
-        },
-    }
-]
-_PROBE_CALL = {
-    "id": "zqprobe01",
-    "type": "function",
-    "function": {"name": "zq_probe_fn", "arguments": {"zq_arg": "zq_value"}},
-}
-_PROBE = [
-    {"role": "user", "content": "zq question"},
-    {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
-    {"role": "tool", "tool_call_id": "zqprobe01", "name": "zq_probe_fn", "content": "zq_result"},
-    {"role": "assistant", "content": "zq answer"},
-]
-
-
-def template_renders_tools(tokenizer: Any) -> bool:
-    """True when the chat template itself writes the tool definitions, the calls and the results.
-
-    Probed rather than guessed from the template's text: a template that raises, or that silently drops
-    any of the three (SmolLM2's renders only role and content), gets the fallback."""
-    try:
-        text = tokenizer.apply_chat_template(_PROBE, tools=_PROBE_TOOLS, tokenize=False)
-    except Exception:  # a template's raise_exception, or a missing filter: it cannot render tools
-        return False
-    return all(marker in text for marker in ("zq probe description", "zq_value", "zq_result"))
-
-
-def as_message(m: Message | dict[str, Any]) -> Message:
-    """A caller's message dict (serve, eval) -> a Message, tool calls included."""
-    if isinstance(m, Message):
-        return m
-    calls = []
-    for k, c in enumerate(m.get("tool_calls") or [], start=1):
-        fn = c.get("function", c)
-        args = fn.get("arguments", {})
-        calls.append(
-            ToolCall(c.get("id") or f"call_{k}", fn["name"], args if isinstance(args, str) else json.dumps(args))
-        )
-    role = "system" if m.get("role") == "developer" else m.get("role", "user")
-    return Message(role, m.get("content") or "", 1, tuple(calls), m.get("tool_call_id"), m.get("name"))
-
-
-_NINE = re.compile(r"[A-Za-z0-9]{9}")
-
-
-def _template_id(call_id: str | None) -> str:
-    """Mistral's templates take only 9 alphanumeric characters as a call id; the others ignore ids."""
-    call_id = call_id or ""
-    if _NINE.fullmatch(call_id):
-        return call_id
-    return hashlib.sha256(call_id.encode()).hexdigest()[:9]
-
-
-def _native(m: Message) -> dict[str, Any]:
-    d = m.as_dict()
-    for c in d.get("tool_calls", []):
-        c["id"] = _template_id(c["id"])
-    if m.role == "tool":
-        d["tool_call_id"] = _template_id(m.tool_call_id)
-    return d
-
-
-def _fallback(msgs: list[Message], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    after_tool = False
-    for m in msgs:
-        if m.role == "tool":
-            block = format_tool_result(m.content)
-            if after_tool:  # the results of one turn's calls: one user turn
-                out[-1]["content"] += "\n" + block
-            else:
-                out.append({"role": "user", "content": block})
-            after_tool = True
-            continue
-        after_tool = False
-        if m.tool_calls:
-            parts = [m.content] if m.content.strip() else []
-            parts += [format_tool_call(c.name, c.args) for c in m.tool_calls]
-            out.append({"role": "assistant", "content": "\n".join(parts)})
-        else:
-            out.append({"role": m.role, "content": m.content})
-    if tools:
-        prompt = tools_system_prompt(tools)
-        if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{prompt}"}
-        else:
-            out.insert(0, {"role": "system", "content": prompt})
-    return out
