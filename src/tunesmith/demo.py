@@ -50,15 +50,21 @@ def score(outputs: list[Any], refs: list[str]) -> Scores:
     return Scores(json_validity(texts), field_accuracy(texts, refs), stop_rate([o.finish_reason for o in outputs]))
 
 
-def run_demo(out: Path, *, max_steps: int | None = None, test_rows: int | None = None) -> dict[str, Any]:
+def run_demo(
+    out: Path, *, max_steps: int | None = None, test_rows: int | None = None, model: str | None = None
+) -> dict[str, Any]:
     from tunesmith.generate import generate
     from tunesmith.models.load import load_model
     from tunesmith.train.pipeline import run_training
 
     t0 = time.time()
     data = dataset_path()
-    console.info(f"[bold]tunesmith demo[/bold]: support emails -> triage JSON, on the default model ({data})")
     overrides: dict[str, Any] = {"data": {"train": str(data / "train.jsonl")}}
+    if model:
+        overrides["model"] = {"name": model}
+    console.info(
+        f"[bold]tunesmith demo[/bold]: support emails -> triage JSON, on {model or 'the default model'} ({data})"
+    )
     if max_steps:
         overrides["train"] = {"max_steps": max_steps}
     cfg = load_config(None, overrides)
@@ -78,6 +84,7 @@ def run_demo(out: Path, *, max_steps: int | None = None, test_rows: int | None =
     _show(test, refs, base_out, tuned_out, base_s, tuned_s)
     report = {
         "dataset": DATASET,
+        "model": cfg.model.name,
         "test_rows": len(test),
         "base": base_s.as_dict(),
         "tuned": tuned_s.as_dict(),
