@@ -50,6 +50,10 @@ IGNORE = -100
 _SAID: set[tuple[Any, ...]] = set()  # notices already printed (Renderer._say_once)
 
 
+def _has_reasoning(dicts: Sequence[dict[str, Any]]) -> bool:
+    return any("<think>" in (d.get("content") or "") for d in dicts)
+
+
 class _Mismatch(Exception):
     """A turn of the whole rendering differs from what generation renders for it ("prompt" or "reply")."""
 
@@ -110,6 +114,7 @@ class Renderer:
         self._tool_format: str | None = None
         self.notices: list[str] = []  # what _say_once said (the run summary repeats them)
         self._said: set[tuple[Any, ...]] = set()
+        self._thinking: bool | None = None  # set while a training row renders (see _text)
         # id(conversation) -> (conversation, its rendering): a run renders each row once, even though the
         # dataset doctor renders the rows before training does (``adopt_renderings``).
         self._rendered: dict[int, tuple[Conversation, Rendered]] = {}
@@ -156,8 +161,9 @@ class Renderer:
         dicts, extra = self._template_input(messages, tools)
         # Reasoning policy: reasoning in the conversation (<think> in a reply) renders as given; with none, the
         # template's non-thinking form (Qwen3: the empty <think></think> goes in the prompt, never trained).
-        # Training, generation and serve all render here, so all follow it.
-        thinking = any("<think>" in (d.get("content") or "") for d in dicts)
+        # Training, generation and serve all render here, so all follow it; a training row decides for all its
+        # renderings at once (its prompts hold no reply, so would otherwise look reasoning-free).
+        thinking = self._thinking if self._thinking is not None else _has_reasoning(dicts)
         return self.tokenizer.apply_chat_template(
             dicts, tokenize=False, add_generation_prompt=generation, enable_thinking=thinking, **extra
         )
@@ -209,15 +215,11 @@ class Renderer:
             raise DataError(f"{conv.source}: no assistant reply with weight 1 to train on")
         # Messages after the last trained reply would be rendered but never trained: leave them out.
         messages = messages[: turns[-1] + 1]
+        self._thinking = _has_reasoning([m.as_dict() for m in messages])
         try:
-            full, labels = self._render_whole(messages, turns, conv.tools)
-        except _Mismatch as mismatch:
-            # The template renders a turn differently once later turns follow (Qwen3 and Phi-4 re-render
-            # earlier turns, Mistral v0.3 moves the system message to the last user turn, a tokenizer merges
-            # across the prompt/reply boundary): train the last reply from its own rendering, exactly the
-            # prompt generation will show plus the reply.
-            full, labels = self._render_own(messages, turns[-1], conv.tools, conv.source)
-            self._say_once(mismatch.kind, len(turns) > 1)
+            full, labels = self._render_rows(messages, turns, conv)
+        finally:
+            self._thinking = None
         if not self._closed(full, labels) and self.tokenizer.eos_token_id is not None:
             # The template does not close the last reply with a stop token. Add one right after the
             # reply (dropping any trailing template text) so that the model can learn to stop.
@@ -225,6 +227,20 @@ class Renderer:
             eos = self.tokenizer.eos_token_id
             full, labels = [*full[: last + 1], eos], [*labels[: last + 1], eos]
         return Rendered(full, labels, source=conv.source)
+
+    def _render_rows(
+        self, messages: list[Message], turns: list[int], conv: Conversation
+    ) -> tuple[list[int], list[int]]:
+        try:
+            return self._render_whole(messages, turns, conv.tools)
+        except _Mismatch as mismatch:
+            # The template renders a turn differently once later turns follow (Qwen3 and Phi-4 re-render
+            # earlier turns, Mistral v0.3 moves the system message to the last user turn, a tokenizer merges
+            # across the prompt/reply boundary): train the last reply from its own rendering, exactly the
+            # prompt generation will show plus the reply.
+            full, labels = self._render_own(messages, turns[-1], conv.tools, conv.source)
+            self._say_once(mismatch.kind, len(turns) > 1)
+            return full, labels
 
     def _render_whole(
         self, messages: list[Message], turns: list[int], tools: list[dict[str, Any]] | None
