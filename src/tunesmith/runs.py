@@ -64,6 +64,9 @@ class Hashes:
     val_data: str | None = None  # of the --val file; None when validation was split off the training data
     model: str | None = None  # of the base weights (first 16 hex digits), or the hub id
     chat_template: str | None = None
+    # LoRA: the modules it wrapped by kind ({"wrapped": {"attention": {"modules", "params", "names"}, ...}},
+    # plus "frozen_experts" where 3-D expert weights stay frozen); models/coverage.py. None: full, or older runs.
+    lora_coverage: dict[str, Any] | None = None
     masking: str | None = None  # of train_on, max_len, overlong and the stop ids
 
 
@@ -137,6 +140,9 @@ class RunInfo:
     # The chat template it trained with (saved with its tokenizer): "model" (the tokenizer's own or a file),
     # "fallback", "chatml", "llama3" or "gemma" (data/chat_templates.py). None: a run from before it was recorded.
     chat_template: str | None = None
+    # LoRA: the modules it wrapped by kind ({"wrapped": {"attention": {"modules", "params", "names"}, ...}},
+    # plus "frozen_experts" where 3-D expert weights stay frozen); models/coverage.py. None: full, or older runs.
+    lora_coverage: dict[str, Any] | None = None
 
     def weights_path(self, run_dir: Path) -> Path:
         return Path(run_dir) / self.weights_dir
@@ -144,7 +150,11 @@ class RunInfo:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (``distributed`` only when set, so a one-process run.json keeps its keys)."""
         out = asdict(self)
-        for key in ("distributed", "chat_template"):  # absent when unset: older run.json files keep their keys
+        for key in (
+            "distributed",
+            "chat_template",
+            "lora_coverage",
+        ):  # absent when unset: older run.json files keep their keys
             if out[key] is None:
                 del out[key]
         return out

@@ -130,6 +130,7 @@ class Renderer:
         if other.fingerprint() != self.fingerprint():
             return False
         self._rendered = other._rendered
+        self.notices = other.notices  # what rendering those rows said
         return True
 
     # -- the two renderings every other module uses --------------------------------------------------

@@ -40,6 +40,9 @@ def continue_lora(model: Any) -> Any:
 def add_lora(model: Any, settings: LoraSettings) -> Any:
     from peft import LoraConfig, get_peft_model
 
+    from tunesmith.models.coverage import check_targets
+
+    check_targets(model, settings.target_modules)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,

@@ -337,6 +337,7 @@ def _summary(
         distributed=distributed.info(),
         startup=timing["startup"],
         chat_template=template_name(tokenizer),
+        lora_coverage=prep.coverage,
     )
 
 
@@ -346,6 +347,9 @@ def _choices(cfg: RunConfig, data: _Data, prep: Prepared, rows: _Rows, start: ru
     reasons = data.reasons + prep.reasons + ([spread.describe()] if spread else [])
     if start is not None:
         reasons.append(f"LoRA: continues the adapter of {cfg.model.name} (its r and alpha; base {start.base_model})")
+    if template_name(rows.renderer.tokenizer) == "fallback":
+        reasons.append("chat template: tunesmith's fallback (the model has none; --chat-template chooses another)")
+    reasons += rows.renderer.notices
     if rows.stats.tool_rows:
         how = TOOL_FORMATS[rows.renderer.tool_format]
         reasons.append(f"tool calls: {rows.stats.tool_rows} rows use tools, rendered by {how}")

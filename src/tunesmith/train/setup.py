@@ -26,6 +26,7 @@ class Prepared:
     reasons: list[str] = field(default_factory=list)  # the automatic choices, one sentence each
     n_trainable: int = 0
     n_total: int = 0
+    coverage: dict[str, Any] | None = None  # LoRA: what it wrapped, by kind (models/coverage.py)
 
     @property
     def settings(self) -> TrainSettings:
@@ -55,6 +56,12 @@ def prepare(
     bf16, why = choose_precision(s.precision, s.method)
     reasons = [*resolved.reasons, why]
     model = prepare_model(model, s.method, cfg.lora, bf16)
+    coverage = None
+    if s.method == "lora":
+        from tunesmith.models.coverage import describe, lora_coverage
+
+        coverage = lora_coverage(model)
+        reasons.append(describe(coverage))
     if s.gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -66,7 +73,7 @@ def prepare(
         if use_compile:
             compile_layers(model)
         reasons.append(why)
-    return Prepared(model, resolved, bf16, reasons, n_trainable, n_total)
+    return Prepared(model, resolved, bf16, reasons, n_trainable, n_total, coverage)
 
 
 # bf16 must beat fp32 by this much on the machine's own GEMMs to be worth its rounding: below it (bf16 emulated,
