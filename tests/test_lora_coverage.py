@@ -39,7 +39,7 @@ def test_run_json_and_summary_say_what_lora_wrapped(tiny_model_dir: Path, tmp_pa
     assert any(r.startswith("LoRA wraps attention 8 (q_proj, k_proj, v_proj, o_proj;") for r in result.reasons)
 
 
-def test_3d_expert_weights_are_said_to_stay_frozen() -> None:
+def test_3d_expert_weights_are_adapted_or_said_to_stay_frozen(tmp_path: Path) -> None:
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     config = Qwen3MoeConfig(
@@ -54,11 +54,17 @@ def test_3d_expert_weights_are_said_to_stay_frozen() -> None:
         num_experts=4,
         num_experts_per_tok=2,
     )
-    model = add_lora(Qwen3MoeForCausalLM(config), LoraSettings(r=2, alpha=4))
-    coverage = lora_coverage(model)
+    # all-linear: PEFT adapts the 3-D expert parameters too, each once (r * (in + out) per expert stack).
+    coverage = lora_coverage(add_lora(Qwen3MoeForCausalLM(config), LoraSettings(r=2, alpha=4)))
+    experts = coverage["wrapped"]["experts"]
+    assert experts["modules"] == 2 * 2 and sorted(experts["names"]) == ["down_proj", "gate_up_proj"]
+    assert "frozen_experts" not in coverage
+    # Attention only: the experts stay frozen, and the summary says so with their size.
+    narrow = LoraSettings(r=2, alpha=4, target_modules=["q_proj", "v_proj"])
+    coverage = lora_coverage(add_lora(Qwen3MoeForCausalLM(config), narrow))
+    assert set(coverage["wrapped"]) == {"attention"}
     assert coverage["frozen_experts"] == {"tensors": 4, "params": 2 * (4 * 32 * 32 + 4 * 32 * 16)}
-    assert "attention" in coverage["wrapped"]
-    assert "4 expert weight tensors (24.6K params, 3-D parameters, not linear layers) stay frozen" in describe(coverage)
+    assert "4 expert weight tensors (12.3K params, 3-D parameters, not linear layers) stay frozen" in describe(coverage)
 
 
 def test_a_target_list_that_matches_nothing_is_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:

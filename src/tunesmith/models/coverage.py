@@ -2,8 +2,8 @@
 
 The run summary and run.json say which modules got an adapter (attention, MLP, experts, embeddings/head, other),
 how many of each and how many adapter parameters each kind holds, so "all-linear" is never a guess. Mixture-of-
-experts models whose experts are 3-D parameters rather than linear layers keep those experts frozen under
-all-linear (PEFT wraps modules, not bare parameters); that is said too. A target list naming a module the model
+experts models keep their experts as 3-D parameters rather than linear layers: PEFT 0.21's all-linear adapts
+them too (``ParamWrapper``); any it leaves unadapted are said to stay frozen. A target list naming a module the model
 does not have is refused before PEFT runs, naming the linear layers it does have.
 """
 
@@ -47,24 +47,34 @@ def check_targets(model: Any, targets: list[str] | str) -> None:
 
 
 def lora_coverage(model: Any) -> dict[str, Any]:
-    """{"wrapped": {kind: {"modules", "params", "names"}}, "frozen_experts": {"tensors", "params"}}."""
+    """{"wrapped": {kind: {"modules", "params", "names"}}, "frozen_experts": {"tensors", "params"}}.
+
+    PEFT wraps a linear layer in a LoRA layer, and (recent PEFT, all-linear) a 3-D expert parameter in a
+    ``ParamWrapper`` nested inside its module's other wrappers; each counts once, by its own adapter weights."""
     wrapped: dict[str, dict[str, Any]] = {}
+    covered: set[str] = set()  # "module.param" of every 3-D parameter a ParamWrapper adapts
     for name, module in model.named_modules():
         if not hasattr(module, "lora_A") or not len(getattr(module, "lora_A", {})):
             continue
-        kind = kind_of(name)
+        clean = name.replace(".base_layer", "")
+        param = getattr(module, "parameter_name", None)  # a ParamWrapper: the parameter it adapts
+        if param:
+            covered.add(f"{clean}.{param}")
+        kind = kind_of(clean)
         entry = wrapped.setdefault(kind, {"modules": 0, "params": 0, "names": []})
         entry["modules"] += 1
-        entry["params"] += sum(p.numel() for n, p in module.named_parameters() if "lora_" in n)
-        short = name.rsplit(".", 1)[-1]
+        entry["params"] += sum(p.numel() for key in ("lora_A", "lora_B") for p in getattr(module, key).parameters())
+        short = param or clean.rsplit(".", 1)[-1]
         if short not in entry["names"]:
             entry["names"].append(short)
     experts = [
-        (n, p.numel()) for n, p in model.named_parameters() if p.dim() == 3 and "expert" in n and not p.requires_grad
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.dim() == 3 and "expert" in n and n.replace(".base_layer", "") not in covered
     ]
     out: dict[str, Any] = {"wrapped": {k: wrapped[k] for k in KINDS if k in wrapped}}
     if experts:
-        out["frozen_experts"] = {"tensors": len(experts), "params": sum(n for _, n in experts)}
+        out["frozen_experts"] = {"tensors": len(experts), "params": sum(experts)}
     return out
 
 
