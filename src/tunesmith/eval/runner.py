@@ -183,6 +183,13 @@ def _load_base(name: str, run: Path, trust_remote_code: bool = False) -> tuple[A
         model, tok, _ = load_model(name, trust_remote_code=trust_remote_code)
     except ModelError as e:
         raise ModelError(f"{run} was tuned from the base model '{name}', which is not available here ({e})") from None
+    # The base is prompted exactly as the run was trained (the template saved with the run's tokenizer), so the
+    # comparison measures the tuning, not a change of prompt format.
+    from tunesmith.models.gguf import fix_generation_ids
+    from tunesmith.models.load import load_tokenizer
+
+    tok.chat_template = load_tokenizer(run, trust_remote_code=trust_remote_code).chat_template
+    fix_generation_ids(model, tok)
     return model, tok
 
 
