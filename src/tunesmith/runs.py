@@ -64,9 +64,6 @@ class Hashes:
     val_data: str | None = None  # of the --val file; None when validation was split off the training data
     model: str | None = None  # of the base weights (first 16 hex digits), or the hub id
     chat_template: str | None = None
-    # LoRA: the modules it wrapped by kind ({"wrapped": {"attention": {"modules", "params", "names"}, ...}},
-    # plus "frozen_experts" where 3-D expert weights stay frozen); models/coverage.py. None: full, or older runs.
-    lora_coverage: dict[str, Any] | None = None
     masking: str | None = None  # of train_on, max_len, overlong and the stop ids
 
 
