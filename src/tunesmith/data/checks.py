@@ -24,7 +24,7 @@ from typing import Any
 
 from tunesmith.data import dedup
 from tunesmith.data.check_report import CheckReport, FileReport, Finding, MaskedExample, Span, finding
-from tunesmith.data.formats import Conversation, ParsedFile, parse_file
+from tunesmith.data.formats import Conversation, ParsedFile, metadata_warning, parse_file
 from tunesmith.data.render import IGNORE, Rendered, Renderer, RenderStats
 from tunesmith.errors import DataError
 
@@ -217,7 +217,10 @@ def _file_report(role: str, parsed: ParsedFile, max_len: int) -> tuple[FileRepor
     name = str(parsed.path)
     rows = len(parsed.examples) + sum(1 for p in parsed.problems if p.line)
     report = FileReport(role, name, parsed.format, rows, len(parsed.examples), max_len)
-    return report, [finding(p.code, p.file, p.line, p.message) for p in parsed.problems]
+    found = [finding(p.code, p.file, p.line, p.message) for p in parsed.problems]
+    if warning := metadata_warning(parsed):
+        found.append(finding("metadata-keys", name, 0, warning.split(": ", 1)[1]))
+    return report, found
 
 
 def check_dataset(

@@ -282,6 +282,8 @@ def assemble(*, options: BakeoffOptions, rows: list[EvalRow], results: dict[str,
     detail = []
     for i, row in enumerate(rows):
         entry: dict[str, Any] = {"source": row.source, "input": last_user(row.prompt), "reference": row.reference}
+        if row.fields:
+            entry["fields"] = row.fields
         for name, r in results.items():
             entry[name] = r["rows"][i]
             if "retrieved" in r:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import math
 import re
 from pathlib import Path
@@ -191,11 +192,20 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "prompt": user,
                 "earlier": len(prompt) - 1,
                 "reference": ref,
+                "fields": fields_text(row.get("fields")),
                 "change": row["change"],
                 "cells": cells,
             }
         )
     return out
+
+
+def fields_text(fields: dict[str, Any] | None) -> str:
+    """A row's metadata as one line (``id: 7 · fact: 2 litres``), for the per-row tables."""
+    if not fields:
+        return ""
+    shown = (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in fields.values())
+    return " · ".join(f"{k}: {v}" for k, v in zip(fields, shown, strict=True))
 
 
 # ---- writers --------------------------------------------------------------------------------------------

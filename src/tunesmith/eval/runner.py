@@ -336,6 +336,8 @@ def assemble(
         entry: dict[str, Any] = {"source": row.source, "prompt": row.prompt, "reference": row.reference}
         if row.reference_calls is not None:
             entry["reference_calls"] = row.reference_calls
+        if row.fields:
+            entry["fields"] = row.fields
         for name, cond in conditions.items():
             c, loss = cond["completions"][i], cond["losses"][i]
             entry[name] = {

@@ -20,7 +20,7 @@ import torch
 from tunesmith import console, runs
 from tunesmith.config import RunConfig
 from tunesmith.data.check_report import CheckReport
-from tunesmith.data.formats import Conversation, read_examples, require_clean, split_examples
+from tunesmith.data.formats import Conversation, metadata_warning, read_examples, require_clean, split_examples
 from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
@@ -186,6 +186,8 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
     parsed = checked.parsed if checked is not None else {}
     columns = cfg.data.columns
     train_file = require_clean(parsed["train"]) if "train" in parsed else read_examples(cfg.data.train, columns=columns)
+    if checked is None and (warning := metadata_warning(train_file)):  # (the check says it otherwise)
+        console.warn(warning)
     examples, reasons, pairs = train_file.examples, [], train_file.format == "preference"
     if cfg.data.val is not None:
         val_file = require_clean(parsed["val"]) if "val" in parsed else read_examples(cfg.data.val, columns=columns)
