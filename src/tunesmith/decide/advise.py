@@ -219,6 +219,7 @@ def from_bakeoff(folder: Path, answers: dict[str, Any]) -> tuple[str, list[Reaso
     """The measured winner, re-ranked with the user's traffic when given, and the reasons in numbers."""
     from tunesmith.decide.rank import rank_methods
     from tunesmith.decide.report import best_baseline, requests_text
+    from tunesmith.eval import scoring
 
     path = Path(folder) / "bakeoff.json" if Path(folder).is_dir() else Path(folder)
     try:
@@ -241,7 +242,10 @@ def from_bakeoff(folder: Path, answers: dict[str, Any]) -> tuple[str, list[Reaso
         }
         for n, r in methods.items()
     ]
-    ranking = rank_methods(items, quality_scale=scale, price_per_1k_input_tokens=price, requests_per_month=rpm)
+    metric = scoring.metric_name(result.get("quality_metric"))
+    ranking = rank_methods(
+        items, quality_scale=scale, price_per_1k_input_tokens=price, requests_per_month=rpm, metric=metric
+    )
     winner = ranking["winner"]
     if winner is None:
         raise UserError(f"--from-bakeoff {folder}: no method could be scored")

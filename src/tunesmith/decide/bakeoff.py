@@ -32,7 +32,7 @@ from tunesmith.errors import UserError
 from tunesmith.eval import metrics as m
 from tunesmith.eval import scoring
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, few_shot_turns, load_rows, prompted
-from tunesmith.eval.runner import progress, run_condition, single_request_latency
+from tunesmith.eval.runner import fact_inputs, progress, run_condition, single_request_latency
 
 
 # ---- the bakeoff -------------------------------------------------------------------------------------------
@@ -71,6 +71,8 @@ def _measure(
         scoring.row_score(t, f, r, task=ctx["task"], schema=ctx["schema"], markers=ctx["markers"])
         for t, f, r in zip(texts, finish, refs, strict=True)
     ]
+    fact_metrics, fact_rows = scoring.score_facts(texts, *ctx["facts"])
+    metrics.update(fact_metrics)
     n = max(1, len(completions))
     return {
         "name": name,
@@ -85,8 +87,14 @@ def _measure(
         "latency_samples_s": latency,
         "latency_s": statistics.median(latency) if latency else None,
         "rows": [
-            {"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "score": s}
-            for c, s in zip(completions, scores, strict=True)
+            {
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "prompt_tokens": c.prompt_tokens,
+                "score": s,
+                **(f or {}),
+            }
+            for c, s, f in zip(completions, scores, fact_rows, strict=True)
         ],
     }
 
@@ -199,6 +207,7 @@ def run_bakeoff(
                     task=task,
                     schema=schema,
                     markers=markers,
+                    facts=fact_inputs(rows, markers, [c.text for c in chunks]),
                 )
             return ctx
 
@@ -278,7 +287,11 @@ def assemble(*, options: BakeoffOptions, rows: list[EvalRow], results: dict[str,
         tolerance=options.quality_tolerance,
         price_per_1k_input_tokens=price,
         requests_per_month=options.requests_per_month,
+        metric=scoring.metric_name(quality),
     )
+    if quality == "fact_accuracy" and results and all("chrf" in r["metrics"] for r in results.values()):
+        beside = ", ".join(f"{n} {r['metrics']['chrf']:.1f}" for n, r in results.items())
+        ranking["reason"] += f" (chrF, not used to rank: {beside})"
     detail = []
     for i, row in enumerate(rows):
         entry: dict[str, Any] = {"source": row.source, "input": last_user(row.prompt), "reference": row.reference}

@@ -48,13 +48,22 @@ def money(value: float | None) -> str:
     return f"{value:,.2f}" if value >= 0.01 or value == 0 else f"{value:.2g}"
 
 
+def beside_quality(result: dict[str, Any]) -> list[str]:
+    """Measures shown next to the one that ranks: chrF next to fact accuracy, the docs check, the voice."""
+    keys = ("fact_accuracy", "chrf", "fact_consistency", "style_adherence")
+    ran = result["methods"].values()
+    return [k for k in keys if k != result["quality_metric"] and any(k in r["metrics"] for r in ran)]
+
+
 def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The headline table: one row per method that ran, then one per method skipped."""
     q = result["quality_label"] or "quality"
     base = best_baseline(result)
+    extra = beside_quality(result)
     header = [
         "method",
         q,
+        *(BY_KEY[k].label for k in extra),
         "stopped on its own",
         "prompt tokens / request",
         "latency s / request",
@@ -71,6 +80,7 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             [
                 r["label"],
                 fmt(r["quality"], _qfmt(result)),
+                *(fmt(r["metrics"].get(k), BY_KEY[k].fmt) for k in extra),
                 fmt(r["metrics"].get("stop_rate"), "pct"),
                 fmt(r["prompt_tokens_per_request"]),
                 fmt(r["latency_s"]),

@@ -24,7 +24,7 @@ from tunesmith import console, runs
 from tunesmith.data.formats import Conversation, Message, read_examples
 from tunesmith.data.render import Renderer, as_message
 from tunesmith.errors import ModelError, UserError
-from tunesmith.eval import forgetting, preference, scoring
+from tunesmith.eval import facts, forgetting, preference, scoring
 from tunesmith.eval import metrics as m
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, call_texts, few_shot_turns, load_rows, prompted
 from tunesmith.generate import Completion, generate
@@ -46,6 +46,7 @@ class EvalOptions:
     seed: int = 0  # picks the few-shot examples
     trust_remote_code: bool = False  # let the model folders run their own Python code (--trust-remote-code)
     columns: dict[str, str] | None = None  # --columns: row keys read from other columns of the data
+    docs: Path | None = None  # --docs: the documents replies are checked against (and retrieved from)
 
 
 def _training_examples(run: Path) -> tuple[list[Conversation], str | None]:
@@ -242,6 +243,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
+    docs_texts = docs_chunks(options.docs, notes)
     t0 = time.time()
     pairs = preference.pairs_in(data, options.columns)
     # The start: the model the run began from (a LoRA run it continued, else its base).
@@ -296,7 +298,34 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
         wall_s=time.time() - t0,
         instructions=instructions,
         preference=preference.summary(start_margins, tuned_margins) if pairs else None,
+        docs_texts=[c.text for c in docs_texts],
     )
+
+
+def docs_chunks(folder: Path | None, notes: list[str]) -> list[Any]:
+    """The chunks of ``--docs`` (what retrieval searches and what replies are checked against)."""
+    if folder is None:
+        return []
+    from tunesmith.decide.retrieval import load_docs
+
+    docs = load_docs(Path(folder))
+    if docs.problem:
+        if not docs.chunks:
+            raise UserError(docs.problem)
+        console.warn(docs.problem)
+        notes.append(docs.problem)
+    return docs.chunks
+
+
+def fact_inputs(
+    rows: list[EvalRow], markers: m.StyleMarkers | None, docs_texts: list[str] | None
+) -> tuple[list[facts.FactSpec | None], facts.DocsFacts | None, list[set[str]]]:
+    """Each row's fact spec (from its fields), the docs' claims, and what each reply may state without the
+    docs (its question's claims, the voice's fixed phrases)."""
+    voice = [*markers.openings, *markers.closings] if markers else []
+    questions = [next((x["content"] for x in reversed(r.prompt) if x["role"] == "user"), "") for r in rows]
+    docs = facts.DocsFacts(docs_texts) if docs_texts else None
+    return [facts.fact_spec(r.fields) for r in rows], docs, [facts.skip_set(q, voice) for q in questions]
 
 
 def assemble(
@@ -330,6 +359,12 @@ def assemble(
             else scoring.row_score(t, f, r, task=task, schema=schema, markers=markers)
             for t, f, r, cs, o in zip(texts, finish, refs, call_scores, offers, strict=True)
         ]
+    specs, docs_facts, skips = fact_inputs(rows, markers, kw.get("docs_texts"))
+    for cond in conditions.values():
+        fact_metrics, cond["fact_detail"] = scoring.score_facts(
+            [c.text for c in cond["completions"]], specs, docs_facts, skips
+        )
+        cond["metrics"].update(fact_metrics)
     quality = scoring.quality_key(conditions)
     detail = []
     for i, row in enumerate(rows):
@@ -347,11 +382,12 @@ def assemble(
                 "completion_tokens": c.completion_tokens,
                 "score": cond["row_scores"][i],
                 "loss": None if loss is None else loss[0] / max(1, loss[1]),
+                **(cond["fact_detail"][i] or {}),
             }
         entry["change"] = scoring.change(entry["base"]["score"], entry["tuned"]["score"])
         detail.append(entry)
     public = {
-        name: {k: v for k, v in c.items() if k not in ("completions", "losses", "row_scores")}
+        name: {k: v for k, v in c.items() if k not in ("completions", "losses", "row_scores", "fact_detail")}
         for name, c in conditions.items()
     }
     options: EvalOptions = kw["options"]
