@@ -26,6 +26,14 @@ def bakeoff_command(
     ),
     model: Annotated[str | None, Opt("--model", help="Base model (default: a run's base or smollm2-135m).")] = None,
     retriever: Annotated[str, Opt("--retriever", help="bm25 or dense (tunesmith[dense]).")] = "bm25",
+    rag_examples: Annotated[
+        str,
+        Opt(
+            "--rag-examples",
+            help="With --docs: retrieved training examples as marked style examples (style), left out (none), "
+            "or as earlier turns (turns).",
+        ),
+    ] = "style",
     lora_run: Annotated[Path | None, Opt("--lora-run", help="Reuse this LoRA run.")] = None,
     full_run: Annotated[Path | None, Opt("--full-run", help="Reuse this full run.")] = None,
     config: Annotated[Path | None, Opt("--config", help="`tunesmith train` YAML for runs trained here.")] = None,
@@ -68,6 +76,7 @@ def bakeoff_command(
         methods=parse_methods(methods),
         model=model,
         retriever=retriever,
+        rag_examples=rag_examples,
         lora_run=lora_run,
         full_run=full_run,
         config=config,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
+from tunesmith.data.context import EXAMPLE_MODES
 from tunesmith.data.formats import read_examples
 from tunesmith.decide import economics as econ
 from tunesmith.decide.options import TUNED, BakeoffOptions
@@ -99,9 +100,10 @@ def _measure(
     }
 
 
-def _labels(instructions: str, k: int, retriever: str, docs: bool) -> dict[str, str]:
+def _labels(instructions: str, k: int, retriever: str, docs: bool, examples_as: str = "style") -> dict[str, str]:
     ins = "instructions" if instructions else "no instructions"
-    what = f"{k} retrieved examples" + (f" + {k} doc chunks" if docs else "")
+    shown = {"style": f" + {k} style examples", "none": "", "turns": f" + {k} retrieved examples"}
+    what = f"{k} doc chunks{shown[examples_as]}" if docs else f"{k} retrieved examples"
     return {
         "prompt": f"prompt (base + {ins})",
         "fewshot": f"few-shot (base + {ins} + {k} fixed examples)",
@@ -120,6 +122,8 @@ def run_bakeoff(
     methods = tuple(dict.fromkeys(options.methods))  # the user's order: what matters most can be measured first
     if options.k < 1 and {"fewshot", "rag"} & set(methods):
         raise UserError("--k must be at least 1 for the fewshot and rag methods")
+    if options.rag_examples not in EXAMPLE_MODES:
+        raise UserError(f"--rag-examples: '{options.rag_examples}'; expected one of {', '.join(EXAMPLE_MODES)}")
     if options.retriever not in ("bm25", "dense"):
         raise UserError(f"--retriever: unknown retriever '{options.retriever}'; expected bm25 or dense")
     rows = load_rows(options.test, options.columns)
@@ -154,7 +158,7 @@ def run_bakeoff(
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
     model_name = _base_model(options)
-    labels = _labels(instructions, options.k, options.retriever, bool(chunks))
+    labels = _labels(instructions, options.k, options.retriever, bool(chunks), options.rag_examples)
 
     from tunesmith.models.load import load_model
 
@@ -245,9 +249,10 @@ def run_bakeoff(
                 shots = few_shot_turns(train_examples, options.k, options.seed)
                 prompts = [prompted(p, instructions, shots) for p in plain]
             else:
-                rag = rag_prompts(rows, pairs, chunks, instructions, options.k, options.retriever)
+                rag = rag_prompts(rows, pairs, chunks, instructions, options.k, options.retriever, options.rag_examples)
                 prompts = rag.prompts
-                rag_info = {"retriever": rag.retriever, "index_s": rag.index_s, "k": options.k}
+                shown = options.rag_examples if chunks else "turns"
+                rag_info = {"retriever": rag.retriever, "index_s": rag.index_s, "k": options.k, "examples": shown}
                 extra = {"retrieval_s_per_request": rag.seconds_per_request, "retrieved": rag.sources}
             res = _measure(name, labels[name], model, tok, prompts, rows, context(tok), tick)
             if "retrieval_s_per_request" in extra and res["latency_s"] is not None:

@@ -25,6 +25,7 @@ class BakeoffOptions:
     methods: tuple[str, ...] = METHODS
     model: str | None = None  # None: the base model of a given run, else tunesmith's default
     retriever: str = "bm25"
+    rag_examples: str = "style"  # with --docs: retrieved examples as marked style examples, "none", or "turns"
     lora_run: Path | None = None
     full_run: Path | None = None
     config: Path | None = None  # a `tunesmith train` YAML for the runs trained here
