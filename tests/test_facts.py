@@ -47,14 +47,14 @@ def test_claims_not_in_the_docs_are_found() -> None:
     docs = facts.DocsFacts(DOCS)
     skip = facts.skip_set("How much does the Aero hold?", [GREETING.lower(), SIGN_OFF.lower()])
     stale = f"{GREETING} The Aero holds 1.7 litres and comes with a 2 year warranty. {SIGN_OFF}"
-    assert docs.unsupported(stale, skip) == ["1.7"]  # "2" is in the docs (2 litres): a number, not its sense
+    assert docs.unsupported(stale, skip) == ["1.7 litres", "2 year"]  # the docs say 2 litres, 3 years: units count
     current = f"{GREETING} The Aero holds 2 litres, with a warranty of 3 years from March 2025. {SIGN_OFF}"
     assert docs.unsupported(current, skip) == []
     invented = "It was designed by Kettleworks in June."
     assert docs.unsupported(invented, skip) == ["june", "kettleworks"]
     value, per_row = facts.consistency([stale, current, "Sure."], docs, [skip] * 3)
-    # stale states 2 checkable claims (1.7, 2), current 4 (2, 3, march, 2025); one of the 6 is unsupported.
-    assert value == pytest.approx(5 / 6) and per_row == [["1.7"], [], []]
+    # stale states 2 checkable claims, current 4 (2 litres, 3 years, march, 2025); 2 of the 6 are unsupported.
+    assert value == pytest.approx(4 / 6) and per_row == [["1.7 litres", "2 year"], [], []]
     assert facts.consistency(["Sure."], docs, [skip]) == (None, [[]])
 
 
@@ -186,7 +186,7 @@ def test_eval_scores_facts_per_row_and_checks_against_the_docs(tmp_path: Path) -
     assert tuned["fact_consistency"] == pytest.approx(0.5), "2 and 1.7 stated; the docs say 2"
     first, second = result["rows_detail"]
     assert first["fields"] == {"id": "a", "fact": "2 litres"} and first["tuned"]["facts"]["ok"] is True
-    assert second["tuned"]["facts"]["forbidden"] == ["1.7"] and second["tuned"]["not_in_docs"] == ["1.7"]
+    assert second["tuned"]["facts"]["forbidden"] == ["1.7"] and second["tuned"]["not_in_docs"] == ["1.7 litres"]
     assert "fact_detail" not in result["conditions"]["tuned"]
     labels = [r["label"] for r in result["headline"]]
     assert labels[:2] == ["Fact accuracy (rows' fact / must_contain)", "Facts found in the docs"]

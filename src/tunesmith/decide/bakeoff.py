@@ -4,7 +4,9 @@
                ├─ fewshot  base + instructions + K fixed training examples          │ eval's run_condition: the same
                ├─ rag      base + instructions + K retrieved examples / doc chunks  ├ template, greedy decoding, token
                ├─ lora     a LoRA run (given or trained here), no instructions      │ limit and scoring for every
-               └─ full     a full fine-tune (given or trained here), none           ┘ method
+               ├─ full     a full fine-tune (given or trained here), none           │ method
+               └─ lora+rag a LoRA run trained on prompts with K doc chunks (train   ┘
+                           --docs), given the K nearest chunks: voice from the weights, facts from the docs
     per method: quality (eval's metrics), prompt tokens per request (the rendered prompts, tokenized),
     latency per request (measured here), training seconds and cost, break-even against the prompting methods
 
@@ -22,18 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
-from tunesmith.data.context import EXAMPLE_MODES
+from tunesmith.data.context import EXAMPLE_MODES, prompts_with_docs
 from tunesmith.data.formats import read_examples
 from tunesmith.decide import economics as econ
 from tunesmith.decide.options import TUNED, BakeoffOptions
 from tunesmith.decide.prompts import last_user, pairs_of, rag_prompts
 from tunesmith.decide.rank import rank_methods
+from tunesmith.decide.retrieval import DocsIndex
 from tunesmith.decide.training import obtain_run
 from tunesmith.errors import UserError
 from tunesmith.eval import metrics as m
 from tunesmith.eval import scoring
+from tunesmith.eval.docs import fact_inputs
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, few_shot_turns, load_rows, prompted
-from tunesmith.eval.runner import fact_inputs, progress, run_condition, single_request_latency
+from tunesmith.eval.runner import progress, run_condition, single_request_latency
 
 
 # ---- the bakeoff -------------------------------------------------------------------------------------------
@@ -100,7 +104,9 @@ def _measure(
     }
 
 
-def _labels(instructions: str, k: int, retriever: str, docs: bool, examples_as: str = "style") -> dict[str, str]:
+def _labels(
+    instructions: str, k: int, retriever: str, docs: bool, examples_as: str = "style", trained: bool = True
+) -> dict[str, str]:
     ins = "instructions" if instructions else "no instructions"
     shown = {"style": f" + {k} style examples", "none": "", "turns": f" + {k} retrieved examples"}
     what = f"{k} doc chunks{shown[examples_as]}" if docs else f"{k} retrieved examples"
@@ -110,7 +116,20 @@ def _labels(instructions: str, k: int, retriever: str, docs: bool, examples_as: 
         "rag": f"RAG (base + {ins} + {what}, {retriever})",
         "lora": "LoRA (no instructions)",
         "full": "full fine-tune (no instructions)",
+        "lora+rag": f"LoRA + retrieval ({k} doc chunks, {'adapter trained with them' if trained else 'LoRA adapter'})",
     }
+
+
+def _tuned_run(
+    name: str, options: BakeoffOptions, model_name: str, out: Path, results: dict[str, dict[str, Any]]
+) -> tuple[Path, dict[str, Any]]:
+    """The run a tuned method tests. lora+rag trains its own adapter on prompts with doc context, or (with
+    ``train_with_docs`` off) reuses the lora method's adapter, trained without context."""
+    if name == "lora+rag" and not options.train_with_docs and options.lora_rag_run is None:
+        if "lora" in results:
+            return Path(results["lora"]["model"]), {**results["lora"]["training"], "docs": None}
+        return obtain_run("lora", options, model_name, out)
+    return obtain_run(name, options, model_name, out)
 
 
 def run_bakeoff(
@@ -136,6 +155,8 @@ def run_bakeoff(
     skipped: dict[str, str] = {}
     if not instructions:
         notes.append("no --instructions given: the prompting methods run without instructions")
+    if "lora+rag" in methods and options.docs is None:
+        skipped["lora+rag"] = "lora+rag needs --docs: the documents to retrieve from"
     if "fewshot" in methods and options.k > len(pairs):
         skipped["fewshot"] = f"--k {options.k} asks for more examples than the training data has ({len(pairs)})"
     chunks: list[Any] = []
@@ -150,6 +171,8 @@ def run_bakeoff(
             console.warn(docs.problem)
             only = "" if chunks else "; RAG retrieved from the training examples only"
             notes.append(f"{docs.problem}{only}")
+        if not chunks and "lora+rag" in methods:
+            skipped["lora+rag"] = f"nothing to retrieve: {docs.problem}"
 
     train_replies = [c.messages[-1].content for c in train_examples if c.messages[-1].role == "assistant"]
     refs = [r.reference for r in rows]
@@ -158,7 +181,9 @@ def run_bakeoff(
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
     model_name = _base_model(options)
-    labels = _labels(instructions, options.k, options.retriever, bool(chunks), options.rag_examples)
+    labels = _labels(
+        instructions, options.k, options.retriever, bool(chunks), options.rag_examples, options.train_with_docs
+    )
 
     from tunesmith.models.load import load_model
 
@@ -222,7 +247,7 @@ def run_bakeoff(
             bar.update(task_id, description=name)
             if name in TUNED:
                 try:
-                    run_dir, training = obtain_run(name, options, model_name, out)
+                    run_dir, training = _tuned_run(name, options, model_name, out, results)
                 except UserError as e:
                     skipped[name] = str(e)
                     console.warn(f"bakeoff: {name} skipped: {e}")
@@ -233,8 +258,12 @@ def run_bakeoff(
                         f"the prompting methods use {model_name}"
                     )
                 tuned, ttok, _ = load_model(str(run_dir), trust_remote_code=options.trust_remote_code)
-                res = _measure(name, labels[name], tuned, ttok, plain, rows, context(ttok), tick)
-                results[name] = {**res, "model": str(run_dir), "training": training}
+                extra = {}
+                prompts = plain
+                if name == "lora+rag":  # the context format the adapter trained with (data/context.py)
+                    prompts, extra["retrieved"] = prompts_with_docs(plain, DocsIndex(options.docs), options.k)
+                res = _measure(name, labels[name], tuned, ttok, prompts, rows, context(ttok), tick)
+                results[name] = {**res, **extra, "model": str(run_dir), "training": training}
                 del tuned
                 partial(name)
                 continue

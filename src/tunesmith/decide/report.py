@@ -13,7 +13,8 @@ from tunesmith.eval.scoring import BY_KEY
 from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
 
 COLOURS = {"prompt": "#9aa0a6", "fewshot": "#e8a33d", "rag": "#188038", "lora": "#1a73e8", "full": "#a142f4"}
-ORDER = ("prompt", "fewshot", "rag", "lora", "full")
+COLOURS["lora+rag"] = "#d93025"
+ORDER = ("prompt", "fewshot", "rag", "lora", "full", "lora+rag")
 
 
 def _names(result: dict[str, Any]) -> list[str]:

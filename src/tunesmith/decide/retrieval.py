@@ -204,3 +204,17 @@ def make_retriever(kind: str, texts: list[str]) -> Retriever:
     if kind == "dense":
         return DenseRetriever(texts)
     raise UserError(f"unknown retriever '{kind}'; expected bm25 or dense")
+
+
+class DocsIndex:
+    """A ``--docs`` folder, chunked and indexed: what train, eval, serve and the bakeoff retrieve from."""
+
+    def __init__(self, folder: Path, kind: str = "bm25") -> None:
+        docs = load_docs(Path(folder))
+        if not docs.chunks:
+            raise UserError(docs.problem or f"--docs {folder}: nothing to retrieve")
+        self.folder, self.chunks, self.problem = Path(folder), docs.chunks, docs.problem
+        self.retriever = make_retriever(kind, [c.text for c in docs.chunks])
+
+    def nearest(self, queries: list[str], k: int) -> list[list[Chunk]]:
+        return [[self.chunks[i] for i in row] for row in self.retriever.search(queries, k)]

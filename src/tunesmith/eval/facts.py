@@ -23,7 +23,35 @@ _MONTHS = frozenset(
     {"january", "february", "march", "april", "may", "june"}
     | {"july", "august", "september", "october", "november", "december"}
 )
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
+# A number and the word after it ("1.7 litres", "2-year"): the unit is what tells "2-year warranty" from
+# "2.2 litres"; a number in a list ("70, 80 and 90 degrees") stands alone.
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*)(?![\w])(?:[ -]([a-z]+))?", re.IGNORECASE)
+_NOT_UNITS = frozenset(
+    [
+        "and",
+        "or",
+        "to",
+        "of",
+        "in",
+        "on",
+        "at",
+        "the",
+        "a",
+        "an",
+        "for",
+        "from",
+        "with",
+        "by",
+        "per",
+        "is",
+        "are",
+        "was",
+        "were",
+        "it",
+        "as",
+        "than",
+    ]
+)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z0-9-]*[a-z0-9][a-zA-Z0-9-]*\b")
 
 
@@ -85,9 +113,12 @@ def fact_accuracy(checks: Sequence[FactCheck | None]) -> float | None:
 
 # ---- consistency with the documents -------------------------------------------------------------------
 def claims(text: str) -> set[str]:
-    """The checkable claims of a text: numbers, month names and capitalised names (not a sentence's first
-    word), normalised."""
-    found = {normalise(n).rstrip(".") for n in _NUMBER.findall(text)}
+    """The checkable claims of a text: numbers with their unit word, month names and capitalised names (not
+    a sentence's first word), normalised."""
+    found = {
+        " ".join(x for x in (normalise(n), "" if unit.lower() in _NOT_UNITS else unit.lower()) if x)
+        for n, unit in _NUMBER.findall(text)
+    }
     words = re.findall(r"[a-z]+", text.lower())
     found |= {w for w in words if w in _MONTHS}
     found |= {n.lower() for n in _NAME.findall(text)}
@@ -123,3 +154,25 @@ def consistency(replies: Sequence[str], docs: DocsFacts, skips: Sequence[set[str
     if not stated:
         return None, per_row
     return 1.0 - sum(len(u) for u in per_row) / stated, per_row
+
+
+def stale_replies(convs: Sequence[Any], docs_texts: Iterable[str]) -> list[list[str]]:
+    """For each training conversation, the claims of its last reply that the docs do not make (numbers with
+    their units, dates, names): a reply the docs now contradict teaches a stale fact. Its question's own
+    claims and the voice's recurring openings and closings are left out; rows without a reply get []."""
+    from tunesmith.eval.metrics import find_style_markers
+
+    def reply(c: Any) -> str | None:
+        last = c.messages[-1] if c.messages else None
+        ok = last is not None and last.role == "assistant" and not c.text_only
+        return last.content if ok else None
+
+    replies = [reply(c) for c in convs]
+    markers = find_style_markers([r for r in replies if r])
+    voice = [*markers.openings, *markers.closings]
+    docs = DocsFacts(docs_texts)
+    out = []
+    for conv, text in zip(convs, replies, strict=True):
+        question = next((m.content for m in reversed(conv.messages) if m.role == "user"), "")
+        out.append(docs.unsupported(text, skip_set(question, voice)) if text else [])
+    return out

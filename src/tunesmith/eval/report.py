@@ -20,8 +20,8 @@ from tunesmith.eval.runner import EvalOptions, evaluate_run
 from tunesmith.eval.scoring import BY_KEY
 from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
 
-COLOURS = {"base": "#9aa0a6", "base_prompted": "#e8a33d", "tuned": "#1a73e8"}
-ORDER = ("base", "base_prompted", "tuned")
+COLOURS = {"base": "#9aa0a6", "base_prompted": "#e8a33d", "tuned": "#1a73e8", "tuned_rag": "#188038"}
+ORDER = ("base", "base_prompted", "tuned", "tuned_rag")
 
 
 def names(result: dict[str, Any]) -> list[str]:

@@ -21,11 +21,13 @@ from typing import Any
 import torch
 
 from tunesmith import console, runs
+from tunesmith.data.context import prompts_with_docs
 from tunesmith.data.formats import Conversation, Message, read_examples
 from tunesmith.data.render import Renderer, as_message
 from tunesmith.errors import ModelError, UserError
-from tunesmith.eval import facts, forgetting, preference, scoring
+from tunesmith.eval import forgetting, preference, scoring
 from tunesmith.eval import metrics as m
+from tunesmith.eval.docs import docs_index, fact_inputs
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, call_texts, few_shot_turns, load_rows, prompted
 from tunesmith.generate import Completion, generate
 from tunesmith.models.load import load_model
@@ -243,7 +245,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
-    docs_texts = docs_chunks(options.docs, notes)
+    index, docs_k = docs_index(run, options.docs, notes)
     t0 = time.time()
     pairs = preference.pairs_in(data, options.columns)
     # The start: the model the run began from (a LoRA run it continued, else its base).
@@ -252,7 +254,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     tools = [r.tools for r in rows] if any(r.tools for r in rows) else None
     plain = [r.prompt for r in rows]
     recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
-    n_gen = len(rows) * (3 if recipe else 2)
+    n_gen = len(rows) * (2 + bool(recipe) + (index is not None))
     conditions: dict[str, dict[str, Any]] = {}
     with progress() as bar:
         task_id = bar.add_task("base", total=n_gen)
@@ -277,6 +279,13 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
         conditions["tuned"] = run_condition(
             "tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick, tools=tools
         )
+        if index is not None:  # the run with retrieval: the context format it trained with (data/context.py)
+            bar.update(task_id, description="tuned + docs")
+            with_docs, _ = prompts_with_docs(plain, index, docs_k)
+            conditions["tuned_rag"] = run_condition(
+                "tuned_rag", f"tuned + {docs_k} doc chunks", tuned, tuned_tok, with_docs, refs, max_new, bs, tick,
+                measure_loss=False, tools=tools,
+            )  # fmt: skip
         tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
         tuned_margins = preference.log_prob_margins(tuned, tuned_tok, pairs, bs) if pairs else []
         del tuned
@@ -298,34 +307,8 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
         wall_s=time.time() - t0,
         instructions=instructions,
         preference=preference.summary(start_margins, tuned_margins) if pairs else None,
-        docs_texts=[c.text for c in docs_texts],
+        docs_texts=[c.text for c in index.chunks] if index is not None else None,
     )
-
-
-def docs_chunks(folder: Path | None, notes: list[str]) -> list[Any]:
-    """The chunks of ``--docs`` (what retrieval searches and what replies are checked against)."""
-    if folder is None:
-        return []
-    from tunesmith.decide.retrieval import load_docs
-
-    docs = load_docs(Path(folder))
-    if docs.problem:
-        if not docs.chunks:
-            raise UserError(docs.problem)
-        console.warn(docs.problem)
-        notes.append(docs.problem)
-    return docs.chunks
-
-
-def fact_inputs(
-    rows: list[EvalRow], markers: m.StyleMarkers | None, docs_texts: list[str] | None
-) -> tuple[list[facts.FactSpec | None], facts.DocsFacts | None, list[set[str]]]:
-    """Each row's fact spec (from its fields), the docs' claims, and what each reply may state without the
-    docs (its question's claims, the voice's fixed phrases)."""
-    voice = [*markers.openings, *markers.closings] if markers else []
-    questions = [next((x["content"] for x in reversed(r.prompt) if x["role"] == "user"), "") for r in rows]
-    docs = facts.DocsFacts(docs_texts) if docs_texts else None
-    return [facts.fact_spec(r.fields) for r in rows], docs, [facts.skip_set(q, voice) for q in questions]
 
 
 def assemble(

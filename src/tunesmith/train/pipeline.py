@@ -83,6 +83,7 @@ def run_training(
     t_start = time.time()
 
     data = _read_data(cfg, checked)
+    _add_docs_context(cfg, data)
     cfg = _pack_documents(cfg, data)
     cfg, objective = _choose_objective(cfg, objective, data)
     start = _lora_run_to_continue(cfg)
@@ -203,6 +204,19 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
             reasons.append(f"validation: held out {frac:.0%} of the rows (seeded), no --val given")
     examples, val_examples = split_examples(examples, frac, cfg.train.seed)
     return _Data(examples, val_examples, train_file.sha256, None, reasons, pairs)
+
+
+def _add_docs_context(cfg: RunConfig, data: _Data) -> None:
+    """With --docs, training and validation prompts carry their nearest doc chunks (data/context.py)."""
+    if cfg.data.docs is None:
+        return
+    from tunesmith.data.context import add_docs_context
+    from tunesmith.decide.retrieval import DocsIndex
+
+    index = DocsIndex(cfg.data.docs)
+    data.train, line = add_docs_context(data.train, index, cfg.data.docs_k)
+    data.val, _ = add_docs_context(data.val, index, cfg.data.docs_k)
+    data.reasons.append(line)
 
 
 def _pack_documents(cfg: RunConfig, data: _Data) -> RunConfig:

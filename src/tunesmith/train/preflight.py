@@ -69,6 +69,7 @@ def run_check(
         near_threshold=near_threshold,
         show=show,
         columns=cfg.data.columns,
+        docs=cfg.data.docs,
     )
     report.settings = {"model": cfg.model.name, **report.settings}
     result = CheckResult(report)
