@@ -76,16 +76,20 @@ def test_check_docs_lists_the_rows_the_docs_contradict(data: Path, capsys, tiny_
     assert "'1.7 litres'" in stale[0]["message"] and stale[0]["line"] == 1
 
 
-def test_train_with_docs_then_eval_with_the_same_context(
-    data: Path, tmp_path: Path, capsys, tiny_model_dir: Path
-) -> None:
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def docs_run(data: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    from tunesmith.cli.main import main
+
+    run = tmp_path_factory.mktemp("docs-run") / "run"
     args = ["train", "--data", str(data / "train.jsonl"), "--model", str(tiny_model_dir), "--out", str(run)]
-    rc, _, err = run_cli(capsys, *args, "--config", str(data / "train.yaml"), "--docs", str(data / "docs"))
-    assert rc == 0, err[-2000:]
+    main([*args, "--config", str(data / "train.yaml"), "--docs", str(data / "docs")])
+    return run, ""
+
+
+def test_train_with_docs_then_eval_with_the_same_context(docs_run, data: Path) -> None:
+    run, _ = docs_run
     choices = runs.read_run(run).choices
     assert any(c.startswith("context: 15 of 24 training rows get their 4 nearest chunks") for c in choices)
-    assert "9 stale-fact" in err, "the drift check runs in train's pre-flight check too"
     from tunesmith.eval.runner import EvalOptions, evaluate_run
 
     result = evaluate_run(run, data / "test.jsonl", EvalOptions(max_new_tokens=8, batch_size=8))
@@ -94,6 +98,32 @@ def test_train_with_docs_then_eval_with_the_same_context(
     assert conds["tuned_rag"]["prompt_tokens_per_request"] > conds["tuned"]["prompt_tokens_per_request"] + 50
     assert result["quality_metric"] == "fact_accuracy" and "fact_accuracy" in conds["tuned_rag"]["metrics"]
     assert result["rows_detail"][0]["fields"]["topic"] == "capacity"
+
+
+def test_train_warns_about_stale_rows_in_its_check(data: Path, tmp_path: Path, capsys, tiny_model_dir: Path) -> None:
+    args = ["train", "--data", str(data / "train.jsonl"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "r")]
+    rc, _, err = run_cli(
+        capsys, *args, "--config", str(data / "train.yaml"), "--docs", str(data / "docs"), "--max-steps", "1"
+    )
+    assert rc == 0 and "9 stale-fact" in err, "the drift check runs in train's pre-flight check"
+
+
+def test_serve_answers_a_docs_run_with_its_context(docs_run, tmp_path: Path) -> None:
+    from .serve_helpers import client, start_server, stop_server
+
+    run, _ = docs_run
+    proc, url = start_server([str(run)], tmp_path / "home", tmp_path / "serve.log")
+    try:
+        ask = [{"role": "user", "content": "How much water does the Aero kettle hold?"}]
+        api = client(url)
+        models = [m.id for m in api.models.list().data]
+        tuned = api.chat.completions.create(model="run", messages=ask, max_tokens=2)
+        base = api.chat.completions.create(model=models[0], messages=ask, max_tokens=2)
+    finally:
+        stop_server(proc)
+    assert models[0] != "run" and "run" in models
+    # The same request: the run's prompt carries its nearest doc chunks, as it trained; the base's does not.
+    assert tuned.usage.prompt_tokens > base.usage.prompt_tokens + 50
 
 
 @pytest.fixture(scope="module")
