@@ -127,6 +127,10 @@ def test_the_bakeoff_ranks_by_fact_accuracy_and_says_so() -> None:
     assert "(chrF, not used to rank: rag " in reason
     header, _ = report.table(result)
     assert header[1:3] == ["Fact accuracy (rows' fact / must_contain)", "chrF"]
+    md = report.render_markdown(result)
+    assert "| # | fields | input | rag | lora |" in md
+    assert "| 1 | id: q1 · fact: 2 litres · must_not_contain: 1.7 litres | How big? | ✓ The kettle's" in md
+    assert "| ✗ Hi there. It holds 1.7 litres. Warm regards. |" in md
     assert result["rows_detail"][0]["fields"] == fields
     assert result["rows_detail"][0]["lora"]["facts"] == {
         "ok": False,

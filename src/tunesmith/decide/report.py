@@ -168,7 +168,29 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     if result["notes"]:
         parts += ["", "Notes:", "", *(f"- {n}" for n in result["notes"])]
+    if any("fields" in r for r in result.get("rows_detail", [])):
+        parts += ["", "## Rows", "", md_table(*rows_table(result))]
     return "\n".join(parts) + "\n"
+
+
+def _cell(text: str, limit: int = 90) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def rows_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each test row with its metadata fields and every method's reply; ✓ / ✗ where the row names a fact."""
+    names = _names(result)
+    rows = []
+    for i, row in enumerate(result["rows_detail"], start=1):
+        fields = " · ".join(f"{k}: {v}" for k, v in (row.get("fields") or {}).items())
+        cells = []
+        for n in names:
+            reply = row[n]
+            mark = {True: "✓ ", False: "✗ "}.get((reply.get("facts") or {}).get("ok"), "")
+            cells.append(mark + _cell(reply["text"]))
+        rows.append([str(i), _cell(fields, 60), _cell(row["input"], 60), *cells])
+    return ["#", "fields", "input", *(result["methods"][n]["label"] for n in names)], rows
 
 
 def render_html(result: dict[str, Any]) -> str:
@@ -180,7 +202,7 @@ def render_html(result: dict[str, Any]) -> str:
     svg = chart(result)
     base = best_baseline(result)
     breakeven = []
-    for n in ("lora", "full"):
+    for n in ("lora", "full", "lora+rag"):
         for b, be in (result["methods"].get(n, {}).get("break_even") or {}).items():
             breakeven.append(
                 {
