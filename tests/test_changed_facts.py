@@ -204,3 +204,14 @@ def test_the_verdict_when_lora_with_retrieval_wins_on_facts_and_keeps_the_voice(
     (tmp_path / "bakeoff.json").write_text(json.dumps(result))
     lost = advise(data / "train.jsonl", bakeoff=tmp_path)
     assert lost.recommendation != "lora+rag" and "it would need it to keep the voice (voice kept in 50%" in lost.summary
+
+
+def test_bad_docs_and_options_are_one_line(data: Path, tmp_path: Path, capsys, tiny_model_dir: Path) -> None:
+    args = ["train", "--data", str(data / "train.jsonl"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "r")]
+    rc, _, err = run_cli(capsys, *args, "--docs", str(tmp_path / "nowhere"), "--skip-check")
+    assert rc == 2 and "is not a folder" in err and "Traceback" not in err and not (tmp_path / "r").exists()
+    bake = ["bakeoff", "--train", str(data / "train.jsonl"), "--test", str(data / "test.jsonl")]
+    rc, _, err = run_cli(
+        capsys, *bake, "--docs", str(data / "docs"), "--rag-examples", "all", "--out", str(tmp_path / "b")
+    )
+    assert rc == 2 and "--rag-examples: 'all'; expected one of style, none, turns" in err

@@ -65,6 +65,8 @@ def run_training(
         check_objective(objective)
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE")
+    if cfg.data.docs is not None and not Path(cfg.data.docs).is_dir():  # before the run folder is touched
+        raise UserError(f"--docs {cfg.data.docs} is not a folder (of .txt / .md files with the current facts)")
     check_trackers(cfg.train.report_to)  # a missing tracker package stops the run before anything is spent
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
     # every rank: torchrun ends the job when one process exits).
