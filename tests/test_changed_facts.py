@@ -215,3 +215,26 @@ def test_bad_docs_and_options_are_one_line(data: Path, tmp_path: Path, capsys, t
         capsys, *bake, "--docs", str(data / "docs"), "--rag-examples", "all", "--out", str(tmp_path / "b")
     )
     assert rc == 2 and "--rag-examples: 'all'; expected one of style, none, turns" in err
+
+
+def test_lora_rag_without_docs_training_reuses_the_lora_adapter(bakeoff, data: Path, tmp_path: Path) -> None:
+    """--no-train-with-docs: the LoRA trained without context, given retrieval at inference (what the
+    adapter trained with doc context is measured against)."""
+    _, first = bakeoff
+    options = BakeoffOptions(
+        train=data / "train.jsonl",
+        test=data / "test.jsonl",
+        docs=data / "docs",
+        k=2,
+        methods=("lora", "lora+rag"),
+        lora_run=first / "lora-run",
+        train_with_docs=False,
+        max_new_tokens=4,
+        latency_samples=1,
+    )
+    result = run_bakeoff(options, tmp_path / "out")
+    m = result["methods"]
+    assert m["lora+rag"]["model"] == m["lora"]["model"] == str(first / "lora-run")
+    assert m["lora+rag"]["training"]["docs"] is None and m["lora+rag"]["label"].endswith("LoRA adapter)")
+    assert m["lora+rag"]["prompt_tokens_per_request"] > m["lora"]["prompt_tokens_per_request"] + 50
+    assert not (tmp_path / "out" / "lora-rag-run").exists(), "nothing was trained"
