@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
-from tunesmith.data.context import EXAMPLE_MODES, prompts_with_docs
+from tunesmith.data.context import EXAMPLE_MODES, last_user, prompts_with_docs
 from tunesmith.data.formats import read_examples
 from tunesmith.decide import economics as econ
 from tunesmith.decide.options import TUNED, BakeoffOptions
-from tunesmith.decide.prompts import last_user, pairs_of, rag_prompts
+from tunesmith.decide.prompts import pairs_of, rag_prompts
 from tunesmith.decide.rank import rank_methods
 from tunesmith.decide.retrieval import DocsIndex
 from tunesmith.decide.training import obtain_run

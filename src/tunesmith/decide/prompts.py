@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.data.context import with_context
+from tunesmith.data.context import last_user, with_context
 from tunesmith.data.formats import Conversation
 from tunesmith.eval.rows import EvalRow
 
@@ -16,10 +16,6 @@ from tunesmith.eval.rows import EvalRow
 def pairs_of(examples: list[Conversation]) -> list[list[dict[str, str]]]:
     """(user, assistant) message pairs from the training data: what few-shot and retrieval show."""
     return [c.as_dicts()[-2:] for c in examples if len(c.messages) >= 2 and c.messages[-2].role == "user"]
-
-
-def last_user(prompt: list[dict[str, str]]) -> str:
-    return next((x["content"] for x in reversed(prompt) if x["role"] == "user"), "")
 
 
 @dataclass

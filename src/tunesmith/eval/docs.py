@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
+from tunesmith.data.context import last_user
 from tunesmith.eval import facts
 from tunesmith.eval import metrics as m
 from tunesmith.eval.rows import EvalRow
@@ -18,7 +19,7 @@ def fact_inputs(
     """Each row's fact spec (from its fields), the docs' claims, and what each reply may state without the
     docs (its question's claims, the voice's fixed phrases)."""
     voice = [*markers.openings, *markers.closings] if markers else []
-    questions = [next((x["content"] for x in reversed(r.prompt) if x["role"] == "user"), "") for r in rows]
+    questions = [last_user(r.prompt) for r in rows]
     docs = facts.DocsFacts(docs_texts) if docs_texts else None
     return [facts.fact_spec(r.fields) for r in rows], docs, [facts.skip_set(q, voice) for q in questions]
 
