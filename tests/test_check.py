@@ -65,7 +65,9 @@ BAD_ROWS = [
     ("chat", "just a string", "not-object", "not an object"),
     ("chat", {"messages": []}, "missing-messages", "'messages' is empty"),
     ("chat", {"messages": "hi"}, "missing-messages", "must be a list"),
-    ("chat", {"messages": [U, A], "id": 7}, "unknown-key", "unknown key(s) ['id']"),
+    ("chat", {"messages": [U, A], "mesages": 7}, "unknown-key", "did you mean 'messages' for 'mesages'?"),
+    ("chat", {"messages": [{"rol": "user", "content": "x"}, A]}, "unknown-key", "did you mean 'role' for 'rol'?"),
+    ("chat", {"messages": [U, A], "prompt": "x"}, "unknown-key", "unknown key(s) ['prompt'] for chat format"),
     ("chat", {"messages": [{**U, "mood": "bob"}, A]}, "unknown-key", "unknown key(s) ['mood']"),
     ("chat", {"messages": [{"role": "robot", "content": "x"}, A]}, "unknown-role", "unknown role 'robot'"),
     ("chat", {"messages": [{"content": "x"}, A]}, "unknown-role", "unknown role None"),
@@ -96,12 +98,12 @@ BAD_ROWS = [
     ("pc", {"prompt": "a"}, "missing-content", "'completion' is missing"),
     ("pc", {"prompt": "a", "completion": "  "}, "empty-reply", "'completion' is empty"),
     ("pc", {"prompt": 5, "completion": "b"}, "bad-type", "'prompt' must be a string"),
-    ("pc", {"prompt": "a", "completion": "b", "label": 1}, "unknown-key", "unknown key(s) ['label']"),
+    ("pc", {"prompt": "a", "completion": "b", "promt": 1}, "unknown-key", "did you mean 'prompt' for 'promt'?"),
     ("pc", {"messages": [U, A]}, "format-mismatch", "chat format but the file is in prompt_completion"),
     ("alpaca", {"instruction": "a", "output": ""}, "empty-reply", "'output' is empty"),
     ("alpaca", {"instruction": "a"}, "missing-content", "'output' is missing"),
     ("alpaca", {"instruction": " ", "output": "x"}, "empty-content", "'instruction' is empty"),
-    ("alpaca", {"instruction": "a", "output": "b", "histroy": []}, "unknown-key", "unknown key(s) ['histroy']"),
+    ("alpaca", {"instruction": "a", "output": "b", "histroy": []}, "unknown-key", "did you mean 'history'"),
     ("alpaca", {"instruction": "a", "input": 3, "output": "b"}, "bad-type", "'input' must be a string"),
 ]
 
@@ -300,7 +302,7 @@ def mixed_files(tmp: Path) -> tuple[Path, Path, list[tuple[str, str, int]]]:
         chat("Where is my parcel?", "It ships today."),  # 1
         [1, 2],  # 2 not-object
         {"messages": []},  # 3 missing-messages
-        {"messages": [U, A], "id": 3},  # 4 unknown-key
+        {"messages": [U, A], "mesages": 3},  # 4 unknown-key (a typo: metadata keys such as "id" are kept)
         {"messages": [{"role": "bot", "content": "x"}, A]},  # 5 unknown-role
         {"messages": [U, {"role": "assistant", "content": None}]},  # 6 missing-content
         {"messages": [{"role": "user", "content": ""}, A]},  # 7 empty-content

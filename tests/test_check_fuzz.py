@@ -71,4 +71,4 @@ def test_arbitrary_json_rows_never_crash(tokenizer, train: list, val: list) -> N
 
 # What the doctor adds on top of the parser; every other code is a malformed row or file.
 DOCTOR = {"duplicate", "conflict", "near-duplicate", "leak", "near-leak", "special-tokens", "template"}
-DOCTOR |= {"overlong", "untrained", "no-stop-token"}
+DOCTOR |= {"overlong", "untrained", "no-stop-token", "metadata-keys"}

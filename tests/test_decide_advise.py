@@ -150,7 +150,9 @@ def test_from_bakeoff_follows_the_measured_winner_with_costs(facts_file: Path, t
     assert measured.recommendation == "lora", "the measurement beats the data's leaning towards RAG"
     assert measured.summary.startswith("measured winner: LoRA fine-tuning")
     texts = [r.text for r in measured.reasons]
-    assert texts[0].startswith("measured in the bakeoff (4 test rows): lora has the best quality, 100.0%")
+    assert texts[0].startswith(
+        "measured in the bakeoff (4 test rows): ranked by field accuracy: lora has the best quality, 100.0%"
+    )
     assert any("LoRA (no instructions): Field accuracy (mean) 100%, 130 prompt tokens per request" in t for t in texts)
     # 1.00 of training / (600 tokens x 0.0005 per 1k) = 3,334 requests.
     assert any("is paid back by shorter prompts than fewshot after 3,334 requests" in t for t in texts), texts

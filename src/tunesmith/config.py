@@ -53,6 +53,12 @@ class DataSettings(_Strict):
         description="Fraction of train held out for validation (seeded). None: 10% when there are "
         ">= 100 rows and no --val, else 0.",
     )
+    docs: Path | None = Field(
+        None,
+        description="Documents (.txt/.md folder): each training prompt gets its docs_k nearest chunks, in the "
+        "context format eval, serve and the bakeoff use, so the model learns to take facts from the context.",
+    )
+    docs_k: int = Field(4, ge=1, description="Doc chunks retrieved into each prompt (with docs).")
     max_len: int = Field(1024, ge=16, description="Longest sequence in tokens.")
     overlong: Literal["drop", "truncate", "error"] = Field(
         "drop", description="What happens to rows longer than max_len; counted in the run summary."

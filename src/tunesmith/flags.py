@@ -41,6 +41,8 @@ FLAGS: dict[str, Flag] = {
     "columns": Flag(
         "--columns", "data.columns", "Read row keys from other columns: prompt=question,completion=answer."
     ),
+    "docs": Flag("--docs", "data.docs", "Docs folder: train on prompts that include the nearest doc chunks."),
+    "docs_k": Flag("--docs-k", "data.docs_k", "Doc chunks per prompt with --docs (default 4)."),
     "val_split": Flag("--val-split", "data.val_split", "Hold out this fraction instead."),
     "max_len": Flag("--max-len", "data.max_len", "Longest sequence in tokens."),
     "overlong": Flag("--overlong", "data.overlong", "drop | truncate | error"),

@@ -12,6 +12,18 @@ from tunesmith.cli.options import TrustRemoteCode, option
 Opt = typer.Option
 
 
+def _methods(text: str | None, docs: Path | None) -> tuple[str, ...]:
+    from tunesmith import console
+    from tunesmith.decide.options import DEFAULT_METHODS, parse_methods
+
+    if text is not None:
+        return parse_methods(text)
+    if docs is None:
+        return DEFAULT_METHODS
+    console.info("methods: the defaults + lora+rag (LoRA with retrieval), since --docs is given")
+    return (*DEFAULT_METHODS, "lora+rag")
+
+
 def bakeoff_command(
     train: Annotated[Path, Opt("--train", help="Training data (shots, RAG, LoRA/full), in any format.")],
     test: Annotated[Path, Opt("--test", help="Held-out data every method answers (any format).")],
@@ -21,13 +33,37 @@ def bakeoff_command(
     ] = None,
     docs: Annotated[Path | None, Opt("--docs", help="Folder of .txt/.md files for RAG.")] = None,
     k: Annotated[int, Opt("--k", min=0, help="Examples (and doc chunks) per few-shot / RAG prompt.")] = 4,
-    methods: Annotated[str, Opt("--methods", help="Comma-separated: prompt,fewshot,rag,lora,full.")] = (
-        "prompt,fewshot,rag,lora,full"
-    ),
+    methods: Annotated[
+        str | None,
+        Opt(
+            "--methods",
+            help="Comma-separated: prompt,fewshot,rag,lora,full,lora+rag (default: all but lora+rag, and lora+rag "
+            "too with --docs).",
+        ),
+    ] = None,
     model: Annotated[str | None, Opt("--model", help="Base model (default: a run's base or smollm2-135m).")] = None,
     retriever: Annotated[str, Opt("--retriever", help="bm25 or dense (tunesmith[dense]).")] = "bm25",
+    rag_examples: Annotated[
+        str,
+        Opt(
+            "--rag-examples",
+            help="With --docs: retrieved training examples as marked style examples (style), left out (none), "
+            "or as earlier turns (turns).",
+        ),
+    ] = "style",
     lora_run: Annotated[Path | None, Opt("--lora-run", help="Reuse this LoRA run.")] = None,
     full_run: Annotated[Path | None, Opt("--full-run", help="Reuse this full run.")] = None,
+    lora_rag_run: Annotated[
+        Path | None, Opt("--lora-rag-run", help="Reuse this LoRA run for lora+rag (e.g. one trained with --docs).")
+    ] = None,
+    train_with_docs: Annotated[
+        bool,
+        Opt(
+            "--train-with-docs/--no-train-with-docs",
+            help="lora+rag: train its adapter on prompts with the doc chunks (default), or give the lora "
+            "method's adapter retrieval at inference only.",
+        ),
+    ] = True,
     config: Annotated[Path | None, Opt("--config", help="`tunesmith train` YAML for runs trained here.")] = None,
     price_1k: Annotated[
         float, Opt("--price-per-1k-input-tokens", min=0.0, help="Input price (default 0.0005, illustrative).")
@@ -55,7 +91,7 @@ def bakeoff_command(
     from tunesmith import console
     from tunesmith.data.sources import columns_flag
     from tunesmith.decide.bakeoff import run_bakeoff
-    from tunesmith.decide.options import BakeoffOptions, parse_methods
+    from tunesmith.decide.options import BakeoffOptions
     from tunesmith.decide.report import print_table, write_reports
 
     options = BakeoffOptions(
@@ -65,11 +101,14 @@ def bakeoff_command(
         instructions=instructions,
         docs=docs,
         k=k,
-        methods=parse_methods(methods),
+        methods=_methods(methods, docs),
         model=model,
         retriever=retriever,
+        rag_examples=rag_examples,
         lora_run=lora_run,
         full_run=full_run,
+        lora_rag_run=lora_rag_run,
+        train_with_docs=train_with_docs,
         config=config,
         price_per_1k_input_tokens=price_1k,
         price_per_hour=price_hour,

@@ -20,6 +20,10 @@ def check_command(
     ],
     val: Annotated[Path | None, option("val", help="Validation data: checked too, and for leakage.")] = None,
     columns: Annotated[str | None, option("columns")] = None,
+    docs: Annotated[
+        Path | None,
+        option("docs", help="Docs with the current facts: list the rows whose replies the docs contradict."),
+    ] = None,
     model: Annotated[str | None, option("model", help="Model whose tokenizer and template to use.")] = None,
     chat_template: Annotated[str | None, option("chat_template")] = None,
     max_len: Annotated[int | None, option("max_len", help="Longest sequence in tokens (as in train).")] = None,

@@ -32,6 +32,10 @@ def eval_command(
     forgetting_threshold: Annotated[
         float, Opt("--forgetting-threshold", min=0.0, help="Flag a general-English perplexity rise above this.")
     ] = 0.10,
+    docs: Annotated[
+        Path | None,
+        Opt("--docs", help="Documents (.txt/.md): replies' numbers, dates and names are checked against them."),
+    ] = None,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Prove it helped: base vs tuned on held-out data, with token savings and a forgetting check."""
@@ -49,5 +53,6 @@ def eval_command(
         batch_size=batch_size,
         forgetting_threshold=forgetting_threshold,
         trust_remote_code=trust_remote_code,
+        docs=docs,
     )
     evaluate_and_report(run, data, out, options)

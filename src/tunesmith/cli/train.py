@@ -50,6 +50,8 @@ def train_command(
     val: Annotated[Path | None, option("val")] = None,
     val_split: Annotated[float | None, option("val_split")] = None,
     columns: Annotated[str | None, option("columns")] = None,
+    docs: Annotated[Path | None, option("docs")] = None,
+    docs_k: Annotated[int | None, option("docs_k")] = None,
     method: Annotated[str | None, option("method")] = None,
     objective: Annotated[str | None, option("objective")] = None,
     beta: Annotated[float | None, option("beta")] = None,

@@ -13,7 +13,9 @@ from tunesmith.data.render import Renderer, RenderStats
 
 # Everything else (every malformed row, leakage, special tokens, a reply that never trains a stop token,
 # a template that cannot render a row) is an error.
-WARNINGS = frozenset({"duplicate", "conflict", "near-duplicate", "near-leak", "overlong", "untrained"})
+WARNINGS = frozenset(
+    {"duplicate", "conflict", "near-duplicate", "near-leak", "overlong", "untrained", "metadata-keys", "stale-fact"}
+)
 HISTOGRAM_BINS = 8
 
 

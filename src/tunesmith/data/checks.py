@@ -24,7 +24,7 @@ from typing import Any
 
 from tunesmith.data import dedup
 from tunesmith.data.check_report import CheckReport, FileReport, Finding, MaskedExample, Span, finding
-from tunesmith.data.formats import Conversation, ParsedFile, parse_file
+from tunesmith.data.formats import Conversation, ParsedFile, metadata_warning, parse_file
 from tunesmith.data.render import IGNORE, Rendered, Renderer, RenderStats
 from tunesmith.errors import DataError
 
@@ -212,12 +212,34 @@ def _token_checks(renderer: Renderer, report: FileReport, convs: Sequence[Conver
     return out
 
 
+def _stale_fact_findings(path: str, convs: Sequence[Conversation], docs: Path) -> list[Finding]:
+    """The drift check (``--docs``): rows whose replies state numbers, dates or names that the docs do not.
+    The docs hold the current facts, so these are the rows that would teach stale ones."""
+    from tunesmith.decide.retrieval import load_docs
+    from tunesmith.errors import UserError
+    from tunesmith.eval.facts import stale_replies
+
+    loaded = load_docs(docs)
+    if not loaded.chunks:
+        raise UserError(loaded.problem or f"--docs {docs}: no text")
+    out = []
+    for conv, claims in zip(convs, stale_replies(convs, [c.text for c in loaded.chunks]), strict=True):
+        if claims:
+            said = ", ".join(repr(c) for c in claims[:4])
+            msg = f"the reply states {said}, which --docs {docs} does not: the docs may hold a newer fact"
+            out.append(finding("stale-fact", path, _line(conv), msg))
+    return out
+
+
 # -- the whole check ------------------------------------------------------------------------------------------
 def _file_report(role: str, parsed: ParsedFile, max_len: int) -> tuple[FileReport, list[Finding]]:
     name = str(parsed.path)
     rows = len(parsed.examples) + sum(1 for p in parsed.problems if p.line)
     report = FileReport(role, name, parsed.format, rows, len(parsed.examples), max_len)
-    return report, [finding(p.code, p.file, p.line, p.message) for p in parsed.problems]
+    found = [finding(p.code, p.file, p.line, p.message) for p in parsed.problems]
+    if warning := metadata_warning(parsed):
+        found.append(finding("metadata-keys", name, 0, warning.split(": ", 1)[1]))
+    return report, found
 
 
 def check_dataset(
@@ -232,6 +254,7 @@ def check_dataset(
     near_threshold: float = 0.8,
     show: int = 0,
     columns: dict[str, str] | None = None,
+    docs: Path | str | None = None,
 ) -> CheckReport:
     """Run every check on a training file (and a validation file). Bad data never raises: it is reported.
 
@@ -250,6 +273,8 @@ def check_dataset(
         if role == "val":
             found += _leak_findings(file_report.path, parsed["train"].examples, p.examples, near_threshold)
         found += _special_token_findings(file_report.path, p.examples, specials)
+        if docs is not None and role == "train":
+            found += _stale_fact_findings(file_report.path, p.examples, Path(docs))
         tokens = _token_checks(renderer, file_report, p.examples, show if role == "train" else 0)
         found += tokens.findings
         report.findings += sorted(found, key=lambda f: (f.line, f.code))

@@ -16,7 +16,7 @@ returns all of them (the dataset doctor shows them all); ``read_examples`` raise
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tunesmith.data.openai_chat import chat_row
 from tunesmith.data.rows import Conversation, Message, ToolCall  # noqa: F401 (re-exported: the row types)
 from tunesmith.data.rows import RowError as _RowError
 from tunesmith.data.rows import check_unicode as _check_unicode
+from tunesmith.data.rows import did_you_mean as _did_you_mean
 from tunesmith.errors import DataError
 
 FORMATS = ("chat", "prompt_completion", "alpaca", "preference", "sharegpt", "text")
@@ -37,6 +38,7 @@ _ROW_KEYS = {
     "sharegpt": shapes.SHAREGPT_KEYS,
     "text": {"text"},
 }
+_ALL_KEYS = set().union(*_ROW_KEYS.values())
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ParsedFile:
     examples: list[Conversation]
     problems: list[Problem]
     sha256: str
+    metadata_keys: list[str] = field(default_factory=list)  # row keys kept as metadata (id, fact...), for one warning
 
 
 REPLY_KEYS = ("completion", "output")
@@ -107,12 +110,41 @@ def parse_row(row: Any, fmt: str, *, require_reply: bool = True) -> Conversation
         raise _RowError(f"row is a JSON {type(row).__name__}, not an object", "not-object")
     row_fmt = detect_format(row)
     if row_fmt is None:
-        raise _RowError(f"row has none of the keys of a known format (keys: {sorted(row)[:6]})", "unknown-format")
+        keys = {k for k in row if isinstance(k, str)}
+        message = f"row has none of the keys of a known format (keys: {sorted(row)[:6]}){_typos(keys)}"
+        raise _RowError(message, "unknown-format")
     if row_fmt != fmt:
         raise _RowError(f"row is in {row_fmt} format but the file is in {fmt} format", "format-mismatch")
+    extra = _metadata_keys(row, fmt)
+    conv = _parse_shape(row, fmt, require_reply)
+    conv.fields = {k: row[k] for k in extra}
+    return conv
+
+
+def _typos(keys: set[str]) -> str:
+    """ " (did you mean 'messages' for 'mesages'?)" for the keys that look like typos of known keys, or ""."""
+    pairs = [(k, close) for k in sorted(keys) if (close := _did_you_mean(k, _ALL_KEYS))]
+    if not pairs:
+        return ""
+    return " (did you mean " + ", ".join(f"'{c}' for '{k}'" for k, c in pairs) + "?)"
+
+
+def _metadata_keys(row: dict[str, Any], fmt: str) -> list[str]:
+    """The row's keys that its format does not read: metadata (id, source, tags, fact...), kept with the row.
+
+    A key of another format (``system`` on a prompt/completion row) would be silently ignored, and a key one
+    letter away from a known one (``mesages``) is a typo: both stay errors."""
     unknown = set(row) - _ROW_KEYS[fmt]
-    if unknown:
-        raise _RowError(f"unknown key(s) {sorted(unknown)} for {fmt} format", "unknown-key")
+    foreign = unknown & _ALL_KEYS
+    if foreign:
+        raise _RowError(f"unknown key(s) {sorted(foreign)} for {fmt} format", "unknown-key")
+    typos = _typos(unknown)
+    if typos:
+        raise _RowError(f"unknown key(s) {sorted(unknown)} for {fmt} format{typos}", "unknown-key")
+    return sorted(unknown)
+
+
+def _parse_shape(row: dict[str, Any], fmt: str, require_reply: bool) -> Conversation:
     if fmt == "preference":
         return preference.preference_row(row)
     if fmt == "chat":
@@ -167,7 +199,18 @@ def parse_file(path: Path | str, *, require_reply: bool = True, columns: dict[st
         examples.append(conv)
     if not examples and not problems:
         problems.append(Problem(name, 0, "no examples in the file", "no-examples"))
-    return ParsedFile(path, fmt, examples, _one_mixing_problem(name, fmt, problems), source.digest)
+    extra = sorted({k for c in examples for k in c.fields})
+    return ParsedFile(path, fmt, examples, _one_mixing_problem(name, fmt, problems), source.digest, extra)
+
+
+def metadata_warning(parsed: ParsedFile) -> str | None:
+    """One line for a training file whose rows carry metadata keys: kept, not trained on."""
+    if not parsed.metadata_keys:
+        return None
+    return (
+        f"{parsed.path}: rows carry key(s) {parsed.metadata_keys} that training does not read; kept as metadata "
+        "(eval and bakeoff show them; a grader receives them)"
+    )
 
 
 def _one_mixing_problem(name: str, fmt: str | None, problems: list[Problem]) -> list[Problem]:

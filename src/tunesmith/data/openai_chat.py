@@ -33,7 +33,7 @@ import itertools
 import json
 from typing import Any
 
-from tunesmith.data.rows import Message, RowError, ToolCall, check_unicode
+from tunesmith.data.rows import Message, RowError, ToolCall, check_unicode, did_you_mean
 
 ROW_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
 _KEYS = {"role", "content", "name"}
@@ -117,6 +117,8 @@ def _message(m: Any, i: int, legacy_ids: itertools.count) -> Message:
     if not isinstance(m, dict):
         raise RowError(f"message {i} is not an object", "bad-message")
     role = m.get("role")
+    if role is None and (typo := next((k for k in m if did_you_mean(str(k), {"role"})), None)):
+        raise RowError(f"message {i} has no 'role' (did you mean 'role' for '{typo}'?)", "unknown-key")
     if not isinstance(role, str) or role not in MESSAGE_KEYS:  # (a role may be any JSON value: a dict is unhashable)
         roles = ", ".join(MESSAGE_KEYS)
         raise RowError(f"message {i} has unknown role {role!r}; expected one of {roles}", "unknown-role")
@@ -125,7 +127,10 @@ def _message(m: Any, i: int, legacy_ids: itertools.count) -> Message:
     unknown = set(m) - MESSAGE_KEYS[role]
     if unknown:
         allowed = ", ".join(sorted(MESSAGE_KEYS[role]))
-        raise RowError(f"message {i} ({role}) has unknown key(s) {sorted(unknown)}; allowed: {allowed}", "unknown-key")
+        typos = [(k, c) for k in sorted(unknown) if (c := did_you_mean(str(k), MESSAGE_KEYS[role]))]
+        hint = "".join(f" (did you mean '{c}' for '{k}'?)" for k, c in typos[:1])
+        msg = f"message {i} ({role}) has unknown key(s) {sorted(unknown)}{hint}; allowed: {allowed}"
+        raise RowError(msg, "unknown-key")
     if "content" in m and m["content"] is not None and not isinstance(m["content"], str | list):
         raise RowError(f"message {i} ({role}) has no text content", "missing-content")
     content = _content(m, i, role)

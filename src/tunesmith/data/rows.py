@@ -6,7 +6,9 @@ A ``Conversation`` is a list of ``Message``s plus, for tool-calling rows, the fu
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,13 @@ class RowError(Exception):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str | None:
+    """The known key ``key`` is most likely a typo of (``mesages`` -> ``messages``), or None."""
+    # 0.85 catches a dropped, doubled or swapped letter, and leaves metadata names (id, tags, fact) alone.
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.85)
+    return close[0] if close else None
 
 
 def check_unicode(value: str, where: str) -> None:
@@ -78,6 +87,9 @@ class Conversation:
     parallel_tool_calls: bool | None = None
     rejected: list[Message] | None = None  # a preference pair's non-preferred reply (the last message is the other)
     text_only: bool = False  # a {"text": ...} row: one document, every token trained, no chat template
+    # The row's other top-level fields (id, source, tags, fact, must_contain, references...): kept as given.
+    # Training ignores them; eval and the bakeoff show them per row and score `fact` / `must_contain`.
+    fields: dict[str, Any] = field(default_factory=dict)
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [m.as_dict() for m in self.messages]

@@ -35,6 +35,7 @@ NAMES = {
 }
 FITS = {"prompting": "prompting fits", "rag": "RAG fits", "lora": "fine-tune fits", "full": "fine-tune fits"}
 FROM_METHOD = {"prompt": "prompting", "fewshot": "prompting", "rag": "rag", "lora": "lora", "full": "full"}
+FROM_METHOD["lora+rag"] = "lora+rag"
 
 
 @dataclass
@@ -82,9 +83,11 @@ class Advice:
     analysis: dict[str, Any]
     thresholds: dict[str, Any]
     bakeoff: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None  # the facts verdict's numbers (decide/verdict.py), when facts change
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The verdict first, as a program reads it: the first line of the text output, the method, its evidence.
+        return {"verdict": self.summary, "method": self.recommendation, **asdict(self)}
 
 
 def _pct(x: float) -> str:
@@ -215,18 +218,25 @@ def _fits(rec: str) -> list[str]:
     return [FITS[p] for p in rec.split("+")]
 
 
+def read_bakeoff(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "bakeoff.json" if Path(folder).is_dir() else Path(folder)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(result["methods"], dict) or not isinstance(result["prices"], dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--from-bakeoff {folder}: no readable bakeoff.json there (run `tunesmith bakeoff`)") from None
+    return result
+
+
 def from_bakeoff(folder: Path, answers: dict[str, Any]) -> tuple[str, list[Reason], dict[str, Any]]:
     """The measured winner, re-ranked with the user's traffic when given, and the reasons in numbers."""
     from tunesmith.decide.rank import rank_methods
     from tunesmith.decide.report import best_baseline, requests_text
+    from tunesmith.eval import scoring
 
-    path = Path(folder) / "bakeoff.json" if Path(folder).is_dir() else Path(folder)
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-        methods = result["methods"]
-        prices = result["prices"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"--from-bakeoff {folder}: no readable bakeoff.json there (run `tunesmith bakeoff`)") from None
+    result = read_bakeoff(folder)
+    methods, prices = result["methods"], result["prices"]
     if not methods:
         raise UserError(f"--from-bakeoff {folder}: the bakeoff has no measured method")
     rpm = answers.get("requests_per_month") or prices.get("requests_per_month")
@@ -241,7 +251,10 @@ def from_bakeoff(folder: Path, answers: dict[str, Any]) -> tuple[str, list[Reaso
         }
         for n, r in methods.items()
     ]
-    ranking = rank_methods(items, quality_scale=scale, price_per_1k_input_tokens=price, requests_per_month=rpm)
+    metric = scoring.metric_name(result.get("quality_metric"))
+    ranking = rank_methods(
+        items, quality_scale=scale, price_per_1k_input_tokens=price, requests_per_month=rpm, metric=metric
+    )
     winner = ranking["winner"]
     if winner is None:
         raise UserError(f"--from-bakeoff {folder}: no method could be scored")
@@ -305,20 +318,63 @@ def advise(
     }
     e = evidence(analysis, t, answers)
     reasons: list[Reason] = e["reasons"]
-    measured = None
+    measured, verdict = None, None
     rec = decide(e)
     if bakeoff is not None:
         rec_measured, measured_reasons, measured = from_bakeoff(bakeoff, answers)
+        verdict = _facts_verdict(train, read_bakeoff(bakeoff), changes_per_month, measured_reasons)
+        if verdict is not None and verdict.method:
+            rec_measured = verdict.method
+        elif verdict is not None and rec_measured == "lora+rag":  # it ranked first, but not on facts with the voice
+            others = [n for n in measured["ranking"]["order"] if n != "lora+rag"]
+            rec_measured = FROM_METHOD[others[0]] if others else rec_measured
         if rec_measured != rec:
             reasons.append(Reason(f"the data alone points to {NAMES[rec]}; the measurement decides", "caveat"))
-        if rec_measured in ("lora", "full") and (e["factual"] or e["facts_change"]):
+        if rec_measured in ("lora", "full") and (e["factual"] or e["facts_change"]) and verdict is None:
             reasons.append(Reason("the replies carry facts: add RAG for those, or retrain when they change", "caveat"))
         rec = rec_measured
         reasons = measured_reasons + reasons
     fits = _fits(rec)
     lead = "measured winner" if bakeoff is not None else "recommendation"
     summary = f"{lead}: {NAMES[rec]} ({' and '.join(fits)})"
-    return Advice(rec, summary, fits, reasons, analysis.as_dict(), asdict(t), measured)
+    if verdict is not None:
+        summary = f"{lead}: {verdict.line}" if verdict.method else f"{summary}; {verdict.line}"
+    evidence_out = verdict.evidence if verdict is not None else None
+    return Advice(rec, summary, fits, reasons, analysis.as_dict(), asdict(t), measured, evidence_out)
+
+
+def _facts_verdict(train: Path, result: dict[str, Any], changes_per_month: float | None, reasons: list[Reason]) -> Any:
+    """decide/verdict.py's verdict when the facts change (as the user says, or as the docs show), else None."""
+    from tunesmith.decide.verdict import facts_verdict
+
+    why = []
+    if changes_per_month:
+        why.append(f"{changes_per_month:g} changes per month, as given")
+    stale = _stale_rows(train, (result.get("docs") or {}).get("folder"))
+    if stale:
+        why.append(f"the docs contradict {stale} training replies (`tunesmith check --docs` lists them)")
+    if not why:
+        return None
+    methods = ",".join(dict.fromkeys([*result.get("methods_requested", []), "lora+rag"]))
+    docs = (result.get("docs") or {}).get("folder") or "DOCS"
+    rerun = f"`tunesmith bakeoff --train {train} --test {result.get('test')} --docs {docs} --methods {methods}`"
+    verdict = facts_verdict(result, "; ".join(why), rerun)
+    reasons.insert(0, Reason(f"facts change: {'; '.join(why)}", "measured"))
+    return verdict
+
+
+def _stale_rows(train: Path, docs: str | None) -> int:
+    """How many training replies state facts the docs do not (the drift check), or 0 without docs."""
+    if not docs or not Path(docs).is_dir():
+        return 0
+    from tunesmith.data.formats import read_examples
+    from tunesmith.decide.retrieval import load_docs
+    from tunesmith.eval.facts import stale_replies
+
+    chunks = load_docs(Path(docs)).chunks
+    if not chunks:
+        return 0
+    return sum(bool(c) for c in stale_replies(read_examples(train).examples, [c.text for c in chunks]))
 
 
 def render_text(advice: Advice) -> str:

@@ -4,7 +4,9 @@
                ├─ fewshot  base + instructions + K fixed training examples          │ eval's run_condition: the same
                ├─ rag      base + instructions + K retrieved examples / doc chunks  ├ template, greedy decoding, token
                ├─ lora     a LoRA run (given or trained here), no instructions      │ limit and scoring for every
-               └─ full     a full fine-tune (given or trained here), none           ┘ method
+               ├─ full     a full fine-tune (given or trained here), none           │ method
+               └─ lora+rag a LoRA run trained on prompts with K doc chunks (train   ┘
+                           --docs), given the K nearest chunks: voice from the weights, facts from the docs
     per method: quality (eval's metrics), prompt tokens per request (the rendered prompts, tokenized),
     latency per request (measured here), training seconds and cost, break-even against the prompting methods
 
@@ -22,15 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
+from tunesmith.data.context import EXAMPLE_MODES, last_user, prompts_with_docs
 from tunesmith.data.formats import read_examples
 from tunesmith.decide import economics as econ
 from tunesmith.decide.options import TUNED, BakeoffOptions
-from tunesmith.decide.prompts import last_user, pairs_of, rag_prompts
+from tunesmith.decide.prompts import pairs_of, rag_prompts
 from tunesmith.decide.rank import rank_methods
+from tunesmith.decide.retrieval import DocsIndex
 from tunesmith.decide.training import obtain_run
 from tunesmith.errors import UserError
 from tunesmith.eval import metrics as m
 from tunesmith.eval import scoring
+from tunesmith.eval.docs import fact_inputs
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, few_shot_turns, load_rows, prompted
 from tunesmith.eval.runner import progress, run_condition, single_request_latency
 
@@ -71,6 +76,8 @@ def _measure(
         scoring.row_score(t, f, r, task=ctx["task"], schema=ctx["schema"], markers=ctx["markers"])
         for t, f, r in zip(texts, finish, refs, strict=True)
     ]
+    fact_metrics, fact_rows = scoring.score_facts(texts, *ctx["facts"])
+    metrics.update(fact_metrics)
     n = max(1, len(completions))
     return {
         "name": name,
@@ -85,22 +92,44 @@ def _measure(
         "latency_samples_s": latency,
         "latency_s": statistics.median(latency) if latency else None,
         "rows": [
-            {"text": c.text, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens, "score": s}
-            for c, s in zip(completions, scores, strict=True)
+            {
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "prompt_tokens": c.prompt_tokens,
+                "score": s,
+                **(f or {}),
+            }
+            for c, s, f in zip(completions, scores, fact_rows, strict=True)
         ],
     }
 
 
-def _labels(instructions: str, k: int, retriever: str, docs: bool) -> dict[str, str]:
+def _labels(
+    instructions: str, k: int, retriever: str, docs: bool, examples_as: str = "style", trained: bool = True
+) -> dict[str, str]:
     ins = "instructions" if instructions else "no instructions"
-    what = f"{k} retrieved examples" + (f" + {k} doc chunks" if docs else "")
+    shown = {"style": f" + {k} style examples", "none": "", "turns": f" + {k} retrieved examples"}
+    what = f"{k} doc chunks{shown[examples_as]}" if docs else f"{k} retrieved examples"
     return {
         "prompt": f"prompt (base + {ins})",
         "fewshot": f"few-shot (base + {ins} + {k} fixed examples)",
         "rag": f"RAG (base + {ins} + {what}, {retriever})",
         "lora": "LoRA (no instructions)",
         "full": "full fine-tune (no instructions)",
+        "lora+rag": f"LoRA + retrieval ({k} doc chunks, {'adapter trained with them' if trained else 'LoRA adapter'})",
     }
+
+
+def _tuned_run(
+    name: str, options: BakeoffOptions, model_name: str, out: Path, results: dict[str, dict[str, Any]]
+) -> tuple[Path, dict[str, Any]]:
+    """The run a tuned method tests. lora+rag trains its own adapter on prompts with doc context, or (with
+    ``train_with_docs`` off) reuses the lora method's adapter, trained without context."""
+    if name == "lora+rag" and not options.train_with_docs and options.lora_rag_run is None:
+        if "lora" in results:
+            return Path(results["lora"]["model"]), {**results["lora"]["training"], "docs": None}
+        return obtain_run("lora", options, model_name, out)
+    return obtain_run(name, options, model_name, out)
 
 
 def run_bakeoff(
@@ -112,6 +141,8 @@ def run_bakeoff(
     methods = tuple(dict.fromkeys(options.methods))  # the user's order: what matters most can be measured first
     if options.k < 1 and {"fewshot", "rag"} & set(methods):
         raise UserError("--k must be at least 1 for the fewshot and rag methods")
+    if options.rag_examples not in EXAMPLE_MODES:
+        raise UserError(f"--rag-examples: '{options.rag_examples}'; expected one of {', '.join(EXAMPLE_MODES)}")
     if options.retriever not in ("bm25", "dense"):
         raise UserError(f"--retriever: unknown retriever '{options.retriever}'; expected bm25 or dense")
     rows = load_rows(options.test, options.columns)
@@ -124,6 +155,8 @@ def run_bakeoff(
     skipped: dict[str, str] = {}
     if not instructions:
         notes.append("no --instructions given: the prompting methods run without instructions")
+    if "lora+rag" in methods and options.docs is None:
+        skipped["lora+rag"] = "lora+rag needs --docs: the documents to retrieve from"
     if "fewshot" in methods and options.k > len(pairs):
         skipped["fewshot"] = f"--k {options.k} asks for more examples than the training data has ({len(pairs)})"
     chunks: list[Any] = []
@@ -138,6 +171,8 @@ def run_bakeoff(
             console.warn(docs.problem)
             only = "" if chunks else "; RAG retrieved from the training examples only"
             notes.append(f"{docs.problem}{only}")
+        if not chunks and "lora+rag" in methods:
+            skipped["lora+rag"] = f"nothing to retrieve: {docs.problem}"
 
     train_replies = [c.messages[-1].content for c in train_examples if c.messages[-1].role == "assistant"]
     refs = [r.reference for r in rows]
@@ -146,7 +181,9 @@ def run_bakeoff(
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
     model_name = _base_model(options)
-    labels = _labels(instructions, options.k, options.retriever, bool(chunks))
+    labels = _labels(
+        instructions, options.k, options.retriever, bool(chunks), options.rag_examples, options.train_with_docs
+    )
 
     from tunesmith.models.load import load_model
 
@@ -199,6 +236,7 @@ def run_bakeoff(
                     task=task,
                     schema=schema,
                     markers=markers,
+                    facts=fact_inputs(rows, markers, [c.text for c in chunks]),
                 )
             return ctx
 
@@ -209,7 +247,7 @@ def run_bakeoff(
             bar.update(task_id, description=name)
             if name in TUNED:
                 try:
-                    run_dir, training = obtain_run(name, options, model_name, out)
+                    run_dir, training = _tuned_run(name, options, model_name, out, results)
                 except UserError as e:
                     skipped[name] = str(e)
                     console.warn(f"bakeoff: {name} skipped: {e}")
@@ -220,8 +258,12 @@ def run_bakeoff(
                         f"the prompting methods use {model_name}"
                     )
                 tuned, ttok, _ = load_model(str(run_dir), trust_remote_code=options.trust_remote_code)
-                res = _measure(name, labels[name], tuned, ttok, plain, rows, context(ttok), tick)
-                results[name] = {**res, "model": str(run_dir), "training": training}
+                extra = {}
+                prompts = plain
+                if name == "lora+rag":  # the context format the adapter trained with (data/context.py)
+                    prompts, extra["retrieved"] = prompts_with_docs(plain, DocsIndex(options.docs), options.k)
+                res = _measure(name, labels[name], tuned, ttok, prompts, rows, context(ttok), tick)
+                results[name] = {**res, **extra, "model": str(run_dir), "training": training}
                 del tuned
                 partial(name)
                 continue
@@ -236,9 +278,10 @@ def run_bakeoff(
                 shots = few_shot_turns(train_examples, options.k, options.seed)
                 prompts = [prompted(p, instructions, shots) for p in plain]
             else:
-                rag = rag_prompts(rows, pairs, chunks, instructions, options.k, options.retriever)
+                rag = rag_prompts(rows, pairs, chunks, instructions, options.k, options.retriever, options.rag_examples)
                 prompts = rag.prompts
-                rag_info = {"retriever": rag.retriever, "index_s": rag.index_s, "k": options.k}
+                shown = options.rag_examples if chunks else "turns"
+                rag_info = {"retriever": rag.retriever, "index_s": rag.index_s, "k": options.k, "examples": shown}
                 extra = {"retrieval_s_per_request": rag.seconds_per_request, "retrieved": rag.sources}
             res = _measure(name, labels[name], model, tok, prompts, rows, context(tok), tick)
             if "retrieval_s_per_request" in extra and res["latency_s"] is not None:
@@ -278,10 +321,16 @@ def assemble(*, options: BakeoffOptions, rows: list[EvalRow], results: dict[str,
         tolerance=options.quality_tolerance,
         price_per_1k_input_tokens=price,
         requests_per_month=options.requests_per_month,
+        metric=scoring.metric_name(quality),
     )
+    if quality == "fact_accuracy" and results and all("chrf" in r["metrics"] for r in results.values()):
+        beside = ", ".join(f"{n} {r['metrics']['chrf']:.1f}" for n, r in results.items())
+        ranking["reason"] += f" (chrF, not used to rank: {beside})"
     detail = []
     for i, row in enumerate(rows):
         entry: dict[str, Any] = {"source": row.source, "input": last_user(row.prompt), "reference": row.reference}
+        if row.fields:
+            entry["fields"] = row.fields
         for name, r in results.items():
             entry[name] = r["rows"][i]
             if "retrieved" in r:

@@ -10,8 +10,9 @@ from typing import Any
 from tunesmith.decide import economics as econ
 from tunesmith.errors import UserError
 
-METHODS = ("prompt", "fewshot", "rag", "lora", "full")
-TUNED = ("lora", "full")
+METHODS = ("prompt", "fewshot", "rag", "lora", "full", "lora+rag")
+TUNED = ("lora", "full", "lora+rag")
+DEFAULT_METHODS = ("prompt", "fewshot", "rag", "lora", "full")  # + lora+rag when there are docs
 
 
 @dataclass
@@ -22,10 +23,15 @@ class BakeoffOptions:
     instructions: Path | None = None
     docs: Path | None = None
     k: int = 4  # examples (and document chunks) in front of each few-shot / RAG prompt
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     model: str | None = None  # None: the base model of a given run, else tunesmith's default
     retriever: str = "bm25"
+    rag_examples: str = "style"  # with --docs: retrieved examples as marked style examples, "none", or "turns"
     lora_run: Path | None = None
+    lora_rag_run: Path | None = None  # a LoRA run for lora+rag (e.g. one trained with `train --docs`)
+    # lora+rag's adapter is trained on prompts that carry the retrieved doc chunks (train --docs); False: the
+    # lora method's adapter (trained without context) gets retrieval at inference only
+    train_with_docs: bool = True
     full_run: Path | None = None
     config: Path | None = None  # a `tunesmith train` YAML for the runs trained here
     train_overrides: dict[str, Any] = field(default_factory=dict)  # on top of ``config`` (tests: max_steps)

@@ -25,8 +25,10 @@ def rank_methods(
     price_per_1k_input_tokens: float = econ.DEFAULT_PRICE_PER_1K_INPUT_TOKENS,
     requests_per_month: float | None = None,
     horizon_months: float = HORIZON_MONTHS,
+    metric: str | None = None,
 ) -> dict[str, Any]:
-    """``items``: dicts with name, quality (None: not measurable), prompt_tokens_per_request, training_cost."""
+    """``items``: dicts with name, quality (None: not measurable), prompt_tokens_per_request, training_cost.
+    ``metric``: what quality is (e.g. "fact accuracy"), named in the reason: the measure decided."""
     measured = [i for i in items if i.get("quality") is not None]
     if not measured:
         return {"winner": None, "contenders": [], "order": [i["name"] for i in items], "reason": "no method was scored"}
@@ -67,6 +69,8 @@ def rank_methods(
     if tied:
         names = ", ".join([winner["name"], *tied])
         reason += f"; of the methods within {within} of the best ({names}) it has {criterion}"
+    if metric:
+        reason = f"ranked by {metric}: {reason}"
     return {
         "winner": winner["name"],
         "best_quality": best,
@@ -77,6 +81,7 @@ def rank_methods(
         "costs_over_horizon": costs or None,
         "horizon_months": horizon_months if costs else None,
         "reason": reason,
+        "metric": metric,
     }
 
 

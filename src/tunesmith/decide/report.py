@@ -13,7 +13,8 @@ from tunesmith.eval.scoring import BY_KEY
 from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
 
 COLOURS = {"prompt": "#9aa0a6", "fewshot": "#e8a33d", "rag": "#188038", "lora": "#1a73e8", "full": "#a142f4"}
-ORDER = ("prompt", "fewshot", "rag", "lora", "full")
+COLOURS["lora+rag"] = "#d93025"
+ORDER = ("prompt", "fewshot", "rag", "lora", "full", "lora+rag")
 
 
 def _names(result: dict[str, Any]) -> list[str]:
@@ -48,13 +49,22 @@ def money(value: float | None) -> str:
     return f"{value:,.2f}" if value >= 0.01 or value == 0 else f"{value:.2g}"
 
 
+def beside_quality(result: dict[str, Any]) -> list[str]:
+    """Measures shown next to the one that ranks: chrF next to fact accuracy, the docs check, the voice."""
+    keys = ("fact_accuracy", "chrf", "fact_consistency", "style_adherence")
+    ran = result["methods"].values()
+    return [k for k in keys if k != result["quality_metric"] and any(k in r["metrics"] for r in ran)]
+
+
 def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The headline table: one row per method that ran, then one per method skipped."""
     q = result["quality_label"] or "quality"
     base = best_baseline(result)
+    extra = beside_quality(result)
     header = [
         "method",
         q,
+        *(BY_KEY[k].label for k in extra),
         "stopped on its own",
         "prompt tokens / request",
         "latency s / request",
@@ -71,6 +81,7 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             [
                 r["label"],
                 fmt(r["quality"], _qfmt(result)),
+                *(fmt(r["metrics"].get(k), BY_KEY[k].fmt) for k in extra),
                 fmt(r["metrics"].get("stop_rate"), "pct"),
                 fmt(r["prompt_tokens_per_request"]),
                 fmt(r["latency_s"]),
@@ -157,7 +168,29 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     if result["notes"]:
         parts += ["", "Notes:", "", *(f"- {n}" for n in result["notes"])]
+    if any("fields" in r for r in result.get("rows_detail", [])):
+        parts += ["", "## Rows", "", md_table(*rows_table(result))]
     return "\n".join(parts) + "\n"
+
+
+def _cell(text: str, limit: int = 90) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def rows_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each test row with its metadata fields and every method's reply; ✓ / ✗ where the row names a fact."""
+    names = _names(result)
+    rows = []
+    for i, row in enumerate(result["rows_detail"], start=1):
+        fields = " · ".join(f"{k}: {v}" for k, v in (row.get("fields") or {}).items())
+        cells = []
+        for n in names:
+            reply = row[n]
+            mark = {True: "✓ ", False: "✗ "}.get((reply.get("facts") or {}).get("ok"), "")
+            cells.append(mark + _cell(reply["text"]))
+        rows.append([str(i), _cell(fields, 60), _cell(row["input"], 60), *cells])
+    return ["#", "fields", "input", *(result["methods"][n]["label"] for n in names)], rows
 
 
 def render_html(result: dict[str, Any]) -> str:
@@ -169,7 +202,7 @@ def render_html(result: dict[str, Any]) -> str:
     svg = chart(result)
     base = best_baseline(result)
     breakeven = []
-    for n in ("lora", "full"):
+    for n in ("lora", "full", "lora+rag"):
         for b, be in (result["methods"].get(n, {}).get("break_even") or {}).items():
             breakeven.append(
                 {

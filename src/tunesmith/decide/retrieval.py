@@ -21,6 +21,7 @@ from tunesmith.errors import UserError
 
 DOC_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 CHUNK_WORDS = 120  # a chunk is a few paragraphs: enough context to answer from, few enough tokens to afford k
+OVERLAP_WORDS = 30  # a paragraph this short is repeated at the start of the next chunk; long ones overlap this much
 MINILM_PACKAGE = "all_minilm_l6_v2"
 MINILM_DIR = "all-MiniLM-L6-v2"
 
@@ -38,35 +39,63 @@ class DocsResult:
     problem: str | None  # why there is nothing to retrieve from the docs, in one sentence
 
 
-def chunk_text(text: str, source: str, max_words: int = CHUNK_WORDS) -> list[Chunk]:
-    """Paragraphs (split on blank lines) packed into chunks of at most ``max_words`` words; a paragraph
-    longer than that is cut on word boundaries. Markdown headings start a new chunk, so that a chunk keeps
-    to one section."""
-    chunks: list[Chunk] = []
-    words: list[str] = []
-    start_line, line = 1, 1
-
-    def flush() -> None:
-        nonlocal words
-        if words:
-            chunks.append(Chunk(" ".join(words), f"{source}:{start_line}"))
-        words = []
-
+def _sections(text: str) -> list[tuple[str, int, list[tuple[int, str]]]]:
+    """(heading, its line, [(line, paragraph), ...]) per Markdown section; text before the first heading
+    has no heading."""
+    sections: list[tuple[str, int, list[tuple[int, str]]]] = [("", 1, [])]
+    line = 1
     for para in re.split(r"\n\s*\n", text):
-        para_words = para.split()
-        if para_words and (para.lstrip().startswith("#") or len(words) + len(para_words) > max_words):
-            flush()
-        if not words:
-            start_line = line
-        while len(para_words) > max_words:
-            flush()
-            chunks.append(Chunk(" ".join(para_words[:max_words]), f"{source}:{line}"))
-            para_words = para_words[max_words:]
-            start_line = line
-        words.extend(para_words)
+        stripped = para.strip()
+        lead = len(para) - len(para.lstrip("\n"))  # blank lines at the start of the piece
+        if stripped.startswith("#"):
+            head, _, body = stripped.partition("\n")
+            sections.append((" ".join(head.split()), line + lead, []))
+            if body.strip():
+                sections[-1][2].append((line + lead + 1, body))
+        elif stripped:
+            sections[-1][2].append((line + lead, para))
         line += para.count("\n") + 2
-    flush()
+    return [s for s in sections if s[2] or s[0]]
+
+
+def _windows(words: list[str], max_words: int, overlap: int) -> list[list[str]]:
+    """A paragraph longer than a chunk, cut into windows that overlap by ``overlap`` words."""
+    step = max(1, max_words - overlap)
+    return [words[i : i + max_words] for i in range(0, max(1, len(words) - overlap), step)]
+
+
+def chunk_text(text: str, source: str, max_words: int = CHUNK_WORDS, overlap: int = OVERLAP_WORDS) -> list[Chunk]:
+    """Chunks that hold a whole fact: a Markdown section's paragraphs, packed up to ``max_words`` words, each
+    chunk headed by its section's heading (so a chunk says what it is about) and starting with the last
+    paragraph of the chunk before it when that one is short (so a fact split across a boundary is whole in
+    one of them). A paragraph longer than a chunk is cut into windows that overlap by ``overlap`` words."""
+    chunks: list[Chunk] = []
+    for heading, line, paras in _sections(text):
+        chunks += _section_chunks(heading, line, paras, source, max_words, overlap)
     return chunks
+
+
+def _section_chunks(
+    heading: str, heading_line: int, paras: list[tuple[int, str]], source: str, max_words: int, overlap: int
+) -> list[Chunk]:
+    head = heading.split() if heading else []
+    room = max(1, max_words - len(head))
+    out: list[tuple[int, list[list[str]]]] = []  # (first line, paragraphs) per chunk
+    body: list[list[str]] = []  # the paragraphs of the chunk being filled
+    start = heading_line if heading or not paras else paras[0][0]
+    for line, para in paras:
+        words = para.split()
+        pieces = _windows(words, room, min(overlap, room // 4)) if len(words) > room else [words]
+        for piece in pieces:
+            if body and sum(map(len, body)) + len(piece) > room:
+                out.append((start, body))
+                last = body[-1]
+                body = [last] if len(last) + len(piece) <= room and len(last) <= overlap else []
+                start = line
+            body.append(piece)
+    if body or (head and not out):
+        out.append((start, body))
+    return [Chunk(" ".join(head + [w for p in b for w in p]), f"{source}:{n}") for n, b in out]
 
 
 def load_docs(folder: Path, max_words: int = CHUNK_WORDS) -> DocsResult:
@@ -175,3 +204,17 @@ def make_retriever(kind: str, texts: list[str]) -> Retriever:
     if kind == "dense":
         return DenseRetriever(texts)
     raise UserError(f"unknown retriever '{kind}'; expected bm25 or dense")
+
+
+class DocsIndex:
+    """A ``--docs`` folder, chunked and indexed: what train, eval, serve and the bakeoff retrieve from."""
+
+    def __init__(self, folder: Path, kind: str = "bm25") -> None:
+        docs = load_docs(Path(folder))
+        if not docs.chunks:
+            raise UserError(docs.problem or f"--docs {folder}: nothing to retrieve")
+        self.folder, self.chunks, self.problem = Path(folder), docs.chunks, docs.problem
+        self.retriever = make_retriever(kind, [c.text for c in docs.chunks])
+
+    def nearest(self, queries: list[str], k: int) -> list[list[Chunk]]:
+        return [[self.chunks[i] for i in row] for row in self.retriever.search(queries, k)]

@@ -28,12 +28,13 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _reuse(method: str, run: Path) -> dict[str, Any]:
+def _reuse(method: str, run: Path, flag: str | None = None) -> dict[str, Any]:
+    flag = flag or method
     if not runs.is_run(run):
-        raise UserError(f"--{method}-run {run} is not a finished tunesmith run (no {runs.RUN_JSON})")
+        raise UserError(f"--{flag}-run {run} is not a finished tunesmith run (no {runs.RUN_JSON})")
     info = runs.read_run(run)
     if info.method != method:
-        raise UserError(f"--{method}-run {run} is a {info.method} run, not {method}")
+        raise UserError(f"--{flag}-run {run} is a {info.method} run, not {method}")
     return {
         "source": "reused",
         "run": str(run),
@@ -41,7 +42,17 @@ def _reuse(method: str, run: Path) -> dict[str, Any]:
         "seconds": info.wall_time_s,
         "loop_seconds": info.train_time_s,
         "steps": info.steps,
+        "docs": _run_docs(run),
     }
+
+
+def _run_docs(run: Path) -> str | None:
+    """The docs a finished run trained with (``train --docs``), from its saved config."""
+    from tunesmith.config import load_config
+
+    path = run / runs.CONFIG_YAML
+    docs = load_config(path).data.docs if path.is_file() else None
+    return str(docs) if docs else None
 
 
 def _train_config(method: str, options: BakeoffOptions, model: str) -> Any:
@@ -50,8 +61,14 @@ def _train_config(method: str, options: BakeoffOptions, model: str) -> Any:
 
     # trust_remote_code is only ever switched on here: a YAML that already trusts the model keeps doing so.
     trust = True if options.trust_remote_code else None
+    docs = {"docs": Path(options.docs), "docs_k": options.k} if method == "lora+rag" and options.docs else {}
     flags = flag_overrides(
-        model=model, trust_remote_code=trust, data=Path(options.train), method=method, columns=options.columns
+        model=model,
+        trust_remote_code=trust,
+        data=Path(options.train),
+        method="lora" if method == "lora+rag" else method,
+        columns=options.columns,
+        **docs,
     )
     return load_config(options.config, deep_merge(options.train_overrides, flags))
 
@@ -88,17 +105,19 @@ def _too_big(method: str, cfg: Any, options: BakeoffOptions) -> str | None:
 
 def obtain_run(method: str, options: BakeoffOptions, model: str, out: Path) -> tuple[Path, dict[str, Any]]:
     """The run to test for ``method``: the one given, or one trained here with tunesmith's defaults."""
-    given = options.lora_run if method == "lora" else options.full_run
+    given = {"lora": options.lora_run, "full": options.full_run, "lora+rag": options.lora_rag_run}[method]
+    kind = "lora" if method == "lora+rag" else method
     if given is not None:
-        return Path(given), _reuse(method, Path(given))
+        return Path(given), _reuse(kind, Path(given), flag=method.replace("+", "-"))
     from tunesmith.train.pipeline import run_training
 
     cfg = _train_config(method, options, model)
-    why = _too_big(method, cfg, options)
+    why = _too_big("lora" if method == "lora+rag" else method, cfg, options)
     if why:
         raise UserError(why)
-    run_dir = out / f"{method}-run"
-    console.info(f"[bold]bakeoff[/bold]: training {method} on {options.train} -> {run_dir}")
+    run_dir = out / f"{method.replace('+', '-')}-run"
+    with_docs = f", prompts with {options.k} chunks of --docs {options.docs}" if cfg.data.docs else ""
+    console.info(f"[bold]bakeoff[/bold]: training {method} on {options.train}{with_docs} -> {run_dir}")
     t0 = time.perf_counter()
     info = run_training(cfg, run_dir, force=True).summary
     assert info is not None  # one process, run to the end
@@ -110,4 +129,5 @@ def obtain_run(method: str, options: BakeoffOptions, model: str, out: Path) -> t
         "seconds": round(seconds, 1),
         "loop_seconds": info.train_time_s,
         "steps": info.steps,
+        "docs": str(cfg.data.docs) if cfg.data.docs else None,
     }

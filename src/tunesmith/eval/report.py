@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import math
 import re
 from pathlib import Path
@@ -19,8 +20,8 @@ from tunesmith.eval.runner import EvalOptions, evaluate_run
 from tunesmith.eval.scoring import BY_KEY
 from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
 
-COLOURS = {"base": "#9aa0a6", "base_prompted": "#e8a33d", "tuned": "#1a73e8"}
-ORDER = ("base", "base_prompted", "tuned")
+COLOURS = {"base": "#9aa0a6", "base_prompted": "#e8a33d", "tuned": "#1a73e8", "tuned_rag": "#188038"}
+ORDER = ("base", "base_prompted", "tuned", "tuned_rag")
 
 
 def names(result: dict[str, Any]) -> list[str]:
@@ -191,11 +192,20 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "prompt": user,
                 "earlier": len(prompt) - 1,
                 "reference": ref,
+                "fields": fields_text(row.get("fields")),
                 "change": row["change"],
                 "cells": cells,
             }
         )
     return out
+
+
+def fields_text(fields: dict[str, Any] | None) -> str:
+    """A row's metadata as one line (``id: 7 · fact: 2 litres``), for the per-row tables."""
+    if not fields:
+        return ""
+    shown = (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in fields.values())
+    return " · ".join(f"{k}: {v}" for k, v in zip(fields, shown, strict=True))
 
 
 # ---- writers --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ class EvalRow:
     reference: str | None  # None: the row ends on a user turn (or on a call), and no text is compared
     tools: list[dict[str, Any]] | None = None  # the row's tool definitions, rendered into its prompt
     reference_calls: list[dict[str, Any]] | None = None  # [{"name", "arguments": {...}}] when the reply is a call
+    fields: dict[str, Any] = field(default_factory=dict)  # the row's metadata (id, source, fact...), as given
 
 
 def load_rows(path: Path, columns: dict[str, str] | None = None) -> list[EvalRow]:
@@ -31,14 +32,16 @@ def load_rows(path: Path, columns: dict[str, str] | None = None) -> list[EvalRow
         msgs, last = conv.as_dicts(), conv.messages[-1]
         if conv.text_only:
             prompt, reference = text_continuation(last.content)
-            rows.append(EvalRow(conv.source, [{"role": "user", "content": prompt}], reference))
+            row = EvalRow(conv.source, [{"role": "user", "content": prompt}], reference)
         elif last.role == "assistant" and last.tool_calls:
             calls = [{"name": c.name, "arguments": c.args} for c in last.tool_calls]
-            rows.append(EvalRow(conv.source, msgs[:-1], None, conv.tools, calls))
+            row = EvalRow(conv.source, msgs[:-1], None, conv.tools, calls)
         elif last.role == "assistant":
-            rows.append(EvalRow(conv.source, msgs[:-1], last.content, conv.tools))
+            row = EvalRow(conv.source, msgs[:-1], last.content, conv.tools)
         else:
-            rows.append(EvalRow(conv.source, msgs, None, conv.tools))
+            row = EvalRow(conv.source, msgs, None, conv.tools)
+        row.fields = conv.fields
+        rows.append(row)
     return rows
 
 

@@ -21,11 +21,13 @@ from typing import Any
 import torch
 
 from tunesmith import console, runs
+from tunesmith.data.context import prompts_with_docs
 from tunesmith.data.formats import Conversation, Message, read_examples
 from tunesmith.data.render import Renderer, as_message
 from tunesmith.errors import ModelError, UserError
 from tunesmith.eval import forgetting, preference, scoring
 from tunesmith.eval import metrics as m
+from tunesmith.eval.docs import docs_index, fact_inputs
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, call_texts, few_shot_turns, load_rows, prompted
 from tunesmith.generate import Completion, generate
 from tunesmith.models.load import load_model
@@ -46,6 +48,7 @@ class EvalOptions:
     seed: int = 0  # picks the few-shot examples
     trust_remote_code: bool = False  # let the model folders run their own Python code (--trust-remote-code)
     columns: dict[str, str] | None = None  # --columns: row keys read from other columns of the data
+    docs: Path | None = None  # --docs: the documents replies are checked against (and retrieved from)
 
 
 def _training_examples(run: Path) -> tuple[list[Conversation], str | None]:
@@ -249,6 +252,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
 
+    index, docs_k = docs_index(run, options.docs, notes)
     t0 = time.time()
     pairs = preference.pairs_in(data, options.columns)
     # The start: the model the run began from (a LoRA run it continued, else its base).
@@ -257,7 +261,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
     tools = [r.tools for r in rows] if any(r.tools for r in rows) else None
     plain = [r.prompt for r in rows]
     recipe = " + ".join([*(["instructions"] if instructions else []), *([f"{options.few_shot}-shot"] if shots else [])])
-    n_gen = len(rows) * (3 if recipe else 2)
+    n_gen = len(rows) * (2 + bool(recipe) + (index is not None))
     conditions: dict[str, dict[str, Any]] = {}
     with progress() as bar:
         task_id = bar.add_task("base", total=n_gen)
@@ -282,6 +286,13 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
         conditions["tuned"] = run_condition(
             "tuned", "tuned", tuned, tuned_tok, plain, refs, max_new, bs, tick, tools=tools
         )
+        if index is not None:  # the run with retrieval: the context format it trained with (data/context.py)
+            bar.update(task_id, description="tuned + docs")
+            with_docs, _ = prompts_with_docs(plain, index, docs_k)
+            conditions["tuned_rag"] = run_condition(
+                "tuned_rag", f"tuned + {docs_k} doc chunks", tuned, tuned_tok, with_docs, refs, max_new, bs, tick,
+                measure_loss=False, tools=tools,
+            )  # fmt: skip
         tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
         tuned_margins = preference.log_prob_margins(tuned, tuned_tok, pairs, bs) if pairs else []
         del tuned
@@ -303,6 +314,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
         wall_s=time.time() - t0,
         instructions=instructions,
         preference=preference.summary(start_margins, tuned_margins) if pairs else None,
+        docs_texts=[c.text for c in index.chunks] if index is not None else None,
     )
 
 
@@ -337,12 +349,20 @@ def assemble(
             else scoring.row_score(t, f, r, task=task, schema=schema, markers=markers)
             for t, f, r, cs, o in zip(texts, finish, refs, call_scores, offers, strict=True)
         ]
+    specs, docs_facts, skips = fact_inputs(rows, markers, kw.get("docs_texts"))
+    for cond in conditions.values():
+        fact_metrics, cond["fact_detail"] = scoring.score_facts(
+            [c.text for c in cond["completions"]], specs, docs_facts, skips
+        )
+        cond["metrics"].update(fact_metrics)
     quality = scoring.quality_key(conditions)
     detail = []
     for i, row in enumerate(rows):
         entry: dict[str, Any] = {"source": row.source, "prompt": row.prompt, "reference": row.reference}
         if row.reference_calls is not None:
             entry["reference_calls"] = row.reference_calls
+        if row.fields:
+            entry["fields"] = row.fields
         for name, cond in conditions.items():
             c, loss = cond["completions"][i], cond["losses"][i]
             entry[name] = {
@@ -352,11 +372,12 @@ def assemble(
                 "completion_tokens": c.completion_tokens,
                 "score": cond["row_scores"][i],
                 "loss": None if loss is None else loss[0] / max(1, loss[1]),
+                **(cond["fact_detail"][i] or {}),
             }
         entry["change"] = scoring.change(entry["base"]["score"], entry["tuned"]["score"])
         detail.append(entry)
     public = {
-        name: {k: v for k, v in c.items() if k not in ("completions", "losses", "row_scores")}
+        name: {k: v for k, v in c.items() if k not in ("completions", "losses", "row_scores", "fact_detail")}
         for name, c in conditions.items()
     }
     options: EvalOptions = kw["options"]

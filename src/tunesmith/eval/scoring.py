@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.eval import facts
 from tunesmith.eval import metrics as m
 
 
@@ -28,6 +29,8 @@ class Measure:
 
 # The order of the headline table.
 MEASURES = [
+    Measure("fact_accuracy", "Fact accuracy (rows' fact / must_contain)", "higher", "pct"),
+    Measure("fact_consistency", "Facts found in the docs", "higher", "pct"),
     Measure("tool_call_exact", "Tool call exact (function + arguments)", "higher", "pct"),
     Measure("tool_name_accuracy", "Tool call: right function", "higher", "pct"),
     Measure("tool_args_valid", "Tool call: arguments valid JSON", "higher", "pct"),
@@ -47,9 +50,27 @@ MEASURES = [
 ]
 BY_KEY = {x.key: x for x in MEASURES}
 # The one number that stands for "quality" in the token-savings table and the verdict, first that applies.
+# Facts come first: a reply in the right voice with a stale number is wrong, and chrF barely sees it.
 QUALITY_ORDER = [
-    *("tool_call_exact", "mean_field_accuracy", "chrf", "schema_adherence", "json_valid", "exact_match", "stop_rate")
+    *(
+        "fact_accuracy",
+        "tool_call_exact",
+        "mean_field_accuracy",
+        "chrf",
+        "schema_adherence",
+        "json_valid",
+        "exact_match",
+        "stop_rate",
+    )
 ]
+
+
+def metric_name(key: str | None) -> str | None:
+    """A measure's short name for a sentence: "fact accuracy", "chrF", "field accuracy"."""
+    if key is None:
+        return None
+    label = BY_KEY[key].label.split(" (")[0]
+    return label if label[1:2].isupper() or label[:3] == "chr" else label[0].lower() + label[1:]
 
 
 def detect_task(references: Sequence[str], schema: dict[str, Any] | None) -> str:
@@ -114,6 +135,33 @@ def score_tools(
         out["no_call_accuracy"] = sum(not m.called_a_tool(t) for t in plain) / len(plain)
         out["no_call_rows"] = len(plain)
     return out, scores
+
+
+def score_facts(
+    texts: Sequence[str],
+    specs: Sequence[facts.FactSpec | None],
+    docs: facts.DocsFacts | None = None,
+    skips: Sequence[set[str]] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any] | None]]:
+    """Fact accuracy over the rows that say what a right answer must (not) contain; with the docs, the
+    share of the replies' numbers, dates and names that the docs state. Per row: what it got wrong."""
+    checks = [None if s is None else facts.check_facts(t, s) for t, s in zip(texts, specs, strict=True)]
+    out: dict[str, Any] = {}
+    accuracy = facts.fact_accuracy(checks)
+    if accuracy is not None:
+        out["fact_accuracy"] = accuracy
+        out["fact_rows"] = sum(c is not None for c in checks)
+    unsupported: list[list[str] | None] = [None] * len(texts)
+    if docs is not None:
+        value, found = facts.consistency(texts, docs, skips or [set()] * len(texts))
+        unsupported = list(found)
+        if value is not None:
+            out["fact_consistency"] = value
+    rows: list[dict[str, Any] | None] = []
+    for c, u in zip(checks, unsupported, strict=True):
+        row = ({"facts": c.as_dict()} if c else {}) | ({"not_in_docs": u} if u is not None else {})
+        rows.append(row or None)
+    return out, rows
 
 
 def tool_row_score(call: m.CallScore) -> float:

@@ -92,6 +92,8 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
         plan = tool_plan(body.tools, body.tool_choice, body.parallel_tool_calls)
         served = await gen.lookup(body.model)
         engine = served.engine
+        if served.docs is not None:
+            messages = await run_in_threadpool(served.with_docs, messages)
 
         def render() -> tuple[list[int], str]:
             with engine.tok_lock:  # the prompt is rendered with the tools as training renders them

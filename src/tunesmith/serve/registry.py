@@ -34,6 +34,16 @@ class Served:
     kind: str  # base | adapter | full
     created: int
     source: str = ""  # what load_model was given (alias, folder, run): a job's base model comes from here
+    docs: Any = None  # a run trained with --docs: its DocsIndex; each request gets its nearest chunks
+    docs_k: int = 0
+
+    def with_docs(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages in the context format the run trained with (data/context.py), or as they are."""
+        if self.docs is None:
+            return messages
+        from tunesmith.data.context import prompts_with_docs
+
+        return prompts_with_docs([messages], self.docs, self.docs_k)[0][0]
 
 
 def _same_template(tokenizer: Any, weights: Path) -> bool:
@@ -108,13 +118,33 @@ class Registry:
                 # own engine, so that it is prompted exactly as it was trained.
                 engine = self._engine(str(run_dir.resolve()), lambda: self._load(str(run_dir)))
                 self.served[name] = Served(name, engine, None, "full", int(time.time()), str(run_dir))
+                self._docs(self.served[name], run_dir)
                 return [name]
             engine = self.served[base].engine
             self._adapters += 1
             internal = f"a{self._adapters}"  # PEFT adapter names become module keys: no dots or colons
             engine.call(lambda: self._attach(engine, internal, info.weights_path(run_dir)))
             self.served[name] = Served(name, engine, internal, "adapter", int(time.time()), str(run_dir))
+            self._docs(self.served[name], run_dir)
             return [base, name]
+
+    @staticmethod
+    def _docs(served: Served, run_dir: Path) -> None:
+        """A run trained with --docs answers with retrieval, in the format it trained with: what was measured
+        is what ships."""
+        from tunesmith.config import load_config
+
+        path = run_dir / runs.CONFIG_YAML
+        data = load_config(path).data if path.is_file() else None
+        if data is None or data.docs is None:
+            return
+        if not Path(data.docs).is_dir():
+            console.warn(f"{served.name} trained with --docs {data.docs}, which is not found from here: no retrieval")
+            return
+        from tunesmith.decide.retrieval import DocsIndex
+
+        served.docs, served.docs_k = DocsIndex(Path(data.docs)), data.docs_k
+        console.info(f"{served.name}: each chat request gets its {data.docs_k} nearest chunks of {data.docs}")
 
     def _add_base(self, source: str, name: str | None) -> str:
         from tunesmith.models.load import resolve

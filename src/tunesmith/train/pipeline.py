@@ -21,7 +21,7 @@ from tunesmith import console, runs
 from tunesmith.config import RunConfig
 from tunesmith.data.chat_templates import template_name
 from tunesmith.data.check_report import CheckReport
-from tunesmith.data.formats import Conversation, read_examples, require_clean, split_examples
+from tunesmith.data.formats import Conversation, metadata_warning, read_examples, require_clean, split_examples
 from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
@@ -66,6 +66,8 @@ def run_training(
         check_objective(objective)
     if cfg.data.train is None:
         raise UserError("no training data: pass --data FILE")
+    if cfg.data.docs is not None and not Path(cfg.data.docs).is_dir():  # before the run folder is touched
+        raise UserError(f"--docs {cfg.data.docs} is not a folder (of .txt / .md files with the current facts)")
     check_trackers(cfg.train.report_to)  # a missing tracker package stops the run before anything is spent
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
     # every rank: torchrun ends the job when one process exits).
@@ -84,6 +86,7 @@ def run_training(
     t_start = time.time()
 
     data = _read_data(cfg, checked)
+    _add_docs_context(cfg, data)
     cfg = _pack_documents(cfg, data)
     cfg, objective = _choose_objective(cfg, objective, data)
     start = _lora_run_to_continue(cfg)
@@ -190,6 +193,8 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
     parsed = checked.parsed if checked is not None else {}
     columns = cfg.data.columns
     train_file = require_clean(parsed["train"]) if "train" in parsed else read_examples(cfg.data.train, columns=columns)
+    if checked is None and (warning := metadata_warning(train_file)):  # (the check says it otherwise)
+        console.warn(warning)
     examples, reasons, pairs = train_file.examples, [], train_file.format == "preference"
     if cfg.data.val is not None:
         val_file = require_clean(parsed["val"]) if "val" in parsed else read_examples(cfg.data.val, columns=columns)
@@ -205,6 +210,19 @@ def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
             reasons.append(f"validation: held out {frac:.0%} of the rows (seeded), no --val given")
     examples, val_examples = split_examples(examples, frac, cfg.train.seed)
     return _Data(examples, val_examples, train_file.sha256, None, reasons, pairs)
+
+
+def _add_docs_context(cfg: RunConfig, data: _Data) -> None:
+    """With --docs, training and validation prompts carry their nearest doc chunks (data/context.py)."""
+    if cfg.data.docs is None:
+        return
+    from tunesmith.data.context import add_docs_context
+    from tunesmith.decide.retrieval import DocsIndex
+
+    index = DocsIndex(cfg.data.docs)
+    data.train, line = add_docs_context(data.train, index, cfg.data.docs_k)
+    data.val, _ = add_docs_context(data.val, index, cfg.data.docs_k)
+    data.reasons.append(line)
 
 
 def _pack_documents(cfg: RunConfig, data: _Data) -> RunConfig:

@@ -71,6 +71,7 @@ def run_check(
         near_threshold=near_threshold,
         show=show,
         columns=cfg.data.columns,
+        docs=cfg.data.docs,
     )
     report.settings = {"model": cfg.model.name, **report.settings}
     result = CheckResult(report)
@@ -103,7 +104,11 @@ def refuse_on_errors(cfg: RunConfig) -> CheckReport:
         else:
             tail = f" (fix it, {skip})" if skip else ""
         raise DataError(f"{errors[0]}{tail}")
-    if report.warnings:
-        counts = ", ".join(f"{n} {code}" for code, n in Counter(f.code for f in report.warnings).most_common())
-        console.warn(f"tunesmith check: {len(report.warnings)} warning(s) ({counts}); `tunesmith check` shows them")
+    for f in report.warnings:
+        if f.code == "metadata-keys":  # said once, naming the keys: the user may be surprised they are not trained
+            console.warn(escape(str(f)))
+    others = [f for f in report.warnings if f.code != "metadata-keys"]
+    if others:
+        counts = ", ".join(f"{n} {code}" for code, n in Counter(f.code for f in others).most_common())
+        console.warn(f"tunesmith check: {len(others)} warning(s) ({counts}); `tunesmith check` shows them")
     return report
