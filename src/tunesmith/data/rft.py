@@ -60,3 +60,38 @@ def render_prompts(renderer: Any, prompts: list[RftPrompt]) -> list[RftPrompt]:
     for p in prompts:
         p.prompt_ids = renderer.prompt_ids(p.messages, p.tools)
     return prompts
+
+
+def file_hash(path: Path | str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# An RFT run validates on its mean grade, so it holds prompts out even from a small file: a fifth of them,
+# between RFT_VAL_MIN and RFT_VAL_MAX (each validation generates a completion of every one).
+RFT_VAL_FRACTION, RFT_VAL_MIN, RFT_VAL_MAX, RFT_VAL_FROM_ROWS = 0.2, 4, 32, 10
+
+
+def split_prompts(
+    prompts: list[RftPrompt], fraction: float | None, seed: int
+) -> tuple[list[RftPrompt], list[RftPrompt], list[str]]:
+    """(train, held out, the reason): a seeded split, as SFT's (``formats.split_examples``)."""
+    import random
+
+    n = len(prompts)
+    if fraction is None:
+        if n < RFT_VAL_FROM_ROWS:
+            return prompts, [], [f"validation: none ({n} prompts are too few to hold any out; give --val)"]
+        n_val = min(RFT_VAL_MAX, max(RFT_VAL_MIN, round(n * RFT_VAL_FRACTION)))
+    else:
+        n_val = min(n - 1, max(1, round(n * fraction))) if fraction > 0 and n > 1 else 0
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_val])
+    train = [p for i, p in enumerate(prompts) if i not in held]
+    val = [p for i, p in enumerate(prompts) if i in held]
+    why = (
+        [f"validation: held out {n_val} of {n} prompts (seeded), no --val given"] if n_val and fraction is None else []
+    )
+    return train, val, why

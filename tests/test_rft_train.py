@@ -1,0 +1,127 @@
+"""`tunesmith train --method rft`: prompts + a grader through the one loop, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tunesmith.cli.main import main
+
+from .conftest import write_jsonl
+
+COLOURS = ["red", "green", "blue", "amber", "violet", "teal"]
+THINGS = ["car", "house", "kite", "door", "scarf", "boat", "lamp"]
+
+
+def prompt_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        c, t = rng.choice(COLOURS), rng.choice(THINGS)
+        rows.append({"messages": [{"role": "user", "content": f"Paint the {t} {c}"}], "colour": c, "object": t})
+    return rows
+
+
+def fuzzy(reference: str = "{{item.colour}}") -> dict:
+    return {
+        "type": "text_similarity",
+        "name": "fuzzy",
+        "input": "{{sample.output_text}}",
+        "reference": reference,
+        "evaluation_metric": "fuzzy_match",
+    }
+
+
+def cli(capsys, *argv: object) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def train_args(tmp_path: Path, model: Path, grader: dict, rows: list[dict], *extra: object) -> list[object]:
+    g = tmp_path / "grader.json"
+    g.write_text(json.dumps(grader))
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    return ["train", "--method", "rft", "--grader", g, "--data", data, "--model", model, "--out", tmp_path / "run",
+            "--max-completion-len", 8, "--generations", 4, *extra]  # fmt: skip
+
+
+def test_rft_run_logs_rewards_and_validates_on_the_grade(
+    tmp_path: Path, tiny_model_dir: Path, capsys, monkeypatch
+) -> None:
+    """A run from the base model: every automatic choice printed, metrics.jsonl has the reward metrics and
+    the time split per step, validation is the mean grade, and run.json records the RFT objective."""
+    from tunesmith import runs
+
+    monkeypatch.setenv("TUNESMITH_QUIET", "0")  # the printed choices are what is tested
+
+    args = train_args(tmp_path, tiny_model_dir, fuzzy(), prompt_rows(20), "--max-steps", 4, "--eval-every", 2)
+    code, out, err = cli(capsys, *args)
+    assert code == 0, out + err
+    said = out + err
+    for choice in ("sampling temperature 1", "learning rate 0.0001", "held out 4 of 20 prompts", "no KL term"):
+        assert choice in said
+    assert "mean grade of greedy completions (temperature 0, up to 8 tokens)" in said
+    assert "probe: 8 prompts x 4 samples" in said
+    lines = [json.loads(x) for x in (tmp_path / "run" / runs.METRICS).read_text().splitlines()]
+    steps = [x for x in lines if "reward_mean" in x]
+    vals = [x for x in lines if "val_grade" in x]
+    assert len(steps) == 4 and len(vals) == 2
+    keys = {"reward_mean", "reward_std", "zero_variance_groups", "completion_len", "sample_s", "grade_s", "train_s"}
+    assert keys <= steps[0].keys()
+    assert steps[0]["trained_tokens"] == 4 * 4 * 8  # 4 prompts x K 4 x 8 tokens (a random model never stops)
+    assert 0 < steps[0]["reward_mean"] < 1 and steps[0]["grad_norm"] > 0
+    assert vals[0]["val_loss"] == -vals[0]["val_grade"]
+    info = runs.read_run(tmp_path / "run")
+    assert info.objective == "rft" and info.method == "lora"
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_probe_stops_a_start_that_never_passes(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    never = {"type": "string_check", "name": "never", "input": "{{sample.output_text}}",
+             "reference": "ZZZ {{item.colour}}", "operation": "eq"}  # fmt: skip
+    code, out, err = cli(capsys, *train_args(tmp_path, tiny_model_dir, never, prompt_rows(12)))
+    assert code == 2
+    assert "the start never passes this grader" in err
+    assert "start from an SFT run or loosen the grader" in err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists(), "no step was spent"
+
+
+def test_a_failing_python_grader_scores_zero_and_says_so(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    """A python grader that raises on some samples: those score 0 with a warning, the run goes on."""
+    source = (
+        "def grade(sample, item):\n"
+        "    if len(sample['output_text']) % 2:\n"
+        "        raise ValueError('odd')\n"
+        "    return 1.0\n"
+    )
+    grader = {"type": "python", "name": "flaky", "source": source}
+    args = train_args(tmp_path, tiny_model_dir, grader, prompt_rows(8), "--max-steps", 2)
+    code, out, err = cli(capsys, *args)
+    assert code == 0, out + err
+    assert "grader:" in out + err and "(scored 0)" in out + err and "Traceback" not in out + err
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(x.get("grader_errors", 0) for x in lines) > 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "grader", "message"),
+    [
+        ([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}], fuzzy(),
+         "ends with a 'assistant' message"),
+        (prompt_rows(4), fuzzy("{{item.size}}"), "names {{item.size}}, which no row has"),
+        (prompt_rows(4), {"type": "python", "name": "p", "source": "def nope(:"}, "python"),
+        (prompt_rows(4), {"type": "no_such_type", "name": "x"}, "no_such_type"),
+    ],
+)  # fmt: skip
+def test_bad_rows_and_graders_are_one_line_and_exit_2(tmp_path, tiny_model_dir, capsys, rows, grader, message) -> None:
+    code, out, err = cli(capsys, *train_args(tmp_path, tiny_model_dir, grader, rows))
+    assert code == 2, out + err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists(), "refused before the run folder is made"
