@@ -32,6 +32,7 @@ SAMPLES: dict[str, Any] = {
     "generations": 6,
     "temperature": 0.8,
     "max_completion_len": 64,
+    "eval_samples": 5,
     "epochs": 2,
     "lr": 1e-3,
     "batch_size": 8,

@@ -106,6 +106,9 @@ class TrainSettings(_Strict):
     max_completion_len: int | None = Field(
         None, ge=1, description="RFT: most tokens a sampled completion may have; None: 128."
     )
+    eval_samples: int | None = Field(
+        None, ge=1, description="RFT: held-out prompts graded at each validation (a fixed sample); None: all."
+    )
     dpo_nll: float | None = Field(
         None,
         ge=0,
@@ -201,7 +204,8 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _batch_divides(self) -> RunConfig:
         t = self.train
-        if t.batch_size and t.micro_batch_size and t.batch_size % t.micro_batch_size:
+        # (RFT's micro-batch counts sampled completions, K per prompt of a batch: no relation to check)
+        if t.batch_size and t.micro_batch_size and t.batch_size % t.micro_batch_size and t.objective != "rft":
             raise ValueError(
                 f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size ({t.micro_batch_size})"
             )

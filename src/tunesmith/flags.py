@@ -55,6 +55,7 @@ FLAGS: dict[str, Flag] = {
     "max_completion_len": Flag(
         "--max-completion-len", "train.max_completion_len", "RFT: most tokens per sampled completion (128)."
     ),
+    "eval_samples": Flag("--eval-samples", "train.eval_samples", "RFT: held-out prompts graded per validation."),
     "epochs": Flag("--epochs", "train.epochs"),
     "lr": Flag("--lr", "train.learning_rate", "Peak learning rate."),
     "batch_size": Flag("--batch-size", "train.batch_size", "Examples per optimizer step."),

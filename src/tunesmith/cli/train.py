@@ -57,6 +57,7 @@ def train_command(
     generations: Annotated[int | None, option("generations")] = None,
     temperature: Annotated[float | None, option("temperature")] = None,
     max_completion_len: Annotated[int | None, option("max_completion_len")] = None,
+    eval_samples: Annotated[int | None, option("eval_samples")] = None,
     model: Annotated[str | None, option("model")] = None,
     config: Annotated[Path | None, Opt("--config", help="YAML config; flags override it.")] = None,
     epochs: Annotated[int | None, option("epochs")] = None,

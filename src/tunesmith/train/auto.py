@@ -141,12 +141,17 @@ def _dpo_defaults(s: TrainSettings) -> list[str]:
     return reasons
 
 
+def default_generations(n: int) -> int:
+    """RFT's K for ``n`` prompts (the jobs API's compute_multiplier scales it)."""
+    return 8 if n < 50 else 4
+
+
 def _rft_defaults(s: TrainSettings, n: int, p95_prompt: int) -> list[str]:
     """RFT's own choices, made before the generic ones: K, temperature, completion length, epochs, the
     forward-pass size in completions, the learning rate, the KL term, no packing."""
     reasons = []
     if s.generations is None:
-        s.generations = 8 if n < 50 else 4
+        s.generations = default_generations(n)
         why = "few prompts: more samples each" if n < 50 else "enough prompts: fewer samples each, cheaper steps"
         reasons.append(f"K {s.generations} completions per prompt ({why}; a group's spread is its signal)")
     if s.temperature is None:

@@ -39,6 +39,11 @@ def read_data(cfg: RunConfig, grader: Any) -> Any:
     else:
         train, val, reasons = split_prompts(prompts, cfg.data.val_split, cfg.train.seed)
     grader.check_items([p.item for p in prompts + val])
+    if cfg.train.eval_samples and len(val) > cfg.train.eval_samples:
+        from tunesmith.train.batches import fixed_sample
+
+        val = fixed_sample(val, cfg.train.eval_samples, cfg.train.seed)
+        reasons.append(f"validation: a fixed sample of {len(val)} held-out prompts (eval_samples)")
     val_hash = file_hash(cfg.data.val) if cfg.data.val is not None else None
     return _Data(train, val, file_hash(cfg.data.train), val_hash, reasons)
 
