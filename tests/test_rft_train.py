@@ -81,6 +81,17 @@ def test_rft_run_logs_rewards_and_validates_on_the_grade(
     assert info.objective == "rft" and info.method == "lora"
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
+    # `tunesmith eval RUN --grader`: base against tuned on the mean grade, every row's grades in the report
+    held = write_jsonl(tmp_path / "held.jsonl", prompt_rows(5, seed=9))
+    code, out, err = cli(capsys, "eval", tmp_path / "run", "--grader", tmp_path / "grader.json", "--data", held)
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "run" / "eval" / "grades.json").read_text())
+    assert report["decoding"].startswith("greedy (temperature 0), up to 8 new tokens")
+    assert report["base"]["model"] == str(tiny_model_dir) and len(report["rows"]) == 5
+    assert report["tuned"]["mean_grade"] == pytest.approx(sum(r["tuned"] for r in report["rows"]) / 5)
+    assert all(0 <= r["base"] <= 1 and isinstance(r["tuned_reply"], str) for r in report["rows"])
+    assert "| 5 |" in (tmp_path / "run" / "eval" / "grades.md").read_text()
+
 
 def test_the_probe_stops_a_start_that_never_passes(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     never = {"type": "string_check", "name": "never", "input": "{{sample.output_text}}",
