@@ -136,3 +136,24 @@ def test_bad_rows_and_graders_are_one_line_and_exit_2(tmp_path, tiny_model_dir, 
     assert code == 2, out + err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists(), "refused before the run folder is made"
+
+
+def test_the_shipped_triage_grader_scores_each_label_field() -> None:
+    """The RFT example's python grader: 1 for the reference labels, 3/4 with one label wrong, 0 for prose;
+    the shipped files are what the generator writes."""
+    from tunesmith.examples import make_triage_rft as gen
+    from tunesmith.graders import load_grader, sample_from_text
+
+    folder = gen.OUT_DIR
+    rows = [json.loads(x) for x in (folder / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 60 and rows[0]["messages"][-1]["role"] == "user"
+    item = rows[0]
+    right = {f: item[f] for f in gen.FIELDS} | {"summary": "anything"}
+    one_off = right | {"priority": "urgent" if item["priority"] != "urgent" else "low"}
+    replies = [json.dumps(right), json.dumps(one_off), "The category is " + item["category"], "[1, 2]"]
+    with load_grader(folder / "grader.json") as grader:
+        grader.check_items(rows)
+        grades = grader.grade([sample_from_text(r) for r in replies], [item] * 4)
+    assert [g.score for g in grades] == [1.0, 0.75, 0.0, 0.0]
+    assert all(g.error is None for g in grades)
+    assert len((folder / "sft.jsonl").read_text().splitlines()) == gen.SFT_ROWS
