@@ -105,7 +105,8 @@ def test_the_probe_stops_a_start_that_never_passes(tmp_path: Path, tiny_model_di
 
 
 def test_a_failing_python_grader_scores_zero_and_says_so(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
-    """A python grader that raises on some samples: those score 0 with a warning, the run goes on."""
+    """A python grader that raises on some samples: those score 0 with a warning, the run goes on (here with
+    the KL term, which metrics.jsonl logs)."""
     source = (
         "def grade(sample, item):\n"
         "    if len(sample['output_text']) % 2:\n"
@@ -113,12 +114,15 @@ def test_a_failing_python_grader_scores_zero_and_says_so(tmp_path: Path, tiny_mo
         "    return 1.0\n"
     )
     grader = {"type": "python", "name": "flaky", "source": source}
-    args = train_args(tmp_path, tiny_model_dir, grader, prompt_rows(8), "--max-steps", 2)
+    args = train_args(tmp_path, tiny_model_dir, grader, prompt_rows(8), "--max-steps", 3, "--beta", 0.04, "--lr", 0.05)
     code, out, err = cli(capsys, *args)
     assert code == 0, out + err
     assert "grader:" in out + err and "(scored 0)" in out + err and "Traceback" not in out + err
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum(x.get("grader_errors", 0) for x in lines) > 0
+    steps = [x for x in lines if "reward_mean" in x]
+    assert steps[0]["kl"] == 0.0 and steps[-1]["kl"] > 0, "the KL term: 0 at the start, then the policy moves"
+    assert "reference_s" in steps[0]
 
 
 @pytest.mark.parametrize(
@@ -129,10 +133,12 @@ def test_a_failing_python_grader_scores_zero_and_says_so(tmp_path: Path, tiny_mo
         (prompt_rows(4), fuzzy("{{item.size}}"), "names {{item.size}}, which no row has"),
         (prompt_rows(4), {"type": "python", "name": "p", "source": "def nope(:"}, "python"),
         (prompt_rows(4), {"type": "no_such_type", "name": "x"}, "no_such_type"),
+        (prompt_rows(4), fuzzy(), "--beta (a KL term to the start) needs LoRA"),
     ],
 )  # fmt: skip
 def test_bad_rows_and_graders_are_one_line_and_exit_2(tmp_path, tiny_model_dir, capsys, rows, grader, message) -> None:
-    code, out, err = cli(capsys, *train_args(tmp_path, tiny_model_dir, grader, rows))
+    extra = ("--objective", "rft", "--method", "full", "--beta", 0.04) if "--beta" in message else ()
+    code, out, err = cli(capsys, *train_args(tmp_path, tiny_model_dir, grader, rows), *extra)
     assert code == 2, out + err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists(), "refused before the run folder is made"

@@ -22,6 +22,11 @@ def load_run_grader(cfg: RunConfig) -> Any:
         raise UserError("reinforcement fine-tuning needs a grader: pass --grader GRADER.json")
     if distributed.world() > 1 or distributed.launched():
         raise UserError("reinforcement fine-tuning runs in one process: drop --nproc")
+    if cfg.train.beta and cfg.train.method == "full":
+        raise UserError(
+            "--beta (a KL term to the start) needs LoRA: the reference is the model with its adapter disabled; "
+            "drop --beta or --method full"
+        )
     path = Path(cfg.train.grader)
     if not path.is_file():
         raise UserError(f"{path}: no such grader file")
