@@ -70,7 +70,7 @@ def run_training(
     # A bad grader, or prompts it cannot grade, stop the run before the run folder is touched.
     grader = rft_setup.load_run_grader(cfg)
     try:
-        prompts = rft_setup.read_data(cfg, grader)
+        prompts = _Data(*rft_setup.read_data(cfg, grader))
         return _run_training(cfg, out, resume, force, stop_after, True, objective, (grader, prompts))
     finally:
         grader.close()

@@ -33,10 +33,9 @@ def load_run_grader(cfg: RunConfig) -> Any:
     return load_grader(path)
 
 
-def read_data(cfg: RunConfig, grader: Any) -> Any:
-    """The run's prompts as pipeline's ``_Data``; the grader's templates are checked against their fields."""
-    from tunesmith.train.pipeline import _Data
-
+def read_data(cfg: RunConfig, grader: Any) -> tuple[list[RftPrompt], list[RftPrompt], str, str | None, list[str]]:
+    """(training prompts, held-out prompts, their files' hashes, the reasons for the split); the grader's
+    templates are checked against the rows' fields."""
     assert cfg.data.train is not None
     prompts = read_prompts(cfg.data.train)
     if cfg.data.val is not None:
@@ -50,7 +49,7 @@ def read_data(cfg: RunConfig, grader: Any) -> Any:
         val = fixed_sample(val, cfg.train.eval_samples, cfg.train.seed)
         reasons.append(f"validation: a fixed sample of {len(val)} held-out prompts (eval_samples)")
     val_hash = file_hash(cfg.data.val) if cfg.data.val is not None else None
-    return _Data(train, val, file_hash(cfg.data.train), val_hash, reasons)
+    return train, val, file_hash(cfg.data.train), val_hash, reasons
 
 
 def render(renderer: Renderer, prompts: list[RftPrompt]) -> tuple[list[RftPrompt], RenderStats]:
