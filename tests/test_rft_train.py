@@ -104,6 +104,15 @@ def test_the_probe_stops_a_start_that_never_passes(tmp_path: Path, tiny_model_di
     assert not (tmp_path / "run" / "metrics.jsonl").exists(), "no step was spent"
 
 
+def test_eval_data_after_an_rft_run_is_graded(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    held = write_jsonl(tmp_path / "held.jsonl", prompt_rows(3, seed=5))
+    args = train_args(tmp_path, tiny_model_dir, fuzzy(), prompt_rows(8), "--max-steps", 1, "--eval-data", held)
+    code, out, err = cli(capsys, *args)
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "run" / "eval" / "grades.json").read_text())
+    assert report["grader"] == "fuzzy" and len(report["rows"]) == 3
+
+
 def test_a_failing_python_grader_scores_zero_and_says_so(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     """A python grader that raises on some samples: those score 0 with a warning, the run goes on (here with
     the KL term, which metrics.jsonl logs)."""

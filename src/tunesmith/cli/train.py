@@ -143,7 +143,11 @@ def train_command(
         f"{s.tokens_per_s} tok/s{best}{' (stopped early)' if s.stopped_early else ''}"
     )
     console.info(f"run: {out}  (weights in {s.weights_path(out)}, try: tunesmith chat {out})")
-    if eval_data is not None:
+    if eval_data is not None and s.objective == "rft":  # graded, as the run was trained
+        from tunesmith.eval.graded import grade_and_report
+
+        grade_and_report(out, eval_data, str(result.config.train.grader), out / "eval")
+    elif eval_data is not None:
         from tunesmith.eval.report import evaluate_and_report
 
         evaluate_and_report(out, eval_data, out / "eval")
