@@ -26,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunesmith import runs
+from tunesmith.serve import jobs_rft
 from tunesmith.serve import responses as doc
 from tunesmith.serve.job_metrics import RESULTS_PURPOSE
 from tunesmith.serve.jobs import ACTIVE, Store, new_id
@@ -99,7 +100,7 @@ def _validate_upload(tmp: Path, filename: str) -> tuple[int, str | None]:
 
     parsed = parse_file(tmp)
     if parsed.problems:
-        rft_rows = _rft_rows(tmp)
+        rft_rows = jobs_rft.rft_rows(tmp)
         if rft_rows is not None:  # prompts for reinforcement fine-tuning: messages ending with a user message
             return rft_rows, "rft"
         message = _problems([str(p) for p in parsed.problems], tmp, filename)
@@ -107,42 +108,10 @@ def _validate_upload(tmp: Path, filename: str) -> tuple[int, str | None]:
     return len(parsed.examples), parsed.format
 
 
-def _rft_rows(path: Path) -> int | None:
-    """How many reinforcement fine-tuning rows the file holds, or None if it is not such a file."""
-    from tunesmith.data.rft import read_prompts
-    from tunesmith.errors import UserError
-
-    try:
-        return len(read_prompts(path))
-    except UserError:
-        return None
-
-
-def _check_rft_data(store: Store, job: dict[str, Any]) -> None:
-    """A reinforcement job's files are prompts, and its grader's templates name fields their rows have."""
-    from tunesmith.data.rft import read_prompts
-    from tunesmith.errors import UserError
-    from tunesmith.graders import load_grader
-
-    items = []
-    for param in ("training_file", "validation_file"):
-        if job[param]:
-            try:
-                items += [p.item for p in read_prompts(store.file_path(job[param]))]
-            except UserError as e:
-                message = f"{param}: {e}".replace(str(store.root), "$TUNESMITH_HOME/serve")
-                raise ApiError(400, message, param=param) from None
-    with load_grader(job["options"]["grader"]) as grader:
-        try:
-            grader.check_items(items)
-        except UserError as e:
-            raise ApiError(400, f"invalid grader: {e}", param="method.reinforcement.grader") from None
-
-
 def _check_job_data(store: Store, job: dict[str, Any], cfg: Any) -> None:
     """The dataset doctor's error-level findings, with the base model's tokenizer and the job's settings."""
     if job["options"].get("objective") == "rft":
-        return _check_rft_data(store, job)
+        return jobs_rft.check_data(store, job)
     try:
         from tunesmith.data.checks import check_dataset
     except ImportError:  # an install without the doctor still has parse_file's checks from the upload
@@ -173,21 +142,6 @@ OBJECTIVE_OF = {"supervised": "sft", "dpo": "dpo", "reinforcement": "rft"}
 METHOD_OF = {v: k for k, v in OBJECTIVE_OF.items()}
 
 
-def _valid_grader(body: JobRequest) -> dict[str, Any] | None:
-    """A reinforcement job's grader, validated (an unknown type, a missing field, a bad formula, python
-    source that does not compile or lacks grade: 400 with the reason); None for other methods."""
-    from tunesmith.graders import GraderError, load_grader
-
-    if body.method is None or body.method.reinforcement is None:
-        return None
-    spec = body.method.reinforcement.grader
-    try:
-        load_grader(spec).close()
-    except GraderError as e:
-        raise ApiError(400, f"invalid grader: {e}", param="method.reinforcement.grader") from None
-    return spec
-
-
 def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     hp = dict(job["hyperparameters"])
     kind = METHOD_OF.get(job["options"].get("objective") or "sft", "supervised")
@@ -214,7 +168,7 @@ def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         "training_file": job["training_file"],
         "validation_file": job["validation_file"],
         "hyperparameters": hp,
-        "method": {"type": kind, kind: _method_body(job, hp), "tunesmith": _client_options(job)},
+        "method": {"type": kind, kind: jobs_rft.method_body(job, hp), "tunesmith": _client_options(job)},
         "status": job["status"],
         "fine_tuned_model": job["fine_tuned_model"],
         "finished_at": job["finished_at"],
@@ -229,11 +183,6 @@ def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         # OpenAI: "null if the fine-tuning job is not running"; the worker sets it from the steps done.
         "estimated_finish": job["estimated_finish"] if job["status"] == "running" else None,
     }
-
-
-def _method_body(job: dict[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
-    grader = job["options"].get("grader")
-    return {"hyperparameters": hp, **({"grader": grader} if grader is not None else {})}
 
 
 def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
@@ -299,7 +248,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
     @r.post("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.Job))
     async def create_job(body: JobRequest) -> dict[str, Any]:
         hp, options, kind = body.resolved()
-        grader = _valid_grader(body)
+        grader = jobs_rft.valid_grader(body)
         base = _base_source(registry, body.model)
         for param, file_id in (("training_file", body.training_file), ("validation_file", body.validation_file)):
             if file_id is not None and store.get_file(file_id) is None:
