@@ -6,8 +6,9 @@ per_device_train_batch_size = 4 x K, num_generations K, one generation per step)
 ``max_completion`` tokens at temperature 1, LoRA r=16 / alpha 32 / dropout 0 on every linear layer, lr 1e-4,
 no KL term (beta 0, TRL's default), TRL's default loss ("dapo", which tunesmith's matches: tests/test_rft.py),
 bf16 where the CPU supports it, no validation. The reward is the same on both sides: 1 when the completion
-names the email's category (tunesmith: a string_check ilike grader; TRL: the same test as a Python function);
-the smoke mode's random model never does, so there it is 1 when the completion holds the letter "q".
+names the email's product (tunesmith: a string_check ilike grader; TRL: the same test as a Python function;
+the base model sometimes does, so the start probe lets it train); the smoke mode's random model never does, so
+there it is 1 when the completion holds the letter "q".
 
 Every run is a fresh subprocess (so peak RSS is per run), runs are interleaved A/B/B/A. Reported: median
 optimizer steps per second over the training loop (tunesmith: the loop's wall time, its start probe excluded;
@@ -37,9 +38,9 @@ PROMPTS = HERE.parent / "src" / "tunesmith" / "examples" / "support_triage_rft" 
 SETTINGS = {"prompts_per_step": 4, "r": 16, "alpha": 32, "lr": 1e-4, "temperature": 1.0, "seed": 42}
 GRADER = {
     "type": "string_check",
-    "name": "names_the_category",
+    "name": "names_the_product",
     "input": "{{sample.output_text}}",
-    "reference": "{{item.category}}",
+    "reference": "{{item.product}}",
     "operation": "ilike",
 }
 SMOKE_NEEDLE = "q"  # a random model's completions hold it sometimes: rewards vary, so the probe lets it train
@@ -106,11 +107,11 @@ def child_trl(model: str, data: Path, out: Path, steps: int, k: int, max_complet
     from tunesmith.models.load import load_tokenizer, resolve
 
     s = SETTINGS
-    rows = [{"prompt": r["messages"], "category": r["category"]} for r in _rows(data, 10_000)]
+    rows = [{"prompt": r["messages"], "product": r["product"]} for r in _rows(data, 10_000)]
 
-    def names_the_category(completions: list, category: list, **_: object) -> list[float]:
+    def names_the_product(completions: list, product: list, **_: object) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return [float((needle or cat).lower() in t.lower()) for t, cat in zip(texts, category, strict=True)]
+        return [float((needle or p).lower() in t.lower()) for t, p in zip(texts, product, strict=True)]
 
     tok = load_tokenizer(model)
     hf = AutoModelForCausalLM.from_pretrained(resolve(model).path, dtype=torch.float32)
@@ -130,7 +131,7 @@ def child_trl(model: str, data: Path, out: Path, steps: int, k: int, max_complet
     )
     trainer = GRPOTrainer(
         model=hf,
-        reward_funcs=names_the_category,
+        reward_funcs=names_the_product,
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
