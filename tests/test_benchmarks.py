@@ -79,3 +79,19 @@ def test_dpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
         m = result["medians"][tool]
         assert m["pairs_per_s"] > 0 and m["peak_rss_mb"] > 0 and 0 <= m["preference_accuracy"] <= 1
     assert "pairs/s" in proc.stdout
+
+
+def test_grpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
+    out = tmp_path / "grpo.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "grpo_vs_trl.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for tool in ("tunesmith", "trl"):
+        m = result["medians"][tool]
+        assert m["steps_per_s"] > 0 and m["sampling_s"] > 0 and m["training_s"] > 0 and m["peak_rss_mb"] > 0
+    assert "steps/s" in proc.stdout and "sampling s/step" in proc.stdout

@@ -92,15 +92,33 @@ class LoraSettings(_Strict):
 
 class TrainSettings(_Strict):
     method: Literal["lora", "full"] = Field(
-        "lora", description="LoRA adapters or full fine-tuning. 'dpo' is short for objective dpo with LoRA."
+        "lora",
+        description="LoRA adapters or full fine-tuning. 'dpo' and 'rft' are short for that objective with LoRA.",
     )
-    objective: Literal["sft", "dpo"] | None = Field(
+    objective: Literal["sft", "dpo", "rft"] | None = Field(
         None,
-        description="What the loss rewards: sft (the reference replies) or dpo (the preferred reply of each "
-        "pair over the other). None: dpo for a file of preference pairs, sft otherwise.",
+        description="What the loss rewards: sft (the reference replies), dpo (the preferred reply of each "
+        "pair over the other) or rft (high grades from a grader, by GRPO). None: dpo for a file of preference "
+        "pairs, sft otherwise.",
     )
     beta: float | None = Field(
-        None, gt=0, description="DPO's beta: how strongly the policy is held near the starting model; None: 0.1."
+        None,
+        gt=0,
+        description="How strongly the policy is held near the starting model. DPO's beta (None: 0.1); RFT's KL "
+        "coefficient (None: no KL term, TRL's default).",
+    )
+    grader: str | None = Field(
+        None, description="RFT: an OpenAI grader, as a .json file (string_check, text_similarity, python, multi...)."
+    )
+    generations: int | None = Field(
+        None, ge=2, le=64, description="RFT: completions sampled per prompt (K, a group); None chooses."
+    )
+    temperature: float | None = Field(None, gt=0, le=2, description="RFT: sampling temperature; None: 1.0.")
+    max_completion_len: int | None = Field(
+        None, ge=1, description="RFT: most tokens a sampled completion may have; None: 128."
+    )
+    eval_samples: int | None = Field(
+        None, ge=1, description="RFT: held-out prompts graded at each validation (a fixed sample); None: all."
     )
     dpo_nll: float | None = Field(
         None,
@@ -179,11 +197,12 @@ class TrainSettings(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _method_dpo(cls, data: Any) -> Any:
-        """``method: dpo`` (the jobs API's and the CLI's word for it) is DPO with LoRA adapters."""
-        if isinstance(data, dict) and data.get("method") == "dpo":
-            if data.get("objective") not in (None, "dpo"):
-                raise ValueError(f"method dpo contradicts objective {data['objective']}")
-            data = {**data, "method": "lora", "objective": "dpo"}
+        """``method: dpo`` / ``method: rft`` (the jobs API's and the CLI's words) are that objective with LoRA."""
+        if isinstance(data, dict) and data.get("method") in ("dpo", "rft"):
+            name = data["method"]
+            if data.get("objective") not in (None, name):
+                raise ValueError(f"method {name} contradicts objective {data['objective']}")
+            data = {**data, "method": "lora", "objective": name}
         return data
 
 
@@ -196,7 +215,8 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _batch_divides(self) -> RunConfig:
         t = self.train
-        if t.batch_size and t.micro_batch_size and t.batch_size % t.micro_batch_size:
+        # (RFT's micro-batch counts sampled completions, K per prompt of a batch: no relation to check)
+        if t.batch_size and t.micro_batch_size and t.batch_size % t.micro_batch_size and t.objective != "rft":
             raise ValueError(
                 f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size ({t.micro_batch_size})"
             )

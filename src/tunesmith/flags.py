@@ -47,9 +47,20 @@ FLAGS: dict[str, Flag] = {
     "max_len": Flag("--max-len", "data.max_len", "Longest sequence in tokens."),
     "overlong": Flag("--overlong", "data.overlong", "drop | truncate | error"),
     "train_on": Flag("--train-on", "data.train_on", "all | last assistant turns"),
-    "method": Flag("--method", "train.method", "lora (default), full, or dpo (DPO with LoRA)."),
-    "objective": Flag("--objective", "train.objective", "sft or dpo (default: dpo for preference pairs, else sft)."),
-    "beta": Flag("--beta", "train.beta", "DPO's pull toward the starting model (default 0.1)."),
+    "method": Flag(
+        "--method", "train.method", "lora (default), full, dpo (DPO with LoRA) or rft (reinforcement, with LoRA)."
+    ),
+    "objective": Flag(
+        "--objective", "train.objective", "sft, dpo or rft (default: dpo for preference pairs, else sft)."
+    ),
+    "beta": Flag("--beta", "train.beta", "Pull toward the starting model: DPO's beta (0.1), RFT's KL (off)."),
+    "grader": Flag("--grader", "train.grader", "RFT: an OpenAI grader .json file (see `tunesmith grade`)."),
+    "generations": Flag("--generations", "train.generations", "RFT: completions sampled per prompt (K)."),
+    "temperature": Flag("--temperature", "train.temperature", "RFT: sampling temperature (default 1.0)."),
+    "max_completion_len": Flag(
+        "--max-completion-len", "train.max_completion_len", "RFT: most tokens per sampled completion (128)."
+    ),
+    "eval_samples": Flag("--eval-samples", "train.eval_samples", "RFT: held-out prompts graded per validation."),
     "epochs": Flag("--epochs", "train.epochs"),
     "lr": Flag("--lr", "train.learning_rate", "Peak learning rate."),
     "batch_size": Flag("--batch-size", "train.batch_size", "Examples per optimizer step."),

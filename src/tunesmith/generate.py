@@ -88,7 +88,6 @@ class GenerationClock:
         self.stats.batches += 1
 
 
-@torch.inference_mode()
 def generate(
     model: Any,
     tokenizer: Any,
@@ -109,11 +108,58 @@ def generate(
     renderer = renderer or Renderer(tokenizer, stop_token_ids=stops)
     per_row = tools if tools is not None else [None] * len(conversations)
     prompts = [renderer.prompt_ids(c, t) for c, t in zip(conversations, per_row, strict=True)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: list[Completion | None] = [None] * len(prompts)
     if seed is not None:
         torch.manual_seed(seed)
+    outs = generate_ids(
+        model,
+        prompts,
+        stops=stops,
+        pad=pad_id(tokenizer, stops),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        stats=stats,
+    )
+    return [
+        Completion(
+            text=tokenizer.decode(out.tokens, skip_special_tokens=True),
+            finish_reason="stop" if out.stopped else "length",
+            prompt_tokens=len(prompt),
+            completion_tokens=len(out.tokens) + int(out.stopped),
+        )
+        for prompt, out in zip(prompts, outs, strict=True)
+    ]
+
+
+@dataclass
+class GeneratedIds:
+    tokens: list[int]  # the new tokens, without the stop token
+    stopped: bool  # True: ended on a stop token (``stop_id``); False: hit max_new_tokens
+    stop_id: int | None = None
+
+
+def pad_id(tokenizer: Any, stops: list[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: Any,
+    prompts: Sequence[list[int]],
+    *,
+    stops: list[int],
+    pad: int,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+    stats: GenerationStats | None = None,
+) -> list[GeneratedIds]:
+    """New token ids for every tokenized prompt: sorted by length, left-padded into batches of
+    ``batch_size``, each batch through ``generate_batch``. Leaves ``model`` in eval mode."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[GeneratedIds | None] = [None] * len(prompts)
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -137,14 +183,35 @@ def generate(
         for row, i in enumerate(idx):
             new = out[row, width:].tolist()
             cut = next((k for k, t in enumerate(new) if t in stops), None)
-            tokens = new if cut is None else new[:cut]
-            results[i] = Completion(
-                text=tokenizer.decode(tokens, skip_special_tokens=True),
-                finish_reason="length" if cut is None else "stop",
-                prompt_tokens=len(prompts[i]),
-                completion_tokens=len(tokens) + (0 if cut is None else 1),
-            )
+            results[i] = GeneratedIds(new, False) if cut is None else GeneratedIds(new[:cut], True, new[cut])
     return [r for r in results if r is not None]
+
+
+def sample_groups(
+    model: Any,
+    prompts: Sequence[list[int]],
+    k: int,
+    *,
+    stops: list[int],
+    pad: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+) -> list[list[GeneratedIds]]:
+    """K sampled completions of every prompt (reinforcement fine-tuning's groups), through the same batched
+    KV-cache path as ``generate``: each prompt is repeated K times, so a batch holds whole groups."""
+    flat = generate_ids(
+        model,
+        [p for p in prompts for _ in range(k)],
+        stops=stops,
+        pad=pad,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+    )
+    return [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 def generate_batch(

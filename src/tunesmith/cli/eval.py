@@ -37,8 +37,16 @@ def eval_command(
         Opt("--docs", help="Documents (.txt/.md): replies' numbers, dates and names are checked against them."),
     ] = None,
     trust_remote_code: TrustRemoteCode = False,
+    grader: Annotated[
+        Path | None, Opt("--grader", help="An OpenAI grader .json: compare base and tuned on their mean grade.")
+    ] = None,
 ) -> None:
     """Prove it helped: base vs tuned on held-out data, with token savings and a forgetting check."""
+    if grader is not None:  # reinforcement fine-tuning's measure: the grade, row by row
+        from tunesmith.eval.graded import grade_and_report
+
+        grade_and_report(run, data, grader, out, max_tokens=max_tokens, batch_size=batch_size)
+        return
     from tunesmith.data.sources import columns_flag
     from tunesmith.eval.report import evaluate_and_report
     from tunesmith.eval.runner import EvalOptions

@@ -55,6 +55,11 @@ def train_command(
     method: Annotated[str | None, option("method")] = None,
     objective: Annotated[str | None, option("objective")] = None,
     beta: Annotated[float | None, option("beta")] = None,
+    grader: Annotated[Path | None, option("grader")] = None,
+    generations: Annotated[int | None, option("generations")] = None,
+    temperature: Annotated[float | None, option("temperature")] = None,
+    max_completion_len: Annotated[int | None, option("max_completion_len")] = None,
+    eval_samples: Annotated[int | None, option("eval_samples")] = None,
     model: Annotated[str | None, option("model")] = None,
     chat_template: Annotated[str | None, option("chat_template")] = None,
     config: Annotated[Path | None, Opt("--config", help="YAML config; flags override it.")] = None,
@@ -134,12 +139,18 @@ def train_command(
     s = result.summary
     assert s is not None  # rank 0 of a finished run
     best = f", best validation loss {s.best_val_loss:.4f} at step {s.best_step}" if s.best_val_loss else ""
+    if s.objective == "rft" and s.best_val_loss is not None:  # RFT validates on its mean grade (loss = -grade)
+        best = f", best validation grade {-s.best_val_loss:.4f} at step {s.best_step}"
     console.info(
         f"[green]done[/green] in {s.wall_time_s:.0f}s: {s.steps} steps, "
         f"{s.tokens_per_s} tok/s{best}{' (stopped early)' if s.stopped_early else ''}"
     )
     console.info(f"run: {out}  (weights in {s.weights_path(out)}, try: tunesmith chat {out})")
-    if eval_data is not None:
+    if eval_data is not None and s.objective == "rft":  # graded, as the run was trained
+        from tunesmith.eval.graded import grade_and_report
+
+        grade_and_report(out, eval_data, str(result.config.train.grader), out / "eval")
+    elif eval_data is not None:
         from tunesmith.eval.report import evaluate_and_report
 
         evaluate_and_report(out, eval_data, out / "eval")

@@ -29,6 +29,17 @@ _NAMES = {
     "token_accuracy": "train_mean_token_accuracy",
     "val_token_accuracy": "valid_mean_token_accuracy",
     "total_steps": "total_steps",
+    # reinforcement fine-tuning: the step's rewards and the held-out mean grade
+    "reward_mean": "train_reward_mean",
+    "reward_std": "train_reward_std",
+    "zero_variance_groups": "train_zero_variance_groups",
+    "kl": "train_kl",
+    "completion_len": "train_completion_length",
+    "grader_errors": "train_grader_errors",
+    "sample_s": "sample_seconds",
+    "grade_s": "grade_seconds",
+    "train_s": "train_seconds",
+    "val_grade": "valid_reward_mean",
 }
 # ... and for DPO, whose accuracy is over pairs: shown in the accuracy columns when there is no token one
 _DPO_NAMES = {

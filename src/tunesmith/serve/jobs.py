@@ -128,7 +128,7 @@ class Store:
         return self.files_dir / f"{file_id}.jsonl"
 
     def job_path(self, job_id: str, ext: str = "") -> Path:
-        if not JOB_ID.match(job_id) or ext not in ("", ".log", ".error", ".lock"):
+        if not JOB_ID.match(job_id) or ext not in ("", ".log", ".error", ".lock", ".grader.json"):
             raise ValueError("bad job id")
         return self.jobs_dir / f"{job_id}{ext}"
 

@@ -26,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunesmith import runs
+from tunesmith.serve import jobs_rft
 from tunesmith.serve import responses as doc
 from tunesmith.serve.job_metrics import RESULTS_PURPOSE
 from tunesmith.serve.jobs import ACTIVE, Store, new_id
@@ -99,6 +100,9 @@ def _validate_upload(tmp: Path, filename: str) -> tuple[int, str | None]:
 
     parsed = parse_file(tmp)
     if parsed.problems:
+        rft_rows = jobs_rft.rft_rows(tmp)
+        if rft_rows is not None:  # prompts for reinforcement fine-tuning: messages ending with a user message
+            return rft_rows, "rft"
         message = _problems([str(p) for p in parsed.problems], tmp, filename)
         raise ApiError(400, f"invalid training file: {message}", param="file", code="invalid_file")
     return len(parsed.examples), parsed.format
@@ -106,6 +110,8 @@ def _validate_upload(tmp: Path, filename: str) -> tuple[int, str | None]:
 
 def _check_job_data(store: Store, job: dict[str, Any], cfg: Any) -> None:
     """The dataset doctor's error-level findings, with the base model's tokenizer and the job's settings."""
+    if job["options"].get("objective") == "rft":
+        return jobs_rft.check_data(store, job)
     try:
         from tunesmith.data.checks import check_dataset
     except ImportError:  # an install without the doctor still has parse_file's checks from the upload
@@ -132,9 +138,13 @@ def _check_job_data(store: Store, job: dict[str, Any], cfg: Any) -> None:
         )
 
 
+OBJECTIVE_OF = {"supervised": "sft", "dpo": "dpo", "reinforcement": "rft"}
+METHOD_OF = {v: k for k, v in OBJECTIVE_OF.items()}
+
+
 def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     hp = dict(job["hyperparameters"])
-    kind = "dpo" if job["options"].get("objective") == "dpo" else "supervised"
+    kind = METHOD_OF.get(job["options"].get("objective") or "sft", "supervised")
     resolved = store.job_path(job["id"]) / runs.CONFIG_YAML
     if resolved.is_file():  # after training started: the values actually used
         from tunesmith.config import load_config
@@ -147,7 +157,9 @@ def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
             "batch_size": t.batch_size,
             "learning_rate_multiplier": round((t.learning_rate or default_lr) / default_lr, 6),
             **({"beta": t.beta} if kind == "dpo" else {}),
-        }
+            **({"eval_interval": t.eval_every, "compute_multiplier": hp.get("compute_multiplier", "auto")}
+               if kind == "reinforcement" else {}),
+        }  # fmt: skip
     return {
         "object": "fine_tuning.job",
         "id": job["id"],
@@ -156,7 +168,7 @@ def _job_object(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         "training_file": job["training_file"],
         "validation_file": job["validation_file"],
         "hyperparameters": hp,
-        "method": {"type": kind, kind: {"hyperparameters": hp}, "tunesmith": _client_options(job)},
+        "method": {"type": kind, kind: jobs_rft.method_body(job, hp), "tunesmith": _client_options(job)},
         "status": job["status"],
         "fine_tuned_model": job["fine_tuned_model"],
         "finished_at": job["finished_at"],
@@ -236,6 +248,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
     @r.post("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.Job))
     async def create_job(body: JobRequest) -> dict[str, Any]:
         hp, options, kind = body.resolved()
+        grader = jobs_rft.valid_grader(body)
         base = _base_source(registry, body.model)
         for param, file_id in (("training_file", body.training_file), ("validation_file", body.validation_file)):
             if file_id is not None and store.get_file(file_id) is None:
@@ -254,7 +267,8 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
             "options": {
                 **options.model_dump(exclude_none=True),
                 "trust_remote_code": registry.trust_remote_code,
-                "objective": "dpo" if kind == "dpo" else "sft",
+                "objective": OBJECTIVE_OF[kind],
+                **({"grader": grader} if grader is not None else {}),
             },
             "suffix": body.suffix,
             "seed": body.seed if body.seed is not None else random.randrange(2**31),
@@ -267,12 +281,19 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         try:
             cfg = load_config(None, job_overrides(job, store))
             await run_in_threadpool(_check_job_data, store, job, cfg)
-        except UserError as e:
+        except (UserError, ApiError) as e:
+            store.job_path(job["id"], ".grader.json").unlink(missing_ok=True)
+            if isinstance(e, ApiError):
+                raise
             raise ApiError(
                 400, str(e).replace(str(store.root), "$TUNESMITH_HOME/serve"), param="hyperparameters"
             ) from None
         job["status"] = "queued"
-        store.create_job(job, events=[(f"Created fine-tuning job: {job['id']}", "info")])
+        events = [(f"Created fine-tuning job: {job['id']}", "info")]
+        effort = getattr(hp, "reasoning_effort", None)
+        if effort is not None:
+            events.append((f"reasoning_effort {effort!r} ignored: tunesmith's models have no reasoning mode", "warn"))
+        store.create_job(job, events=events)
         return _job_object(store, store.get_job(job["id"]))
 
     @r.get("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.JobList))
@@ -362,7 +383,7 @@ def _metadata_filter(request: Request) -> tuple[dict[str, str], bool]:
 
 def _client_options(job: dict[str, Any]) -> dict[str, Any]:
     """The job's tunesmith options as a client may send them (the server's trust setting is its own)."""
-    return {k: v for k, v in job["options"].items() if k not in ("trust_remote_code", "objective")}
+    return {k: v for k, v in job["options"].items() if k not in ("trust_remote_code", "objective", "grader")}
 
 
 def _base_source(registry: Registry, model: str) -> str:

@@ -321,6 +321,16 @@ class DpoHyperparameters(Hyperparameters):
     beta: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] = "auto"
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    """OpenAI's reinforcement hyperparameters. compute_multiplier scales K (completions per prompt);
+    reasoning_effort is accepted and ignored (tunesmith's models have no reasoning mode; an event says so)."""
+
+    eval_interval: _Count | Literal["auto"] = "auto"
+    eval_samples: _Count | Literal["auto"] = "auto"
+    compute_multiplier: Annotated[float, Field(gt=0, le=16)] | Literal["auto"] = "auto"
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = None
+
+
 class TunesmithOptions(BaseModel):
     """tunesmith's extension of `method`: LoRA or full fine-tuning, and a few settings worth exposing."""
 
@@ -346,21 +356,34 @@ class Dpo(BaseModel):
     hyperparameters: DpoHyperparameters | None = None
 
 
+class Reinforcement(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    grader: dict[str, Any]  # validated by the graders package at job creation (graders/spec.py)
+    hyperparameters: ReinforcementHyperparameters | None = None
+
+
+METHOD_TYPES = ("supervised", "dpo", "reinforcement")
+
+
 class Method(BaseModel):
-    """OpenAI's `method` (supervised or dpo), plus tunesmith's own options under `tunesmith`."""
+    """OpenAI's `method` (supervised, dpo or reinforcement), plus tunesmith's own options under `tunesmith`."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    type: Literal["supervised", "dpo"] = "supervised"
+    type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: Supervised | None = None
     dpo: Dpo | None = None
+    reinforcement: Reinforcement | None = None
     tunesmith: TunesmithOptions | None = None
 
     @model_validator(mode="after")
     def _params_match_type(self) -> Method:
-        other = "dpo" if self.type == "supervised" else "supervised"
-        if getattr(self, other) is not None:
-            raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        for other in METHOD_TYPES:
+            if other != self.type and getattr(self, other) is not None:
+                raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method.reinforcement (with its grader) is required when method.type is 'reinforcement'")
         return self
 
 
@@ -390,10 +413,14 @@ class JobRequest(BaseModel):
         return v
 
     def resolved(self) -> tuple[Hyperparameters, TunesmithOptions, str]:
-        """(hyperparameters, tunesmith's options, "supervised" | "dpo"). Hyperparameters come from
+        """(hyperparameters, tunesmith's options, the method's type). Hyperparameters come from
         `method.<type>.hyperparameters` (new style) or the top level (old style, supervised only)."""
         method = self.method or Method()
-        if method.type == "dpo":
+        if method.type == "reinforcement":
+            assert method.reinforcement is not None
+            params = method.reinforcement.hyperparameters
+            default = ReinforcementHyperparameters()
+        elif method.type == "dpo":
             params: Hyperparameters | None = method.dpo.hyperparameters if method.dpo else None
             default: Hyperparameters = DpoHyperparameters()
         else:

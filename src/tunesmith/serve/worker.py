@@ -48,7 +48,13 @@ def weights_on_disk(run_dir: Path) -> bool:
 
 
 # The OpenAI hyperparameters that are tunesmith flags under another name ("auto" leaves our default).
-OPENAI_HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batch_size", "beta": "beta"}
+OPENAI_HYPERPARAMETERS = {
+    "n_epochs": "epochs",
+    "batch_size": "batch_size",
+    "beta": "beta",
+    "eval_interval": "eval_every",
+    "eval_samples": "eval_samples",
+}
 
 
 def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
@@ -65,6 +71,8 @@ def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
         flags["lr"] = hp["learning_rate_multiplier"] * default_learning_rate(method, objective)
     if job.get("validation_file"):
         flags["val"] = store.file_path(job["validation_file"])
+    if objective == "rft":
+        flags.update(_rft_flags(job, store))
     return flag_overrides(
         **flags,
         model=job["base_source"],
@@ -75,6 +83,24 @@ def job_overrides(job: dict[str, Any], store: Store) -> dict[str, Any]:
         seed=job["seed"],
         max_len=opt.get("max_len") or None,
     )
+
+
+def _rft_flags(job: dict[str, Any], store: Store) -> dict[str, object]:
+    """A reinforcement job's grader (written beside the job, as the CLI reads it) and its K: OpenAI's
+    compute_multiplier times the K tunesmith would choose for the training file's size."""
+    import json
+
+    from tunesmith.train.auto import default_generations
+
+    grader = store.job_path(job["id"], ".grader.json")
+    if not grader.is_file():
+        grader.write_text(json.dumps(job["options"]["grader"]), encoding="utf-8")
+    flags: dict[str, object] = {"grader": grader}
+    multiplier = job["hyperparameters"].get("compute_multiplier", "auto")
+    if multiplier != "auto":
+        f = store.get_file(job["training_file"]) or {}
+        flags["generations"] = min(64, max(2, round(default_generations(int(f.get("rows") or 0)) * multiplier)))
+    return flags
 
 
 class Supervisor:

@@ -24,6 +24,13 @@ DPO_LORA_LR = 1e-4
 DPO_FULL_LR = 5e-6
 DPO_BETA = 0.1
 DPO_NLL = 1.0  # RPO's weight (Pang et al. 2024); see README for the demo run without it
+# RFT (GRPO): the update is a policy gradient on sampled completions, held near the start by nothing but a
+# small step; 10x below SFT's LoRA rate (as DPO), and TRL's GRPO default for full fine-tuning.
+RFT_LORA_LR = 1e-4
+RFT_FULL_LR = 1e-6
+RFT_TEMPERATURE = 1.0  # TRL's: sample the policy as it is, so the loss's log-probs are the sampler's
+RFT_MAX_COMPLETION = 128
+RFT_EVALS = 5  # validations a run: each one generates a completion of every held-out prompt
 # Tokens per forward pass: bounds activation memory whatever the row length.
 MICRO_BATCH_TOKENS = 4096
 
@@ -107,6 +114,8 @@ def default_batch_size(n: int) -> tuple[int, str]:
 
 def default_learning_rate(method: str, objective: str | None = "sft") -> float:
     """The peak learning rate a run gets when none is given (the jobs API's multiplier scales it)."""
+    if objective == "rft":
+        return RFT_LORA_LR if method == "lora" else RFT_FULL_LR
     if objective == "dpo":
         return DPO_LORA_LR if method == "lora" else DPO_FULL_LR
     return LORA_LR if method == "lora" else FULL_LR
@@ -132,13 +141,63 @@ def _dpo_defaults(s: TrainSettings) -> list[str]:
     return reasons
 
 
+def default_generations(n: int) -> int:
+    """RFT's K for ``n`` prompts (the jobs API's compute_multiplier scales it)."""
+    return 8 if n < 50 else 4
+
+
+def _rft_defaults(s: TrainSettings, n: int, p95_prompt: int) -> list[str]:
+    """RFT's own choices, made before the generic ones: K, temperature, completion length, epochs, the
+    forward-pass size in completions, the learning rate, the KL term, no packing."""
+    reasons = []
+    if s.generations is None:
+        s.generations = default_generations(n)
+        why = "few prompts: more samples each" if n < 50 else "enough prompts: fewer samples each, cheaper steps"
+        reasons.append(f"K {s.generations} completions per prompt ({why}; a group's spread is its signal)")
+    if s.temperature is None:
+        s.temperature = RFT_TEMPERATURE
+        reasons.append(f"sampling temperature {s.temperature:g}: the policy as it is (TRL's default)")
+    if s.max_completion_len is None:
+        s.max_completion_len = RFT_MAX_COMPLETION
+        reasons.append(
+            f"completions of at most {s.max_completion_len} tokens (sampling dominates a step; raise with "
+            "--max-completion-len if answers are longer: metrics.jsonl's completions_stopped says how many ended)"
+        )
+    if s.epochs is None:
+        s.epochs = 1 if n >= 200 else 2 if n >= 50 else 3
+        reasons.append(f"{s.epochs} epoch(s) over {n} prompts: every step samples K completions of each")
+    if s.micro_batch_size is None:
+        s.micro_batch_size = max(1, MICRO_BATCH_TOKENS // max(1, p95_prompt + s.max_completion_len))
+        reasons.append(f"micro-batch {s.micro_batch_size} completions: ~{MICRO_BATCH_TOKENS} tokens per forward pass")
+    if s.learning_rate is None:
+        s.learning_rate = default_learning_rate(s.method, "rft")
+        reasons.append(f"learning rate {s.learning_rate:g}: the RFT {s.method} default, 10x below SFT's")
+    reasons.append(
+        f"KL to the start: beta {s.beta:g}" if s.beta else "no KL term (TRL's default; --beta 0.04 adds one)"
+    )
+    if s.packing:
+        s.packing = False
+        reasons.append("packing: off (each completion is scored whole)")
+    return reasons
+
+
+def _rft_validation(s: TrainSettings, total: int, n_val: int) -> tuple[int, str]:
+    """(eval_every, the sentence): RFT validates on its mean grade, ~RFT_EVALS times a run."""
+    every = s.eval_every or max(1, math.ceil(total / RFT_EVALS))
+    how = "as configured" if s.eval_every else f"~{RFT_EVALS} times a run"
+    return every, (
+        f"validation: mean grade of greedy completions (temperature 0, up to {s.max_completion_len} tokens) on "
+        f"{n_val} held-out prompts every {every} steps ({how}); best weights and early stopping follow it"
+    )
+
+
 def resolve(
     settings: TrainSettings, n_train: int, p95_len: int, val_lengths: list[int], train_tokens: int | None = None
 ) -> Resolved:
     """Every automatic choice for ``n_train`` rows (``train_tokens`` tokens in an epoch) and a validation set
     of ``val_lengths``."""
     s = settings.model_copy()
-    reasons: list[str] = []
+    reasons: list[str] = _rft_defaults(s, n_train, p95_len) if s.objective == "rft" else []
     if s.epochs is None:
         s.epochs, why = default_epochs(n_train)
         reasons.append(why)
@@ -160,7 +219,11 @@ def resolve(
         total = min(total, s.max_steps)
     warmup = math.ceil(total * s.warmup_ratio) if s.warmup_ratio else 0
     val_rows = n_evals = 0
-    if val_lengths:
+    if val_lengths and s.objective == "rft":
+        s.eval_every, why = _rft_validation(s, total, len(val_lengths))
+        val_rows, n_evals = len(val_lengths), evaluations(total, s.eval_every)
+        reasons.append(why)
+    elif val_lengths:
         tokens = (train_tokens or n_train * p95_len) * total / max(1, steps_per_epoch)  # trained in the run
         given = s.eval_every
         v = plan_validation(given, s.val_budget, total, round(tokens), val_lengths)

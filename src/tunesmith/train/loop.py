@@ -89,7 +89,8 @@ def train(
     )
     metrics_path, checkpoints = run_dir / runs.METRICS, run_dir / runs.CHECKPOINTS
     state, best = _start(engine, params, optimizer, scheduler, checkpoints, metrics_path, resume, total_steps)
-    step_run = _StepRunner(engine, train_data, pad_id, bf16, flops_per_token, peak_flops)
+    micro = settings.micro_batch_size or 1
+    step_run = _StepRunner(engine, train_data, pad_id, bf16, flops_per_token, peak_flops, micro)
 
     def checkpoint() -> None:
         engine.save_checkpoint(
@@ -118,11 +119,13 @@ def train(
                 and settings.eval_every
                 and (state.step % settings.eval_every == 0 or state.step == total_steps)
             ):
-                val = validate(model, val_data, settings.micro_batch_size or 1, pad_id, bf16, engine)
+                own = getattr(engine.objective, "evaluate", None)  # RFT: the mean grade, not a loss
+                val = own(model, val_data) if own else validate(model, val_data, micro, pad_id, bf16, engine)
                 progress.log({"step": state.step, **{f"val_{k}": round(v, 6) for k, v in val.items()}})
                 if _note_validation(state, val["loss"], settings.early_stopping_patience):
                     best = _snapshot(params)
-                progress.say(f"step {state.step}/{total_steps}  loss {state.last_loss:.4f}  val {state.last_val:.4f}")
+                shown = f"grade {val['grade']:.4f}" if "grade" in val else f"{state.last_val:.4f}"
+                progress.say(f"step {state.step}/{total_steps}  loss {state.last_loss:.4f}  val {shown}")
             progress.update(state.step, state.last_loss or 0.0, state.last_val, record["tokens_per_s"])
             # Every rank must agree to stop at the same step (torchrun signals each one separately, and a
             # sharded checkpoint needs them all), so the signal number is agreed on with a max.
@@ -150,6 +153,7 @@ class _StepRunner:
     bf16: bool
     flops_per_token: float
     peak_flops: float
+    micro: int = 1  # rows per forward pass, for an on-policy objective's sampled rows
 
     def __post_init__(self) -> None:
         self.objective: Objective = self.engine.objective
@@ -159,12 +163,27 @@ class _StepRunner:
         self, step_plan: StepPlan, state: LoopState, params: dict[str, Any], max_norm: float, optimizer: Any
     ) -> dict[str, Any]:
         examples = [self.data[i] for i in step_plan.indices]
-        weight = self.objective.weight(examples)
-        n_tokens = sum(self.lengths[i] for i in step_plan.indices)
-        n_trained = sum(getattr(e, "n_trained", 0) for e in examples)
         t0 = time.perf_counter()
-        mine, live = self.engine.shard(step_plan.micro_batches, self.lengths)
-        micro_batches = [[[self.data[i] for i in row] for row in mb] for mb in mine]
+        rollout = getattr(self.objective, "rollout", None)
+        extra: dict[str, Any] = {}
+        if rollout is not None:
+            # An on-policy objective (RFT) turns the step's prompts into the rows it trains on, sampled from
+            # the model as it is now; its micro-batches are cut from those rows, ``micro`` at a time.
+            rows, weight, extra = rollout(self.engine.model, examples)
+            lengths = [self.objective.length(e) for e in rows]
+            n_tokens, n_trained = sum(lengths), weight
+            step = self.micro
+            mine = [[[i] for i in range(s, min(s + step, len(rows)))] for s in range(0, len(rows), step)]
+            micro_batches = [[[rows[i] for i in row] for row in mb] for mb in mine]
+            live = len(mine)
+        else:
+            weight = self.objective.weight(examples)
+            lengths = self.lengths
+            n_tokens = sum(self.lengths[i] for i in step_plan.indices)
+            n_trained = sum(getattr(e, "n_trained", 0) for e in examples)
+            mine, live = self.engine.shard(step_plan.micro_batches, self.lengths)
+            micro_batches = [[[self.data[i] for i in row] for row in mb] for mb in mine]
+        t_train = time.perf_counter()
         loss_total, sums = accumulate_gradients(
             self.engine.model,
             micro_batches,
@@ -174,13 +193,15 @@ class _StepRunner:
             weight=weight,
             live=live,
         )
-        padded = sum(len(mb) * max(sum(self.lengths[i] for i in row) for row in mb) for mb in mine[:live])
+        padded = sum(len(mb) * max(sum(lengths[i] for i in row) for row in mb) for mb in mine[:live])
         names = sorted(sums)
         loss_total, padded, *summed = self.engine.all_sum(loss_total, padded, *(sums[k] for k in names))
         sums = dict(zip(names, summed, strict=True))
         grad_norm = self.engine.clip_grad_norm(list(params.values()), max_norm)
         _apply_update(optimizer, state, ok=math.isfinite(grad_norm) and math.isfinite(loss_total))
         dt = time.perf_counter() - t0
+        if rollout is not None:
+            extra["train_s"] = round(time.perf_counter() - t_train, 3)
         state.step += 1
         state.elapsed_s += dt
         state.tokens += n_tokens
@@ -195,6 +216,7 @@ class _StepRunner:
             "trained_tokens": n_trained,
             "padded_tokens": int(padded),
             **{k: round(v, 6) for k, v in self.objective.metrics(sums, weight).items()},
+            **extra,
             "tokens_per_s": round(n_tokens / dt, 1),
             "mfu": round(n_tokens / dt * self.flops_per_token / self.peak_flops, 4) if self.peak_flops else None,
             "elapsed_s": round(state.elapsed_s, 3),

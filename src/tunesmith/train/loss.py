@@ -206,11 +206,15 @@ def linear_target_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) 
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
-def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per sequence of ``batch``: the summed log-probability of its trained tokens, the quantity preference
-    objectives compare. ``batch`` is either padded (one sequence a row, labels) or prefix-shared
+def token_logps(
+    model: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(log-probability of each trained token, the sequence each belongs to, how many sequences), tokens in
+    row-major order. ``batch`` is either padded (one sequence a row, labels) or prefix-shared
     (``batches.collate_shared_prefix``: two sequences a row, the trained positions listed). Only trained
-    positions reach the output projection, so no batch x length x vocab tensor exists."""
+    positions reach the output projection, so no batch x length x vocab tensor exists. ``temperature``
+    divides the logits (reinforcement fine-tuning scores completions at the temperature they were sampled
+    at, as TRL does); for a linear head without bias that is the hidden state divided by it."""
     decoder, head = causal_lm_parts(model)
     hidden = decoder(
         input_ids=batch["input_ids"],
@@ -226,5 +230,21 @@ def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         keep = targets != IGNORE
         owner = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
         h, t, n = hidden[:, :-1][keep], targets[keep], targets.shape[0]
-    logps = linear_target_logps(head, h, t)
+    if temperature != 1.0:
+        if isinstance(head, torch.nn.Linear) and head.bias is None:
+            h = h / temperature
+        else:
+            return _scaled_head_logps(head, h, t, temperature), owner, n
+    return linear_target_logps(head, h, t), owner, n
+
+
+def _scaled_head_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = head(hidden).float() / temperature
+    return torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+
+
+def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per sequence of ``batch``: the summed log-probability of its trained tokens, the quantity preference
+    objectives compare (``token_logps`` says which batches it takes)."""
+    logps, owner, n = token_logps(model, batch)
     return torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, owner, logps)

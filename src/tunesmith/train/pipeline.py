@@ -26,7 +26,7 @@ from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
-from tunesmith.train import distributed, rundir
+from tunesmith.train import distributed, rft_setup, rundir
 from tunesmith.train.batches import fixed_sample, plan_steps
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
@@ -68,6 +68,29 @@ def run_training(
         raise UserError("no training data: pass --data FILE")
     if cfg.data.docs is not None and not Path(cfg.data.docs).is_dir():  # before the run folder is touched
         raise UserError(f"--docs {cfg.data.docs} is not a folder (of .txt / .md files with the current facts)")
+    if (objective or cfg.train.objective) != "rft":
+        return _run_training(cfg, out, resume, force, stop_after, skip_check, objective, None)
+    # A bad grader, or prompts it cannot grade, stop the run before the run folder is touched.
+    grader = rft_setup.load_run_grader(cfg)
+    try:
+        prompts = _Data(*rft_setup.read_data(cfg, grader))
+        return _run_training(cfg, out, resume, force, stop_after, True, objective, (grader, prompts))
+    finally:
+        grader.close()
+
+
+def _run_training(
+    cfg: RunConfig,
+    out: Path,
+    resume: bool,
+    force: bool,
+    stop_after: int | None,
+    skip_check: bool,
+    objective: str | None,
+    rft: tuple[Any, _Data] | None,
+) -> TrainResult:
+    """``run_training``'s body; ``rft``: an RFT run's grader and prompts (which the dataset check does not read)."""
+    grader = rft[0] if rft is not None else None
     check_trackers(cfg.train.report_to)  # a missing tracker package stops the run before anything is spent
     # With several processes, rank 0 alone checks the data and owns the run folder (a failure there stops
     # every rank: torchrun ends the job when one process exits).
@@ -85,8 +108,9 @@ def run_training(
     torch.manual_seed(cfg.train.seed)
     t_start = time.time()
 
-    data = _read_data(cfg, checked)
-    _add_docs_context(cfg, data)
+    data = rft[1] if rft is not None else _read_data(cfg, checked)
+    if rft is None:
+        _add_docs_context(cfg, data)
     cfg = _pack_documents(cfg, data)
     cfg, objective = _choose_objective(cfg, objective, data)
     start = _lora_run_to_continue(cfg)
@@ -98,10 +122,10 @@ def run_training(
         chat_template=cfg.model.chat_template,
     )
     clock.mark("loading the model")
-    rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, pairs=objective == "dpo")
+    rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, kind=objective)
     clock.mark("rendering")
     lengths = [len(r.input_ids) for r in rows.train]
-    prep = prepare(cfg, model, lengths, val_lengths=[len(r.input_ids) for r in rows.val])
+    prep = prepare(cfg, model, lengths, val_lengths=[len(r.input_ids) for r in rows.val], compile=grader is None)
     rows.val = fixed_sample(rows.val, prep.resolved.val_rows, cfg.train.seed)
     cfg = cfg.model_copy(update={"train": prep.settings})
     inputs = {"train_data": data.train_hash, "val_data": data.val_hash, "model": rundir.source_hash(source)}
@@ -120,6 +144,8 @@ def run_training(
     fpt = flops_per_token(prep.model, sum(lengths) / len(lengths))
     # Moves the model to this process's device; with peers, wraps it in DDP (LoRA) or shards it (full).
     engine = distributed.make_engine(prep.model, s.method, prep.bf16, get_objective(objective, s))
+    if grader is not None:
+        engine.objective.bind(grader, tokenizer, sorted(rows.renderer.stop_ids), s.micro_batch_size or 1, prep.bf16)
     # Before the loop (and a resume's checkpoint) changes the weights: DPO's reference log-probs.
     engine.objective.start(
         prep.model, rows.train + rows.val, s.micro_batch_size or 1, tokenizer.pad_token_id, prep.bf16
@@ -228,7 +254,7 @@ def _add_docs_context(cfg: RunConfig, data: _Data) -> None:
 def _pack_documents(cfg: RunConfig, data: _Data) -> RunConfig:
     """Text rows are continued pretraining: documents are packed into rows of max_len tokens (the longer ones
     were cut into max_len pieces), not into rows as long as a step's longest document."""
-    if not data.train or not data.train[0].text_only or not cfg.train.packing or cfg.train.pack_len:
+    if not data.train or not getattr(data.train[0], "text_only", False) or not cfg.train.packing or cfg.train.pack_len:
         return cfg
     n = cfg.data.max_len
     data.reasons.append(f"text rows: every token trained, documents packed into rows of {n} tokens (max_len)")
@@ -252,7 +278,7 @@ def _choose_objective(cfg: RunConfig, override: str | None, data: _Data) -> tupl
     """(the config with its objective resolved, the objective's name): DPO for preference pairs, SFT for
     everything else, unless the config or the caller names one."""
     name = choose_objective(override or cfg.train.objective, data.pairs, cfg.data.train)
-    if name not in ("sft", "dpo"):
+    if name not in ("sft", "dpo", "rft"):
         return cfg, name  # a library objective: the config keeps its own field as it was
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"objective": name})}), name
 
@@ -267,7 +293,7 @@ class _Rows:
 
 
 def _render(
-    cfg: RunConfig, data: _Data, tokenizer: Any, stops: list[int], checked: CheckReport | None, pairs: bool = False
+    cfg: RunConfig, data: _Data, tokenizer: Any, stops: list[int], checked: CheckReport | None, kind: str = "sft"
 ) -> _Rows:
     renderer = Renderer(
         tokenizer,
@@ -278,7 +304,8 @@ def _render(
     )
     if checked is not None and checked.renderer is not None:
         renderer.adopt_renderings(checked.renderer)  # the check rendered every row already
-    render = functools.partial(render_pairs, renderer) if pairs else renderer.render_all
+    render = {"dpo": functools.partial(render_pairs, renderer), "rft": functools.partial(rft_setup.render, renderer)}
+    render = render.get(kind, renderer.render_all)
     train_rows, stats = render(data.train)
     val_rows, val_stats = render(data.val)
     if not train_rows:
