@@ -87,3 +87,16 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
 @pytest.fixture
 def chat_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", chat_rows(24))
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in-process: the same main() as the installed command, without a new interpreter."""
+    from tunesmith.cli.main import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

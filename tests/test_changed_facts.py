@@ -19,23 +19,13 @@ from tunesmith.decide.report import write_reports
 from tunesmith.decide.retrieval import DocsIndex
 from tunesmith.examples.make_changed_facts import GREETING, write_changed_facts
 
+from .conftest import run_cli
+
 CONFIG = """\
 data: {val_split: 0.0, max_len: 384}
 lora: {r: 4, alpha: 8}
 train: {batch_size: 4, micro_batch_size: 4, learning_rate: 0.005, max_steps: 2}
 """
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    from tunesmith.cli.main import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

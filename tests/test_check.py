@@ -14,7 +14,7 @@ import pytest
 from tunesmith.data.checks import check_dataset
 from tunesmith.demo import dataset_path
 
-from .conftest import chat_rows, write_jsonl
+from .conftest import chat_rows, run_cli, write_jsonl
 
 EOS = 2  # <|im_end|>: the tiny model's generation EOS, as `train` would pass it
 
@@ -30,19 +30,6 @@ def check(tokenizer, train: Path, val: Path | None = None, **kw):
 
 def codes(report) -> list[tuple[str, int]]:
     return [(f.code, f.line) for f in report.findings]
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in-process: the same main() as the installed command, without a new interpreter."""
-    from tunesmith.cli.main import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tunesmith(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

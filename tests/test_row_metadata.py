@@ -12,20 +12,10 @@ from tests.conftest import write_jsonl
 from tunesmith.data.formats import parse_file
 from tunesmith.eval.rows import load_rows
 
+from .conftest import run_cli
+
 U, A = {"role": "user", "content": "How big is the kettle?"}, {"role": "assistant", "content": "It holds 2 litres."}
 META = {"id": "q7", "source": "faq.md", "tags": ["size"], "fact": "2 litres", "references": ["faq.md#size"]}
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    from tunesmith.cli.main import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(
