@@ -95,3 +95,24 @@ def test_grpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
         m = result["medians"][tool]
         assert m["steps_per_s"] > 0 and m["sampling_s"] > 0 and m["training_s"] > 0 and m["peak_rss_mb"] > 0
     assert "steps/s" in proc.stdout and "sampling s/step" in proc.stdout
+
+
+def test_forgetting_frontier_quick_grid(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The frontier sweep end to end on the tiny model: a run, its scores and forgetting, the JSON and the plot."""
+    out = tmp_path / "frontier.json"
+    args = ["--grid", "quick", "--only", "lr2e-4", "--model", str(tiny_model_dir), "--max-steps", "2"]
+    args += ["--test-rows", "2", "--json", str(out), "--runs", str(tmp_path / "runs")]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "forgetting_frontier.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    (run,) = data["runs"]
+    assert run["config"] == "lr2e-4" and run["settings"]["learning_rate"] == 2e-4 and run["steps"] == 2
+    assert run["perplexity_change"] == pytest.approx(run["perplexity"] / data["base"]["demo"]["perplexity"] - 1)
+    assert 0 <= run["field_accuracy"] <= 1 and len(run["probe_during_training"]) >= 1
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "| demo | lr2e-4 |" in proc.stdout

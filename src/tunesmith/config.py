@@ -153,6 +153,32 @@ class TrainSettings(_Strict):
         3, ge=1, description="Stop after this many evals without a better validation loss; None: never."
     )
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
+    replay: float | None = Field(
+        None,
+        ge=0.0,
+        le=0.5,
+        description="SFT: share of each step's trained tokens that are general English (a shipped text, not the "
+        "one the forgetting check reads), trained with a plain language-model loss to hold on to general "
+        "ability. None chooses (see train/auto.py); 0 is off.",
+    )
+    kl_to_base: float = Field(
+        0.0,
+        ge=0.0,
+        description="LoRA: weight of a KL(base || tuned) term on one chunk of general English per step (the base "
+        "is the adapter disabled). 0 is off.",
+    )
+    forgetting_probe: bool = Field(
+        True,
+        description="Measure the forgetting check's general-English perplexity before training and at every "
+        "validation (metrics.jsonl: probe_perplexity, probe_change; run.json: forgetting_probe).",
+    )
+    forgetting_budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="Best weights: the lowest validation loss among the evaluations whose general-English "
+        "perplexity rose by at most this share (0.1: +10%, the check's threshold); a run past it stops early. "
+        "None: the probe is only logged.",
+    )
     packing: bool = Field(
         True,
         description="Pack several examples into one sequence (each attends only to itself, positions restart "

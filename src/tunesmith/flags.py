@@ -69,6 +69,20 @@ FLAGS: dict[str, Flag] = {
     "eval_every": Flag("--eval-every", "train.eval_every"),
     "val_budget": Flag("--val-budget", "train.val_budget", "Most of the compute validation may take (0.1: 10%)."),
     "save_every": Flag("--save-every", "train.save_every"),
+    "replay": Flag(
+        "--replay", "train.replay", "Share of each step's trained tokens that are general English (0.1: 10%; 0: off)."
+    ),
+    "kl_to_base": Flag("--kl-to-base", "train.kl_to_base", "LoRA: weight of a KL-to-base term on general English."),
+    "forgetting_probe": Flag(
+        "--forgetting-probe/--no-forgetting-probe",
+        "train.forgetting_probe",
+        "Measure general-English perplexity at every validation (default on).",
+    ),
+    "forgetting_budget": Flag(
+        "--forgetting-budget",
+        "train.forgetting_budget",
+        "Best weights only among evaluations whose general-English perplexity rose by at most this (0.1: +10%).",
+    ),
     "seed": Flag("--seed", "train.seed"),
     "lora_r": Flag("--lora-r", "lora.r"),
     "lora_alpha": Flag("--lora-alpha", "lora.alpha"),

@@ -140,6 +140,9 @@ class RunInfo:
     # LoRA: the modules it wrapped by kind ({"wrapped": {"attention": {"modules", "params", "names"}, ...}},
     # plus "frozen_experts" where 3-D expert weights stay frozen); models/coverage.py. None: full, or older runs.
     lora_coverage: dict[str, Any] | None = None
+    # The forgetting probe during training (train/general.py): general-English perplexity at the start, at the
+    # kept weights, and at each validation. None: the probe was off, or older runs.
+    forgetting_probe: dict[str, Any] | None = None
 
     def weights_path(self, run_dir: Path) -> Path:
         return Path(run_dir) / self.weights_dir
@@ -151,6 +154,7 @@ class RunInfo:
             "distributed",
             "chat_template",
             "lora_coverage",
+            "forgetting_probe",
         ):  # absent when unset: older run.json files keep their keys
             if out[key] is None:
                 del out[key]

@@ -28,22 +28,33 @@ def general_text() -> str:
     return (resources.files("tunesmith.examples") / TEXT_NAME).read_text(encoding="utf-8")
 
 
-@torch.inference_mode()
-def text_perplexity(model: Any, tokenizer: Any, text: str, *, chunk_tokens: int = CHUNK_TOKENS) -> tuple[float, int]:
-    """(perplexity, predicted tokens) of plain text, read in independent chunks of ``chunk_tokens``."""
+def text_rows(tokenizer: Any, text: str, *, chunk_tokens: int = CHUNK_TOKENS) -> list[Rendered]:
+    """Plain text as independent chunks of ``chunk_tokens``, every token a label (token_loss_sum shifts by one,
+    so each chunk predicts all but its first token)."""
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     chunks = [ids[i : i + chunk_tokens] for i in range(0, len(ids), chunk_tokens)]
-    # Every token is a label: token_loss_sum shifts by one, so each chunk predicts all but its first token.
-    rendered = [Rendered(c, list(c)) for c in chunks if len(c) > 1]
-    if not rendered:
+    return [Rendered(c, list(c)) for c in chunks if len(c) > 1]
+
+
+@torch.inference_mode()
+def rows_perplexity(model: Any, rows: list[Rendered], pad_id: int) -> tuple[float, int]:
+    """(perplexity, predicted tokens) of ``text_rows``; leaves the model in eval mode."""
+    if not rows:
         return float("nan"), 0
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
-    for start in range(0, len(rendered), 4):  # a few chunks per forward keeps memory flat on long texts
-        loss, n = token_loss_sum(model, collate(rendered[start : start + 4], pad))
+    for start in range(0, len(rows), 4):  # a few chunks per forward keeps memory flat on long texts
+        batch = {k: v.to(device) for k, v in collate(rows[start : start + 4], pad_id).items()}
+        loss, n = token_loss_sum(model, batch)
         total, count = total + float(loss), count + n
     return math.exp(total / count), count
+
+
+def text_perplexity(model: Any, tokenizer: Any, text: str, *, chunk_tokens: int = CHUNK_TOKENS) -> tuple[float, int]:
+    """(perplexity, predicted tokens) of plain text, read in independent chunks of ``chunk_tokens``."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return rows_perplexity(model, text_rows(tokenizer, text, chunk_tokens=chunk_tokens), pad)
 
 
 @dataclass

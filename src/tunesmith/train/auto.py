@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from tunesmith.config import TrainSettings
+from tunesmith.errors import UserError
 
 # OpenAI's published defaults for epochs: aim for 3 passes, but see at least ~100 examples in total
 # and at most ~25k, within 1..25 epochs.
@@ -31,6 +32,9 @@ RFT_FULL_LR = 1e-6
 RFT_TEMPERATURE = 1.0  # TRL's: sample the policy as it is, so the loss's log-probs are the sampler's
 RFT_MAX_COMPLETION = 128
 RFT_EVALS = 5  # validations a run: each one generates a completion of every held-out prompt
+# Replay of general English in SFT steps (train/general.py): the share of each step's trained tokens.
+# See BENCHMARKS.md ("Forgetting frontier") for the sweep this default comes from.
+REPLAY_SHARE = 0.0
 # Tokens per forward pass: bounds activation memory whatever the row length.
 MICRO_BATCH_TOKENS = 4096
 
@@ -181,6 +185,28 @@ def _rft_defaults(s: TrainSettings, n: int, p95_prompt: int) -> list[str]:
     return reasons
 
 
+def _forgetting_defaults(s: TrainSettings) -> list[str]:
+    """Replay's share (SFT only) and the checks of the forgetting options against the method and objective."""
+    sft = (s.objective or "sft") == "sft"
+    if s.replay and not sft:
+        raise UserError(
+            f"--replay mixes general text into SFT steps, and {s.objective} does not train on plain text "
+            "(use --beta to hold it near the start)"
+        )
+    if s.kl_to_base and s.method != "lora":
+        raise UserError("--kl-to-base needs LoRA: the base it compares with is the model with its adapter disabled")
+    if s.replay is not None or not sft:
+        return []
+    s.replay = REPLAY_SHARE
+    if not s.replay:
+        return []
+    return [
+        f"replay: {s.replay:.0%} of each step's trained tokens are general English (a shipped text the "
+        "forgetting check does not read), which keeps general-English perplexity within the check's +10% "
+        "(BENCHMARKS.md, forgetting frontier; --replay 0 turns it off)"
+    ]
+
+
 def _rft_validation(s: TrainSettings, total: int, n_val: int) -> tuple[int, str]:
     """(eval_every, the sentence): RFT validates on its mean grade, ~RFT_EVALS times a run."""
     every = s.eval_every or max(1, math.ceil(total / RFT_EVALS))
@@ -213,6 +239,7 @@ def resolve(
     if s.learning_rate is None:
         s.learning_rate = LORA_LR if s.method == "lora" else FULL_LR
         reasons.append(f"learning rate {s.learning_rate:g}: the {s.method} default, cosine-decayed")
+    reasons += _forgetting_defaults(s)
     steps_per_epoch = math.ceil(n_train / s.batch_size)
     total = steps_per_epoch * s.epochs
     if s.max_steps is not None:

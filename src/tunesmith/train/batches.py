@@ -50,17 +50,25 @@ def plan_steps(
         order = list(range(len(lengths)))
         random.Random(seed * 1_000_003 + epoch).shuffle(order)
         for start in range(0, len(order), batch_size):
-            chunk = sorted(order[start : start + batch_size], key=lambda i: (lengths[i], i))
-            if not pack:
-                rows = [[i] for i in chunk]
-                micro = [rows[j : j + micro_batch_size] for j in range(0, len(rows), micro_batch_size)]
-            else:
-                longest = max(lengths[i] for i in chunk)
-                packed = pack_best_fit([lengths[i] for i in chunk], pack_len or longest)
-                rows = sorted(([chunk[k] for k in r] for r in packed), key=lambda r: (sum(lengths[i] for i in r), r))
-                micro = _group_rows(rows, lengths, budget=micro_batch_size * max(longest, pack_len or 0))
+            micro = layout_step(
+                order[start : start + batch_size], lengths, micro_batch_size, pack=pack, pack_len=pack_len
+            )
             steps.append(StepPlan(epoch, micro))
     return steps
+
+
+def layout_step(
+    indices: list[int], lengths: list[int], micro_batch_size: int, *, pack: bool = False, pack_len: int | None = None
+) -> list[list[Row]]:
+    """One step's examples as micro-batches of rows (see ``plan_steps``); the order of ``indices`` is not used."""
+    chunk = sorted(indices, key=lambda i: (lengths[i], i))
+    if not pack:
+        rows = [[i] for i in chunk]
+        return [rows[j : j + micro_batch_size] for j in range(0, len(rows), micro_batch_size)]
+    longest = max(lengths[i] for i in chunk)
+    packed = pack_best_fit([lengths[i] for i in chunk], pack_len or longest)
+    rows = sorted(([chunk[k] for k in r] for r in packed), key=lambda r: (sum(lengths[i] for i in r), r))
+    return _group_rows(rows, lengths, budget=micro_batch_size * max(longest, pack_len or 0))
 
 
 def _group_rows(rows: list[Row], lengths: list[int], budget: int) -> list[list[Row]]:

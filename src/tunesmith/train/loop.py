@@ -30,6 +30,7 @@ from tunesmith.errors import UserError
 from tunesmith.train import signals
 from tunesmith.train.batches import StepPlan
 from tunesmith.train.engine import Engine
+from tunesmith.train.general import General, replay_tokens
 from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.optim import make_optimizer
 from tunesmith.train.precision import autocast
@@ -54,6 +55,9 @@ class LoopState:
     last_val: float | None = None
     last_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)  # validation points
+    probe_base: float | None = None  # the forgetting probe's perplexity before the first step
+    last_probe: float | None = None
+    best_within: bool = False  # the best weights so far are within the forgetting budget
 
 
 def train(
@@ -74,9 +78,12 @@ def train(
     peak_flops: float = 0.0,
     engine: Engine | None = None,
     open_trackers: Callable[[int], list[Tracker]] | None = None,
+    general: General | None = None,
 ) -> LoopState:
     """Train ``model`` in place with ``engine.objective``. ``stop_after`` ends the loop early (as a crash
-    would), for tests. ``open_trackers(start_step)``: the ``--report-to`` trackers (see ``trackers.py``)."""
+    would), for tests. ``open_trackers(start_step)``: the ``--report-to`` trackers (see ``trackers.py``).
+    ``general``: the forgetting probe and the KL-to-base term (general.py), where the run has them."""
+    general = general or General()
     engine = engine or Engine(model)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer, scheduler = make_optimizer(
@@ -90,7 +97,9 @@ def train(
     metrics_path, checkpoints = run_dir / runs.METRICS, run_dir / runs.CHECKPOINTS
     state, best = _start(engine, params, optimizer, scheduler, checkpoints, metrics_path, resume, total_steps)
     micro = settings.micro_batch_size or 1
-    step_run = _StepRunner(engine, train_data, pad_id, bf16, flops_per_token, peak_flops, micro)
+    step_run = _StepRunner(engine, train_data, pad_id, bf16, flops_per_token, peak_flops, micro, general)
+    if general.probe is not None and state.probe_base is None:
+        state.probe_base = state.last_probe = general.probe.measure(model)  # the start: the base model
 
     def checkpoint() -> None:
         engine.save_checkpoint(
@@ -121,10 +130,13 @@ def train(
             ):
                 own = getattr(engine.objective, "evaluate", None)  # RFT: the mean grade, not a loss
                 val = own(model, val_data) if own else validate(model, val_data, micro, pad_id, bf16, engine)
-                progress.log({"step": state.step, **{f"val_{k}": round(v, 6) for k, v in val.items()}})
-                if _note_validation(state, val["loss"], settings.early_stopping_patience):
+                probe = _probe(general, model, state)
+                progress.log({"step": state.step, **{f"val_{k}": round(v, 6) for k, v in val.items()}, **probe})
+                if _note_validation(state, val["loss"], settings.early_stopping_patience, general):
                     best = _snapshot(params)
                 shown = f"grade {val['grade']:.4f}" if "grade" in val else f"{state.last_val:.4f}"
+                if probe:
+                    shown += f"  general ppl {probe['probe_perplexity']:.2f} ({probe['probe_change']:+.0%})"
                 progress.say(f"step {state.step}/{total_steps}  loss {state.last_loss:.4f}  val {shown}")
             progress.update(state.step, state.last_loss or 0.0, state.last_val, record["tokens_per_s"])
             # Every rank must agree to stop at the same step (torchrun signals each one separately, and a
@@ -154,6 +166,7 @@ class _StepRunner:
     flops_per_token: float
     peak_flops: float
     micro: int = 1  # rows per forward pass, for an on-policy objective's sampled rows
+    general: General | None = None  # the KL-to-base term, where the run has one
 
     def __post_init__(self) -> None:
         self.objective: Objective = self.engine.objective
@@ -193,6 +206,11 @@ class _StepRunner:
             weight=weight,
             live=live,
         )
+        if self.general is not None and self.general.kl is not None:
+            # The KL-to-base term adds its gradient to the step's, so clipping sees both.
+            extra["kl_to_base"] = round(self.general.kl(self.engine.model, state.step), 6)
+        if rollout is None and (replayed := replay_tokens(examples)):
+            extra["replay_tokens"] = replayed
         padded = sum(len(mb) * max(sum(lengths[i] for i in row) for row in mb) for mb in mine[:live])
         names = sorted(sums)
         loss_total, padded, *summed = self.engine.all_sum(loss_total, padded, *(sums[k] for k in names))
@@ -326,12 +344,37 @@ def evaluate(model: Any, data: list[Any], micro: int, pad_id: int, bf16: bool) -
     return validate(model, data, micro, pad_id, bf16)["loss"]
 
 
-def _note_validation(state: LoopState, val_loss: float, patience: int | None) -> bool:
-    """Record a validation loss; True when it is the best so far (the caller snapshots the weights)."""
+def _probe(general: General, model: Any, state: LoopState) -> dict[str, float]:
+    """The forgetting probe at a validation, as metrics.jsonl fields (none when the run has no probe)."""
+    if general.probe is None or state.probe_base is None:
+        return {}
+    state.last_probe = general.probe.measure(model)
+    return {
+        "probe_perplexity": round(state.last_probe, 4),
+        "probe_change": round(state.last_probe / state.probe_base - 1.0, 6),
+    }
+
+
+def _note_validation(state: LoopState, val_loss: float, patience: int | None, general: General | None = None) -> bool:
+    """Record a validation loss (and the probe's perplexity, where measured); True when it is the best so far
+    (the caller snapshots the weights).
+
+    With a forgetting budget, an evaluation whose probe rose by more than the budget is never preferred to
+    one within it: the best is the lowest validation loss among those within, and only while none is within,
+    the lowest overall. An evaluation that is not the best counts toward early stopping, so a run that has
+    left the budget stops after ``patience`` evaluations."""
     state.last_val = val_loss
-    state.history.append({"step": state.step, "val_loss": val_loss})
-    if state.best_val is None or val_loss < state.best_val:
-        state.best_val, state.best_step, state.bad_evals = val_loss, state.step, 0
+    point = {"step": state.step, "val_loss": val_loss}
+    probe = general.probe if general is not None else None
+    within = True
+    if probe is not None and state.probe_base is not None and state.last_probe is not None:
+        point["probe_perplexity"] = state.last_probe
+        if probe.budget is not None:
+            within = state.last_probe / state.probe_base - 1.0 <= probe.budget
+    state.history.append(point)
+    lower = state.best_val is None or val_loss < state.best_val
+    if (within and (lower or not state.best_within)) or (not within and not state.best_within and lower):
+        state.best_val, state.best_step, state.bad_evals, state.best_within = val_loss, state.step, 0, within
         return True
     state.bad_evals += 1
     if patience is not None and state.bad_evals >= patience:

@@ -24,10 +24,12 @@ from tunesmith.data.check_report import CheckReport
 from tunesmith.data.formats import Conversation, metadata_warning, read_examples, require_clean, split_examples
 from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
+from tunesmith.eval import forgetting
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import distributed, rft_setup, rundir
 from tunesmith.train.batches import fixed_sample, plan_steps
+from tunesmith.train.general import KL_ROW_TOKENS, General, KLToBase, Probe, mix_replay, replay_stream
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
 from tunesmith.train.objectives.dpo import render_pairs
@@ -131,13 +133,21 @@ def _run_training(
     inputs = {"train_data": data.train_hash, "val_data": data.val_hash, "model": rundir.source_hash(source)}
     if main:
         rundir.record_start(out, cfg, inputs, resume=resume, force=force)
-    reasons = _choices(cfg, data, prep, rows, start)
+    s = prep.settings
+    general, general_reasons = _general(s, tokenizer, prep.bf16)
+    reasons = _choices(cfg, data, prep, rows, start) + general_reasons
     _print_plan(cfg, source.name, rows, prep, reasons)
 
-    s = prep.settings
     plan = plan_steps(
         lengths, s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1, s.seed, pack=s.packing, pack_len=s.pack_len
     )
+    train_rows = rows.train
+    if s.replay:  # general text joins every step (train/general.py); the plan is rebuilt the same on resume
+        plan, replayed = mix_replay(
+            plan, rows.train, replay_stream(tokenizer), s.replay, s.micro_batch_size or 1, pack=s.packing,
+            pack_len=s.pack_len,
+        )  # fmt: skip
+        train_rows = rows.train + replayed
     clock.mark("set-up (LoRA, precision, compile)")
     peak, peak_source = _machine_peak(prep.bf16)
     clock.mark("GEMM peak")
@@ -155,7 +165,7 @@ def _run_training(
     loop_started = time.perf_counter()
     loop = train(
         prep.model,
-        rows.train,
+        train_rows,
         rows.val,
         plan,
         s,
@@ -170,6 +180,7 @@ def _run_training(
         peak_flops=peak,
         engine=engine,
         open_trackers=functools.partial(make_trackers, s.report_to, out, cfg) if s.report_to else None,
+        general=general,
     )
     result = TrainResult(out, cfg, loop, rows.stats.as_dict(), reasons)
     if stop_after is not None and loop.step < prep.resolved.total_steps:
@@ -186,6 +197,32 @@ def _run_training(
     result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing, start)
     runs.write_run(out, result.summary)
     return result
+
+
+def _general(s: Any, tokenizer: Any, bf16: bool) -> tuple[General, list[str]]:
+    """The forgetting probe and the KL-to-base term the run's settings ask for, with their sentences."""
+    reasons = []
+    probe = kl = None
+    if s.forgetting_probe:
+        probe = Probe.for_tokenizer(tokenizer, bf16, s.forgetting_budget)
+        reasons.append(
+            f"forgetting probe: general-English perplexity ({forgetting.TEXT_NAME}, {probe.tokens} tokens, the "
+            "eval check's text) before training and at each validation (--no-forgetting-probe turns it off)"
+        )
+        if s.forgetting_budget is not None:
+            reasons.append(
+                f"best weights: the lowest validation loss among evaluations within +{s.forgetting_budget:.0%} "
+                "general-English perplexity; early stopping counts evaluations past it"
+            )
+    if s.kl_to_base:
+        if distributed.world() > 1:
+            raise UserError("--kl-to-base runs in one process for now: drop --nproc or the KL term")
+        kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16)
+        reasons.append(
+            f"KL to the base: {s.kl_to_base:g} x KL(base || tuned) per token on {KL_ROW_TOKENS} tokens of "
+            "general English a step (the base is the adapter disabled)"
+        )
+    return General(probe, kl), reasons
 
 
 def _machine_peak(bf16: bool) -> tuple[float, str]:
@@ -383,7 +420,27 @@ def _summary(
         startup=timing["startup"],
         chat_template=template_name(tokenizer),
         lora_coverage=prep.coverage,
+        forgetting_probe=_probe_record(loop, cfg.train.forgetting_budget) if cfg.train.forgetting_probe else None,
     )
+
+
+def _probe_record(loop: LoopState, budget: float | None) -> dict[str, Any] | None:
+    """run.json's forgetting_probe: the general-English perplexity at the start, at the kept weights and at
+    each validation."""
+    if loop.probe_base is None:
+        return None
+    at_best = next((h.get("probe_perplexity") for h in loop.history if h["step"] == loop.best_step), None)
+    return {
+        "text": forgetting.TEXT_NAME,
+        "base_perplexity": loop.probe_base,
+        "best_perplexity": at_best,
+        "best_change": at_best / loop.probe_base - 1.0 if at_best is not None else None,
+        "budget": budget,
+        "within_budget": loop.best_within if budget is not None else None,
+        "history": [
+            {"step": h["step"], "perplexity": h["probe_perplexity"]} for h in loop.history if "probe_perplexity" in h
+        ],
+    }
 
 
 def _choices(cfg: RunConfig, data: _Data, prep: Prepared, rows: _Rows, start: runs.RunInfo | None) -> list[str]:

@@ -1,0 +1,163 @@
+"""General English during training: the forgetting probe, replay, and a KL term to the base.
+
+Tuning on one narrow task makes the model worse at plain text (eval/forgetting.py measures it after the
+run). Three tools act on that *during* the run; all read shipped text, never the user's data:
+
+* the probe: perplexity of the forgetting check's own text (``examples/general_english.txt``), measured
+  before the first step and at every validation, logged next to the validation loss, and, with a
+  forgetting budget, used to pick the best weights (the lowest validation loss among the evaluations whose
+  rise stays within the budget) and to stop early once the run has left the budget;
+* replay (``--replay F``): consecutive chunks of a *different* shipped text (``examples/general_replay.txt``)
+  join every SFT step with a plain language-model loss (every token trained), so that F of the step's
+  trained tokens are general text. The probe's text is never trained on, so the check still measures text
+  the run has not seen;
+* KL to the base (``--kl-to-base C``): each step, C x KL(base || tuned) per token on one chunk of the replay
+  text, where the base is the same model with its LoRA adapter disabled (as DPO's and RFT's references).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.render import IGNORE, Rendered
+from tunesmith.eval import forgetting
+from tunesmith.train.batches import StepPlan, collate, layout_step
+from tunesmith.train.precision import autocast
+
+REPLAY_TEXT = "general_replay.txt"
+REPLAY_SOURCE = f"replay:{REPLAY_TEXT}"  # marks replay rows (Rendered.source) in a step
+REPLAY_ROW_TOKENS = 256  # longest replay row: a step's replay is cut into rows of at most this many tokens
+KL_ROW_TOKENS = 128  # tokens of general text the KL term reads each step
+
+
+def replay_text() -> str:
+    return (resources.files("tunesmith.examples") / REPLAY_TEXT).read_text(encoding="utf-8")
+
+
+def replay_stream(tokenizer: Any) -> list[int]:
+    """The replay text as one token stream (read cyclically)."""
+    return list(tokenizer(replay_text(), add_special_tokens=False)["input_ids"])
+
+
+def _take(stream: list[int], pos: int, n: int) -> list[int]:
+    """``n`` tokens of ``stream`` from ``pos``, wrapping around."""
+    reps = (pos + n) // len(stream) + 1
+    return (stream * reps)[pos : pos + n]
+
+
+def replay_rows(trained: int, fraction: float, stream: list[int], pos: int) -> tuple[list[Rendered], int]:
+    """(rows of general text holding ``fraction`` of a step's trained tokens once added to its ``trained``
+    task tokens, the stream position after them). A row of n tokens trains n - 1 (its first is context only)."""
+    need = round(trained * fraction / (1.0 - fraction)) if fraction > 0 else 0
+    rows = []
+    while need > 0:
+        n = min(need, REPLAY_ROW_TOKENS - 1)
+        ids = _take(stream, pos, n + 1)
+        rows.append(Rendered(ids, [IGNORE, *ids[1:]], source=REPLAY_SOURCE))
+        pos, need = (pos + n) % len(stream), need - n
+    return rows, pos
+
+
+def mix_replay(
+    plan: list[StepPlan],
+    rows: list[Rendered],
+    stream: list[int],
+    fraction: float,
+    micro_batch_size: int,
+    *,
+    pack: bool = False,
+    pack_len: int | None = None,
+) -> tuple[list[StepPlan], list[Rendered]]:
+    """(the plan with replay rows added to every step, the replay rows: their indices run on from
+    ``len(rows)``). A pure function of its inputs, so a resumed run rebuilds the same steps."""
+    lengths = [len(r.input_ids) for r in rows]
+    extra: list[Rendered] = []
+    out, pos = [], 0
+    for step in plan:
+        trained = sum(rows[i].n_trained for i in step.indices)
+        new, pos = replay_rows(trained, fraction, stream, pos)
+        first = len(rows) + len(extra)
+        extra += new
+        lengths += [len(r.input_ids) for r in new]
+        indices = step.indices + list(range(first, first + len(new)))
+        out.append(StepPlan(step.epoch, layout_step(indices, lengths, micro_batch_size, pack=pack, pack_len=pack_len)))
+    return out, extra
+
+
+def replay_tokens(examples: list[Any]) -> int:
+    """Trained tokens of the replay rows among ``examples``."""
+    return sum(e.n_trained for e in examples if getattr(e, "source", None) == REPLAY_SOURCE)
+
+
+@dataclass
+class Probe:
+    """The forgetting check's perplexity, measured on the model as it is now."""
+
+    rows: list[Rendered]
+    pad_id: int
+    bf16: bool = False
+    budget: float | None = None  # the most relative rise the best weights may have; None: not used to select
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any, bf16: bool, budget: float | None) -> Probe:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(forgetting.text_rows(tokenizer, forgetting.general_text()), pad, bf16, budget)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(r.input_ids) for r in self.rows)
+
+    def measure(self, model: Any) -> float:
+        was_training = model.training
+        with autocast(self.bf16):
+            ppl, _ = forgetting.rows_perplexity(model, self.rows, self.pad_id)
+        model.train(was_training)
+        return ppl
+
+
+@dataclass
+class KLToBase:
+    """``coef`` x KL(base || tuned), per token, on one chunk of general text a step; its gradient is added to
+    the step's (before clipping). The base is ``model`` with its adapter disabled, so it costs no memory."""
+
+    coef: float
+    rows: list[Rendered]
+    pad_id: int
+    bf16: bool = False
+
+    @classmethod
+    def for_tokenizer(cls, coef: float, tokenizer: Any, bf16: bool) -> KLToBase:
+        stream = replay_stream(tokenizer)
+        chunks = [stream[i : i + KL_ROW_TOKENS] for i in range(0, len(stream) - 1, KL_ROW_TOKENS)]
+        rows = [Rendered(c, list(c), source=REPLAY_SOURCE) for c in chunks if len(c) > 1]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(coef, rows, pad, bf16)
+
+    def __call__(self, model: Any, step: int) -> float:
+        """Backward of the term on this step's chunk; returns the KL per token (before ``coef``)."""
+        row = self.rows[step % len(self.rows)]
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in collate([row], self.pad_id).items()}
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        with torch.no_grad(), model.disable_adapter(), autocast(self.bf16):
+            base = F.log_softmax(model(**inputs).logits[0, :-1].float(), -1)
+        with autocast(self.bf16):
+            tuned = F.log_softmax(model(**inputs).logits[0, :-1].float(), -1)
+        # KL(base || tuned) = sum_v p_base (log p_base - log p_tuned): zero while nothing moved.
+        kl = F.kl_div(tuned, base, log_target=True, reduction="sum") / tuned.shape[0]
+        (self.coef * kl).backward()
+        return float(kl.detach())
+
+
+@dataclass
+class General:
+    """What the loop does with general text in a run: any of the probe and the KL term (replay lives in the
+    step plan, see ``mix_replay``)."""
+
+    probe: Probe | None = None
+    kl: KLToBase | None = None

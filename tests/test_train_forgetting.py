@@ -1,0 +1,189 @@
+"""The forgetting tools of the training loop (train/general.py), on the tiny model: replay mixes the stated
+share of tokens, the KL-to-base term starts at zero, the probe is logged at every validation, and best-weight
+selection respects a forgetting budget."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith import runs
+from tunesmith.config import TrainSettings, load_config
+from tunesmith.data.formats import read_examples
+from tunesmith.data.render import Renderer
+from tunesmith.errors import UserError
+from tunesmith.eval import forgetting
+from tunesmith.models.load import load_model
+from tunesmith.models.lora import add_lora
+from tunesmith.train import auto, general
+from tunesmith.train.batches import plan_steps
+from tunesmith.train.loop import LoopState, _note_validation
+from tunesmith.train.pipeline import run_training
+
+from .conftest import chat_rows, write_jsonl
+
+
+def make_cfg(model_dir: Path, data: Path, **train):
+    train = {"batch_size": 4, "micro_batch_size": 2, "learning_rate": 5e-3, "epochs": 1, **train}
+    return load_config(
+        None,
+        {
+            "model": {"name": str(model_dir)},
+            "data": {"train": str(data), "val_split": 0.25, "max_len": 256},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "train": train,
+        },
+    )
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / runs.METRICS).read_text().splitlines()]
+
+
+def test_replay_text_is_not_the_probe_text() -> None:
+    """The check must measure text the run never trained on: no sentence of the replay text is in the probe's."""
+    probe = forgetting.general_text()
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", general.replay_text()) if len(s.split()) >= 6]
+    assert len(sentences) > 50
+    assert not [s for s in sentences if s in probe]
+
+
+@pytest.mark.parametrize("pack", [False, True])
+@pytest.mark.parametrize("fraction", [0.1, 0.3])
+def test_replay_mixes_the_stated_share_of_trained_tokens(tokenizer, pack: bool, fraction: float) -> None:
+    rows, _ = Renderer(tokenizer).render_all(read_examples_from(chat_rows(30)))
+    plan = plan_steps([len(r.input_ids) for r in rows], 8, 2, 2, seed=1, pack=pack)
+    stream = general.replay_stream(tokenizer)
+    mixed, extra = general.mix_replay(plan, rows, stream, fraction, 2, pack=pack)
+    everything = rows + extra
+    assert len(mixed) == len(plan)
+    for before, after in zip(plan, mixed, strict=True):
+        task = [i for i in after.indices if i < len(rows)]
+        assert sorted(task) == sorted(before.indices), "the step's own examples are unchanged"
+        trained = sum(everything[i].n_trained for i in after.indices)
+        replayed = general.replay_tokens([everything[i] for i in after.indices])
+        assert replayed > 0
+        assert abs(replayed / trained - fraction) <= 1 / trained, (replayed, trained)
+    # consecutive replay rows read the replay text in order, wrapping around
+    text = tokenizer.decode(extra[0].input_ids)
+    assert text.strip()[:30] in general.replay_text()
+    # the same inputs give the same plan (a resumed run rebuilds it)
+    again, _ = general.mix_replay(plan, rows, stream, fraction, 2, pack=pack)
+    assert [s.micro_batches for s in again] == [s.micro_batches for s in mixed]
+
+
+def read_examples_from(rows: list[dict]) -> list:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        return read_examples(write_jsonl(Path(d) / "rows.jsonl", rows)).examples
+
+
+def test_a_run_with_replay_logs_its_share_and_the_probe(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(32))
+    cfg = make_cfg(tiny_model_dir, data, replay=0.2, eval_every=2)
+    result = run_training(cfg, tmp_path / "run")
+    lines = metrics(tmp_path / "run")
+    steps = [m for m in lines if "loss" in m]
+    assert steps and all(abs(m["replay_tokens"] / m["trained_tokens"] - 0.2) < 0.02 for m in steps)
+    vals = [m for m in lines if "val_loss" in m]
+    assert len(vals) == result.loop.step // 2 + (result.loop.step % 2 > 0)
+    assert all(m["probe_perplexity"] > 1 and "probe_change" in m for m in vals)
+    probe = runs.read_run(tmp_path / "run").forgetting_probe
+    assert probe is not None and [h["perplexity"] for h in probe["history"]] == pytest.approx(
+        [m["probe_perplexity"] for m in vals], abs=1e-3
+    )
+    # the start is the base model's perplexity on the check's text, as `tunesmith eval` measures it
+    base, tok, _ = load_model(str(tiny_model_dir))
+    base_ppl = forgetting.text_perplexity(base, tok, forgetting.general_text())[0]
+    assert probe["base_perplexity"] == pytest.approx(base_ppl, rel=1e-4)  # (LoRA B = 0: the base)
+    assert any("replay: 20%" in c or "forgetting probe" in c for c in result.reasons)
+
+
+def test_no_probe_when_turned_off(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+    run_training(make_cfg(tiny_model_dir, data, forgetting_probe=False, max_steps=2, eval_every=1), tmp_path / "run")
+    assert not any("probe_perplexity" in m for m in metrics(tmp_path / "run"))
+    assert runs.read_run(tmp_path / "run").forgetting_probe is None
+
+
+def test_kl_to_base_is_zero_at_start_and_positive_after_weights_move(tiny_model_dir: Path) -> None:
+    torch.manual_seed(0)
+    model, tok, _ = load_model(str(tiny_model_dir))
+    model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
+    term = general.KLToBase.for_tokenizer(1.0, tok, bf16=False)
+    assert term(model, 0) == pytest.approx(0.0, abs=1e-6)
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert all(p.grad is None or p.grad.abs().max() < 1e-6 for p in lora.values()), "no pull while nothing moved"
+    with torch.no_grad():
+        for n, p in lora.items():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+            p.grad = None
+    kl = term(model, 1)
+    assert kl > 1e-4
+    assert sum(float(p.grad.abs().sum()) for p in lora.values() if p.grad is not None) > 0
+    # the gradient pulls back toward the base: a small step against it lowers the KL
+    with torch.no_grad():
+        for p in lora.values():
+            if p.grad is not None:
+                p -= 1e-2 * p.grad / max(1e-12, float(p.grad.norm()))
+                p.grad = None
+    assert term(model, 1) < kl
+
+
+def test_a_run_with_kl_to_base_logs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+    run_training(make_cfg(tiny_model_dir, data, kl_to_base=0.5, max_steps=3, eval_every=3), tmp_path / "run")
+    kls = [m["kl_to_base"] for m in metrics(tmp_path / "run") if "loss" in m]
+    assert len(kls) == 3 and kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 0
+
+
+def budget_state(base: float, budget: float | None) -> tuple[LoopState, general.General]:
+    probe = general.Probe(rows=[], pad_id=0, budget=budget)
+    return LoopState(probe_base=base), general.General(probe=probe)
+
+
+def feed(state: LoopState, g: general.General, evals: list[tuple[float, float]], patience: int | None) -> list[int]:
+    """Validations of (val loss, probe perplexity); returns the steps that became the best."""
+    bests = []
+    for step, (val, ppl) in enumerate(evals, start=1):
+        state.step, state.last_probe = step, ppl
+        if _note_validation(state, val, patience, g):
+            bests.append(step)
+        if state.stopped_early:
+            break
+    return bests
+
+
+def test_best_weights_are_the_lowest_val_loss_within_the_budget() -> None:
+    evals = [(1.0, 10.2), (0.8, 10.9), (0.5, 12.0), (0.4, 13.0), (0.3, 14.0)]
+    state, g = budget_state(10.0, budget=0.10)
+    assert feed(state, g, evals, patience=None) == [1, 2]
+    assert state.best_step == 2 and state.best_val == 0.8 and state.best_within
+    # without a budget the probe is only logged: the lowest loss wins
+    state, g = budget_state(10.0, budget=None)
+    assert feed(state, g, evals, patience=None) == [1, 2, 3, 4, 5]
+    assert [h["probe_perplexity"] for h in state.history] == [10.2, 10.9, 12.0, 13.0, 14.0]
+
+
+def test_a_run_past_the_budget_stops_early() -> None:
+    state, g = budget_state(10.0, budget=0.10)
+    feed(state, g, [(1.0, 10.2), (0.8, 10.5), (0.5, 12.0), (0.4, 13.0), (0.3, 14.0)], patience=2)
+    assert state.stopped_early and state.step == 4 and state.best_step == 2
+
+
+def test_out_of_budget_weights_are_kept_only_until_one_within_appears() -> None:
+    state, g = budget_state(10.0, budget=0.05)
+    # the first evaluation is already past the budget; a later one within it wins even at a higher loss
+    assert feed(state, g, [(0.5, 11.0), (0.4, 11.5), (0.6, 10.4), (0.55, 10.3), (0.7, 10.2)], None) == [1, 2, 3, 4]
+    assert state.best_step == 4 and state.best_within
+
+
+def test_replay_and_kl_refuse_what_they_cannot_do() -> None:
+    with pytest.raises(UserError, match="replay"):
+        auto.resolve(TrainSettings(objective="dpo", replay=0.1), 40, 100, [])
+    with pytest.raises(UserError, match="LoRA"):
+        auto.resolve(TrainSettings(method="full", kl_to_base=0.1), 40, 100, [])
