@@ -36,7 +36,7 @@ def text_rows(tokenizer: Any, text: str, *, chunk_tokens: int = CHUNK_TOKENS) ->
     return [Rendered(c, list(c)) for c in chunks if len(c) > 1]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: during training, a compiled model would compile once more for it
 def rows_perplexity(model: Any, rows: list[Rendered], pad_id: int) -> tuple[float, int]:
     """(perplexity, predicted tokens) of ``text_rows``; leaves the model in eval mode."""
     if not rows:
