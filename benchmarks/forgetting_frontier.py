@@ -54,6 +54,10 @@ GRIDS["full"] = {
     "lr1e-3-r8-a16": {"train": {"learning_rate": 1e-3}, "lora": {"r": 8, "alpha": 16}},
     "lr1e-3-r16-a16": {"train": {"learning_rate": 1e-3}, "lora": {"r": 16, "alpha": 16}},
     "lr2e-4-5ep": {"train": {"learning_rate": 2e-4, "epochs": 5}},
+    "lr1e-3-replay0.4": {"train": {"learning_rate": 1e-3, "replay": 0.4}},
+    "lr5e-4-replay0.4": {"train": {"learning_rate": 5e-4, "replay": 0.4}},
+    "lr1e-3-budget0.1": {"train": {"learning_rate": 1e-3, "forgetting_budget": 0.1}},
+    "lr5e-4-budget0.1": {"train": {"learning_rate": 5e-4, "forgetting_budget": 0.1}},
     "lr1e-3-kl0.5": {"train": {"learning_rate": 1e-3, "kl_to_base": 0.5}},
 }
 
@@ -148,6 +152,7 @@ def run_config(task: str, name: str, change: dict[str, Any], args: argparse.Name
         "change": change,
         "settings": {
             "learning_rate": s.learning_rate,
+            "forgetting_budget": s.forgetting_budget,
             "epochs": s.epochs,
             "replay": s.replay,
             "kl_to_base": s.kl_to_base,
