@@ -187,3 +187,21 @@ def test_replay_and_kl_refuse_what_they_cannot_do() -> None:
         auto.resolve(TrainSettings(objective="dpo", replay=0.1), 40, 100, [])
     with pytest.raises(UserError, match="LoRA"):
         auto.resolve(TrainSettings(method="full", kl_to_base=0.1), 40, 100, [])
+
+
+def test_a_resumed_run_without_a_recorded_start_measures_the_base(tiny_model_dir: Path) -> None:
+    """A checkpoint from before the probe has no start perplexity: for LoRA it is the adapter disabled, not the
+    moved weights."""
+    base, tok, _ = load_model(str(tiny_model_dir))
+    probe = general.Probe.for_tokenizer(tok, bf16=False, budget=None)
+    start = probe.measure(base)
+    model = add_lora(base, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
+    assert probe.measure_base(model, step=0) == pytest.approx(start, rel=1e-7)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 1.0)
+    # (a random tiny model is nearly uniform over its 49k tokens: any move is a small relative change)
+    assert abs(probe.measure(model) / start - 1) > 1e-5, "the adapter moved the perplexity"
+    assert probe.measure_base(model, step=5) == pytest.approx(start, rel=1e-7)

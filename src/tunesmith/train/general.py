@@ -119,6 +119,18 @@ class Probe:
         model.train(was_training)
         return ppl
 
+    def measure_base(self, model: Any, step: int) -> float | None:
+        """The perplexity the run's rise is measured from: the model before its first step (a fresh adapter
+        changes nothing yet); on resuming a checkpoint that did not record it, a LoRA model with its adapter
+        disabled. None where neither is at hand (full fine-tuning resumed from an older checkpoint). Not the
+        adapter disabled at step 0: a compiled model would compile its layers once more for that."""
+        if step == 0:
+            return self.measure(model)
+        if hasattr(model, "disable_adapter"):
+            with model.disable_adapter():
+                return self.measure(model)
+        return None
+
 
 @dataclass
 class KLToBase:

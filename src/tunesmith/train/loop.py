@@ -99,7 +99,7 @@ def train(
     micro = settings.micro_batch_size or 1
     step_run = _StepRunner(engine, train_data, pad_id, bf16, flops_per_token, peak_flops, micro, general)
     if general.probe is not None and state.probe_base is None:
-        state.probe_base = state.last_probe = general.probe.measure(model)  # the start: the base model
+        state.probe_base = state.last_probe = general.probe.measure_base(model, state.step)
 
     def checkpoint() -> None:
         engine.save_checkpoint(
