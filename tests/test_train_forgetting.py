@@ -102,9 +102,13 @@ def test_a_run_with_replay_logs_its_share_and_the_probe(tiny_model_dir: Path, tm
     assert any("replay: 20%" in c or "forgetting probe" in c for c in result.reasons)
 
 
-def test_no_probe_when_turned_off(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("why", ["turned off", "no validation"])
+def test_no_probe_when_turned_off_or_never_validating(tiny_model_dir: Path, tmp_path: Path, why: str) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
-    run_training(make_cfg(tiny_model_dir, data, forgetting_probe=False, max_steps=2, eval_every=1), tmp_path / "run")
+    cfg = make_cfg(tiny_model_dir, data, forgetting_probe=why != "turned off", max_steps=2)
+    if why == "no validation":
+        cfg.data.val_split = 0.0
+    run_training(cfg, tmp_path / "run")
     assert not any("probe_perplexity" in m for m in metrics(tmp_path / "run"))
     assert runs.read_run(tmp_path / "run").forgetting_probe is None
 

@@ -98,6 +98,8 @@ def train(
     state, best = _start(engine, params, optimizer, scheduler, checkpoints, metrics_path, resume, total_steps)
     micro = settings.micro_batch_size or 1
     step_run = _StepRunner(engine, train_data, pad_id, bf16, flops_per_token, peak_flops, micro, general)
+    if general.probe is not None and not (val_data and settings.eval_every):
+        general = General(kl=general.kl)  # measured at validations only: a run without them has no probe
     if general.probe is not None and state.probe_base is None:
         state.probe_base = state.last_probe = general.probe.measure_base(model, state.step)
 

@@ -134,7 +134,7 @@ def _run_training(
     if main:
         rundir.record_start(out, cfg, inputs, resume=resume, force=force)
     s = prep.settings
-    general, general_reasons = _general(s, tokenizer, prep.bf16)
+    general, general_reasons = _general(s, tokenizer, prep.bf16, validates=bool(rows.val) and bool(s.eval_every))
     reasons = _choices(cfg, data, prep, rows, start) + general_reasons
     _print_plan(cfg, source.name, rows, prep, reasons)
 
@@ -199,11 +199,12 @@ def _run_training(
     return result
 
 
-def _general(s: Any, tokenizer: Any, bf16: bool) -> tuple[General, list[str]]:
-    """The forgetting probe and the KL-to-base term the run's settings ask for, with their sentences."""
+def _general(s: Any, tokenizer: Any, bf16: bool, validates: bool) -> tuple[General, list[str]]:
+    """The forgetting probe (at validations, so only in a run that validates) and the KL-to-base term the run's
+    settings ask for, with their sentences."""
     reasons = []
     probe = kl = None
-    if s.forgetting_probe:
+    if s.forgetting_probe and validates:
         probe = Probe.for_tokenizer(tokenizer, bf16, s.forgetting_budget)
         reasons.append(
             f"forgetting probe: general-English perplexity ({forgetting.TEXT_NAME}, {probe.tokens} tokens, the "
