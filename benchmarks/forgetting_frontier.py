@@ -47,6 +47,8 @@ GRIDS: dict[str, dict[str, dict[str, Any]]] = {
 }
 GRIDS["full"] = {
     **GRIDS["lr"],
+    "lr1e-3-replay0.05": {"train": {"learning_rate": 1e-3, "replay": 0.05}},
+    "lr1e-3-replay0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1}},
     "lr1e-3-replay0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2}},
     "lr5e-4-replay0.2": {"train": {"learning_rate": 5e-4, "replay": 0.2}},
     "lr2e-4-replay0.2": {"train": {"learning_rate": 2e-4, "replay": 0.2}},
