@@ -195,7 +195,8 @@ class _StepRunner:
             weight = self.objective.weight(examples)
             lengths = self.lengths
             n_tokens = sum(self.lengths[i] for i in step_plan.indices)
-            n_trained = sum(getattr(e, "n_trained", 0) for e in examples)
+            # Replay rows (general.py) train too, but are not the user's data: logged apart as replay_tokens.
+            n_trained = sum(getattr(e, "n_trained", 0) for e in examples) - replay_tokens(examples)
             mine, live = self.engine.shard(step_plan.micro_batches, self.lengths)
             micro_batches = [[[self.data[i] for i in row] for row in mb] for mb in mine]
         t_train = time.perf_counter()
@@ -211,7 +212,7 @@ class _StepRunner:
         if self.general is not None and self.general.kl is not None:
             # The KL-to-base term adds its gradient to the step's, so clipping sees both.
             extra["kl_to_base"] = round(self.general.kl(self.engine.model, state.step), 6)
-        if rollout is None and (replayed := replay_tokens(examples)):
+        if rollout is None and (replayed := replay_tokens(examples)):  # (the user's rows: trained_tokens)
             extra["replay_tokens"] = replayed
         padded = sum(len(mb) * max(sum(lengths[i] for i in row) for row in mb) for mb in mine[:live])
         names = sorted(sums)
