@@ -87,7 +87,13 @@ def score_demo(model: Any, tok: Any, test: Path, rows: int | None) -> dict[str, 
     prompts = [[m.as_dict() for m in c.messages[:-1]] for c in convs]
     refs = [c.messages[-1].content for c in convs]
     s = score(generate(model, tok, prompts, max_new_tokens=96, batch_size=20), refs)
-    return {"quality": s.mean_field, "field_accuracy": s.mean_field, "stop_rate": s.stop_rate, "json": s.json_valid}
+    return {
+        "quality": s.mean_field,
+        "field_accuracy": s.mean_field,
+        "fields": s.fields,
+        "stop_rate": s.stop_rate,
+        "json": s.json_valid,
+    }
 
 
 def score_loss(model: Any, tok: Any, test: Path, rows: int | None) -> dict[str, Any]:
