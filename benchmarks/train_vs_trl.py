@@ -84,6 +84,7 @@ def child_tunesmith(
                 "batch_size": s["batch"],
                 "micro_batch_size": s["batch"],
                 "learning_rate": s["lr"],
+                "replay": 0.0,  # TRL trains on the rows alone: the same work on both sides
                 "warmup_ratio": s["warmup_ratio"],
                 "min_lr_ratio": 0.0,
                 "max_steps": max_steps,
