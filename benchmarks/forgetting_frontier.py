@@ -33,34 +33,36 @@ RESULTS = HERE / "results"
 THRESHOLD = 0.10  # the forgetting check's default (eval/forgetting.py DEFAULT_THRESHOLD)
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
-# name -> the settings it changes from tunesmith's defaults (train.* and lora.* config fields)
+# name -> the settings it changes from tunesmith's defaults (train.* and lora.* config fields); replay is given
+# wherever it matters, so that a configuration means the same whatever the default.
 GRIDS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "lr1e-3": {"train": {"learning_rate": 1e-3}},
-        "lr2e-4": {"train": {"learning_rate": 2e-4}},
+        "lr1e-3": {"train": {"learning_rate": 1e-3, "replay": 0.0}},
+        "lr2e-4": {"train": {"learning_rate": 2e-4, "replay": 0.0}},
     },
     "lr": {
-        "lr1e-3": {"train": {"learning_rate": 1e-3}},
-        "lr5e-4": {"train": {"learning_rate": 5e-4}},
-        "lr2e-4": {"train": {"learning_rate": 2e-4}},
+        "lr1e-3": {"train": {"learning_rate": 1e-3, "replay": 0.0}},
+        "lr5e-4": {"train": {"learning_rate": 5e-4, "replay": 0.0}},
+        "lr2e-4": {"train": {"learning_rate": 2e-4, "replay": 0.0}},
     },
 }
 GRIDS["full"] = {
     **GRIDS["lr"],
+    "default": {},  # tunesmith's defaults as they are: what `make demo` trains
     "lr1e-3-replay0.05": {"train": {"learning_rate": 1e-3, "replay": 0.05}},
     "lr1e-3-replay0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1}},
     "lr1e-3-replay0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2}},
     "lr5e-4-replay0.2": {"train": {"learning_rate": 5e-4, "replay": 0.2}},
     "lr2e-4-replay0.2": {"train": {"learning_rate": 2e-4, "replay": 0.2}},
-    "lr1e-3-attention": {"train": {"learning_rate": 1e-3}, "lora": {"target_modules": ATTENTION}},
-    "lr1e-3-r8-a16": {"train": {"learning_rate": 1e-3}, "lora": {"r": 8, "alpha": 16}},
-    "lr1e-3-r16-a16": {"train": {"learning_rate": 1e-3}, "lora": {"r": 16, "alpha": 16}},
-    "lr2e-4-5ep": {"train": {"learning_rate": 2e-4, "epochs": 5}},
+    "lr1e-3-attention": {"train": {"learning_rate": 1e-3, "replay": 0.0}, "lora": {"target_modules": ATTENTION}},
+    "lr1e-3-r8-a16": {"train": {"learning_rate": 1e-3, "replay": 0.0}, "lora": {"r": 8, "alpha": 16}},
+    "lr1e-3-r16-a16": {"train": {"learning_rate": 1e-3, "replay": 0.0}, "lora": {"r": 16, "alpha": 16}},
+    "lr2e-4-5ep": {"train": {"learning_rate": 2e-4, "epochs": 5, "replay": 0.0}},
     "lr1e-3-replay0.4": {"train": {"learning_rate": 1e-3, "replay": 0.4}},
     "lr5e-4-replay0.4": {"train": {"learning_rate": 5e-4, "replay": 0.4}},
-    "lr1e-3-budget0.1": {"train": {"learning_rate": 1e-3, "forgetting_budget": 0.1}},
-    "lr5e-4-budget0.1": {"train": {"learning_rate": 5e-4, "forgetting_budget": 0.1}},
-    "lr1e-3-kl0.5": {"train": {"learning_rate": 1e-3, "kl_to_base": 0.5}},
+    "lr1e-3-budget0.1": {"train": {"learning_rate": 1e-3, "forgetting_budget": 0.1, "replay": 0.0}},
+    "lr5e-4-budget0.1": {"train": {"learning_rate": 5e-4, "forgetting_budget": 0.1, "replay": 0.0}},
+    "lr1e-3-kl0.5": {"train": {"learning_rate": 1e-3, "kl_to_base": 0.5, "replay": 0.0}},
 }
 
 
