@@ -44,18 +44,41 @@ def test_the_set_has_a_voice_stale_facts_and_docs_with_the_new_ones(data: Path) 
     assert "1.7 litres" in train and "2.2 litres" not in train and train.count(GREETING) == 24
 
 
+def _stale_rows(convs: list) -> list:
+    stale = [c for c in convs if "1.7 litres" in c.messages[-1].content or "2-year" in c.messages[-1].content]
+    return stale + [c for c in convs if "4 temperature" in c.messages[-1].content]
+
+
+def test_stale_rows_drop_leaves_out_the_rows_the_docs_contradict(data: Path) -> None:
+    convs = read_examples(data / "train.jsonl").examples
+    out, line = add_docs_context(convs, DocsIndex(data / "docs"), 2, stale_rows="drop")
+    stale = _stale_rows(convs)
+    assert len(stale) == 9 and f"{24 - 9} of 24 training rows get their 2 nearest chunks" in line
+    assert "9 whose replies state facts the docs do not" in line and "are left out" in line
+    kept = [c for c in convs if c not in stale]
+    assert len(out) == len(kept) == 15, "the rows that teach the old facts are not trained"
+    for before, after in zip(kept, out, strict=True):
+        assert after.messages[0].role == "system" and DOCS_HEADER in after.messages[0].content
+        assert after.messages[1:] == before.messages and after.source == before.source
+
+
 def test_training_rows_get_doc_context_unless_the_docs_contradict_them(data: Path) -> None:
     convs = read_examples(data / "train.jsonl").examples
     out, line = add_docs_context(convs, DocsIndex(data / "docs"), 2)
-    stale = [c for c in convs if "1.7 litres" in c.messages[-1].content or "2-year" in c.messages[-1].content]
-    stale += [c for c in convs if "4 temperature" in c.messages[-1].content]
-    assert len(stale) == 9 and f"{24 - 9} of 24 training rows get their 2 nearest chunks" in line
+    stale = _stale_rows(convs)
+    assert f"{24 - 9} of 24 training rows get their 2 nearest chunks" in line
+    assert len(out) == 24 and "train without it" in line and "--stale-rows drop leaves them out" in line
     for before, after in zip(convs, out, strict=True):
         if before in stale:
             assert after is before, "a row the docs contradict trains without context"
         else:
-            assert after.messages[0].role == "system" and DOCS_HEADER in after.messages[0].content
-            assert after.messages[1:] == before.messages and after.source == before.source
+            assert DOCS_HEADER in after.messages[0].content
+
+
+def test_when_every_row_is_stale_they_train_plain_rather_than_nothing(data: Path) -> None:
+    stale = _stale_rows(read_examples(data / "train.jsonl").examples)
+    out, line = add_docs_context(stale, DocsIndex(data / "docs"), 2, stale_rows="drop")
+    assert out == stale and "every row is stale, so none is left out" in line
 
 
 def test_check_docs_lists_the_rows_the_docs_contradict(data: Path, capsys, tiny_model_dir: Path) -> None:

@@ -76,12 +76,19 @@ def prompts_with_docs(prompts: list[list[dict[str, Any]]], index: Any, k: int) -
     return out, [[c.source for c in cs] for cs in near]
 
 
-def add_docs_context(convs: list[Any], index: Any, k: int) -> tuple[list[Any], str]:
+STALE_ROW_MODES = ("drop", "plain")  # what training does with rows whose replies the docs contradict
+
+
+def add_docs_context(convs: list[Any], index: Any, k: int, stale_rows: str = "plain") -> tuple[list[Any], str]:
     """Training rows with their ``k`` nearest doc chunks in the system message, so that the adapter learns
     to take facts from the context and the voice from its weights; and the line that says what was done.
 
-    A row whose reply states numbers, dates or names that the docs do not (a stale fact) is trained without
-    context: shown next to docs that say otherwise, it would teach the model to overrule the docs."""
+    A row whose reply states numbers, dates or names that the docs do not (a stale fact) cannot train with
+    context: shown next to docs that say otherwise, it would teach the model to overrule the docs. By default
+    (``stale_rows="plain"``) it trains without context; ``"drop"`` leaves it out. Plain is the default because
+    it measured better (README, "When facts change"): the stale rows still teach which fact answers which
+    question, and the context overrides the old value. When every row is stale, dropping would leave nothing
+    to train on, so they train plain."""
     import dataclasses
 
     from tunesmith.eval.facts import stale_replies
@@ -94,8 +101,9 @@ def add_docs_context(convs: list[Any], index: Any, k: int) -> tuple[list[Any], s
     out, stale = [], []
     for conv, claims, found in zip(convs, stale_claims, near, strict=True):
         last = conv.messages[-1]
+        if claims:
+            stale.append(conv)
         if conv.text_only or last.role != "assistant" or claims:
-            stale += [conv] if claims else []
             out.append(conv)
             continue
         prompt = [m.as_dict() for m in conv.messages[:-1]]
@@ -104,9 +112,19 @@ def add_docs_context(convs: list[Any], index: Any, k: int) -> tuple[list[Any], s
         out.append(dataclasses.replace(conv, messages=[Message("system", system), *rest]))
     given = sum(a is not b for a, b in zip(out, convs, strict=True))
     line = f"context: {given} of {len(convs)} training rows get their {k} nearest chunks of --docs {index.folder}"
-    if stale:
-        line += (
-            f"; {len(stale)} whose replies state facts the docs do not (a stale fact, e.g. "
-            f"{stale[0].source or 'a row'}) train without it, so the model does not learn to overrule the docs"
+    if not stale:
+        return out, line
+    example = stale[0].source or "a row"
+    drop = stale_rows == "drop" and len(stale) < len(convs)
+    if drop:
+        gone = {id(c) for c in stale}
+        out = [o for o, c in zip(out, convs, strict=True) if id(c) not in gone]
+        return out, line + (
+            f"; {len(stale)} whose replies state facts the docs do not (a stale fact, e.g. {example}) are left out: "
+            "they would teach the old facts (--stale-rows drop)"
         )
-    return out, line
+    why = "--stale-rows drop leaves them out" if stale_rows == "plain" else "every row is stale, so none is left out"
+    return out, line + (
+        f"; {len(stale)} whose replies state facts the docs do not (a stale fact, e.g. {example}) train without "
+        f"it, so the model does not learn to overrule the docs ({why})"
+    )
