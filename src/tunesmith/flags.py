@@ -44,7 +44,9 @@ FLAGS: dict[str, Flag] = {
     "docs": Flag("--docs", "data.docs", "Docs folder: train on prompts that include the nearest doc chunks."),
     "docs_k": Flag("--docs-k", "data.docs_k", "Doc chunks per prompt with --docs (default 4)."),
     "stale_rows": Flag(
-        "--stale-rows", "data.stale_rows", "plain | drop: rows the --docs contradict train without context, or are left out."
+        "--stale-rows",
+        "data.stale_rows",
+        "plain | drop: rows the --docs contradict train without context, or are left out.",
     ),
     "val_split": Flag("--val-split", "data.val_split", "Hold out this fraction instead."),
     "max_len": Flag("--max-len", "data.max_len", "Longest sequence in tokens."),
