@@ -26,9 +26,10 @@ from fastapi.responses import Response, StreamingResponse
 from tunesmith import console
 from tunesmith.serve import responses as doc
 from tunesmith.serve.guard import Guard, ServeSettings, install_errors
+from tunesmith.serve.message_rules import parse_messages
 from tunesmith.serve.registry import Registry, Served, stats
 from tunesmith.serve.requests import Event, GenRequest, Sampling
-from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found, parse_messages
+from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found
 from tunesmith.serve.tools import ToolPlan, ToolReply, prompt_ids, tool_message, tool_plan
 
 
