@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trl_common import child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
+from trl_common import benchmark_parser, child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
 
 HERE = Path(__file__).resolve().parent
 PAIRS = HERE.parent / "src" / "tunesmith" / "examples" / "support_triage_pairs"
@@ -171,16 +171,8 @@ def summarise(runs: dict[str, list[dict]]) -> tuple[dict, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__, "--train", "--test")
     parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--json", type=Path, help="Write the medians here.")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--train", help=argparse.SUPPRESS)
-    parser.add_argument("--test", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args)

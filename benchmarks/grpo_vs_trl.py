@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trl_common import child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
+from trl_common import benchmark_parser, child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = HERE.parent / "src" / "tunesmith" / "examples" / "support_triage_rft" / "train.jsonl"
@@ -206,18 +206,10 @@ def summarise(runs: dict[str, list[dict]]) -> tuple[dict, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__, "--data", "--needle")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-completion", type=int, default=64)
-    parser.add_argument("--json", type=Path, help="Write the medians here.")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--needle", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args)

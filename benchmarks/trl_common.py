@@ -4,6 +4,7 @@ bf16 where native, no saving or reporting, the same LoRA on every linear layer).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,6 +12,20 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def benchmark_parser(doc: str | None, *child_inputs: str) -> argparse.ArgumentParser:
+    """The options every benchmark against TRL takes, and the hidden ones its child processes get
+    (``--child TOOL``, ``--out DIR`` and the input files named in ``child_inputs``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="Write the medians here.")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
+    for name in (*child_inputs, "--out"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    return parser
 
 
 def child_result(tool: str, cmd: list[str]) -> dict:
