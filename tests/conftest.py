@@ -35,12 +35,17 @@ def tokenizer(default_model_dir: Path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     """A 2-layer Llama with hidden size 32, saved as a plain HF folder with the real tokenizer."""
+    return save_tiny_llama(tokenizer, tmp_path_factory.mktemp("tiny-llama"), hidden=32)
+
+
+def save_tiny_llama(tokenizer, out: Path, hidden: int) -> Path:
+    """A 2-layer random Llama (seed 0) of this hidden size, saved with ``tokenizer`` at ``out``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -50,7 +55,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
         eos_token_id=2,
         pad_token_id=2,
     )
-    return save_tiny_model(LlamaForCausalLM, config, tokenizer, tmp_path_factory.mktemp("tiny-llama"), seed=0)
+    return save_tiny_model(LlamaForCausalLM, config, tokenizer, out, seed=0)
 
 
 def tiny_sizes(tokenizer, **overrides: Any) -> dict[str, Any]:
