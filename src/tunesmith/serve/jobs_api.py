@@ -118,54 +118,7 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
     # -- jobs ----------------------------------------------------------------------------------------------
     @r.post("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.Job))
     async def create_job(body: JobRequest) -> dict[str, Any]:
-        hp, options, kind = body.resolved()
-        grader = jobs_rft.valid_grader(body)
-        base = _base_source(registry, body.model)
-        for param, file_id in (("training_file", body.training_file), ("validation_file", body.validation_file)):
-            if file_id is not None and store.get_file(file_id) is None:
-                raise ApiError(
-                    400, f"{param} '{file_id[:64]}' is not an uploaded file", param=param, code="invalid_file"
-                )
-        job = {
-            "id": new_id("ftjob"),
-            "created_at": int(time.time()),
-            "model": body.model,
-            "base_source": base,
-            "training_file": body.training_file,
-            "validation_file": body.validation_file,
-            "hyperparameters": hp.model_dump(),
-            # The server's --trust-remote-code, never the client's say: the job trains a model it serves.
-            "options": {
-                **options.model_dump(exclude_none=True),
-                "trust_remote_code": registry.trust_remote_code,
-                "objective": OBJECTIVE_OF[kind],
-                **({"grader": grader} if grader is not None else {}),
-            },
-            "suffix": body.suffix,
-            "seed": body.seed if body.seed is not None else random.randrange(2**31),
-            "status": "validating_files",
-            "metadata": body.metadata,
-        }
-        from tunesmith.config import load_config
-        from tunesmith.errors import UserError
-
-        try:
-            cfg = load_config(None, job_overrides(job, store))
-            await run_in_threadpool(_check_job_data, store, job, cfg)
-        except (UserError, ApiError) as e:
-            store.job_path(job["id"], ".grader.json").unlink(missing_ok=True)
-            if isinstance(e, ApiError):
-                raise
-            raise ApiError(
-                400, str(e).replace(str(store.root), "$TUNESMITH_HOME/serve"), param="hyperparameters"
-            ) from None
-        job["status"] = "queued"
-        events = [(f"Created fine-tuning job: {job['id']}", "info")]
-        effort = getattr(hp, "reasoning_effort", None)
-        if effort is not None:
-            events.append((f"reasoning_effort {effort!r} ignored: tunesmith's models have no reasoning mode", "warn"))
-        store.create_job(job, events=events)
-        return _job_object(store, store.get_job(job["id"]))
+        return await _create_job(store, registry, body)
 
     @r.get("/fine_tuning/jobs", response_model=None, responses=doc.ok(doc.JobList))
     async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
@@ -219,6 +172,54 @@ def jobs_router(store: Store, registry: Registry, settings: Any) -> APIRouter:
         return page(_checkpoints(store, job), after, limit)
 
     return r
+
+
+async def _create_job(store: Store, registry: Registry, body: JobRequest) -> dict[str, Any]:
+    """A new job, queued once its files and settings pass the checks a training run would make (400 otherwise)."""
+    hp, options, kind = body.resolved()
+    grader = jobs_rft.valid_grader(body)
+    base = _base_source(registry, body.model)
+    for param, file_id in (("training_file", body.training_file), ("validation_file", body.validation_file)):
+        if file_id is not None and store.get_file(file_id) is None:
+            raise ApiError(400, f"{param} '{file_id[:64]}' is not an uploaded file", param=param, code="invalid_file")
+    job = {
+        "id": new_id("ftjob"),
+        "created_at": int(time.time()),
+        "model": body.model,
+        "base_source": base,
+        "training_file": body.training_file,
+        "validation_file": body.validation_file,
+        "hyperparameters": hp.model_dump(),
+        # The server's --trust-remote-code, never the client's say: the job trains a model it serves.
+        "options": {
+            **options.model_dump(exclude_none=True),
+            "trust_remote_code": registry.trust_remote_code,
+            "objective": OBJECTIVE_OF[kind],
+            **({"grader": grader} if grader is not None else {}),
+        },
+        "suffix": body.suffix,
+        "seed": body.seed if body.seed is not None else random.randrange(2**31),
+        "status": "validating_files",
+        "metadata": body.metadata,
+    }
+    from tunesmith.config import load_config
+    from tunesmith.errors import UserError
+
+    try:
+        cfg = load_config(None, job_overrides(job, store))
+        await run_in_threadpool(_check_job_data, store, job, cfg)
+    except (UserError, ApiError) as e:
+        store.job_path(job["id"], ".grader.json").unlink(missing_ok=True)
+        if isinstance(e, ApiError):
+            raise
+        raise ApiError(400, str(e).replace(str(store.root), "$TUNESMITH_HOME/serve"), param="hyperparameters") from None
+    job["status"] = "queued"
+    events = [(f"Created fine-tuning job: {job['id']}", "info")]
+    effort = getattr(hp, "reasoning_effort", None)
+    if effort is not None:
+        events.append((f"reasoning_effort {effort!r} ignored: tunesmith's models have no reasoning mode", "warn"))
+    store.create_job(job, events=events)
+    return _job_object(store, store.get_job(job["id"]))
 
 
 def _cannot(action: str, status: str) -> ApiError:
