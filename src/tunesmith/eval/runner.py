@@ -25,7 +25,7 @@ from tunesmith.data.context import prompts_with_docs
 from tunesmith.data.formats import Conversation, Message, read_examples
 from tunesmith.data.render import Renderer, as_message
 from tunesmith.errors import ModelError, UserError
-from tunesmith.eval import forgetting, preference, scoring
+from tunesmith.eval import behaviour, forgetting, preference, scoring
 from tunesmith.eval import metrics as m
 from tunesmith.eval.docs import docs_index, fact_inputs
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, call_texts, few_shot_turns, load_rows, prompted
@@ -45,7 +45,7 @@ class EvalOptions:
     max_new_tokens: int | None = None  # None: from the longest reference
     batch_size: int = 16
     forgetting_threshold: float = forgetting.DEFAULT_THRESHOLD
-    behaviour_threshold: float = forgetting.bh.DEFAULT_THRESHOLD  # --behaviour-threshold (eval/behaviour.py)
+    behaviour_threshold: float = behaviour.DEFAULT_THRESHOLD  # --behaviour-threshold
     seed: int = 0  # picks the few-shot examples
     trust_remote_code: bool = False  # let the model folders run their own Python code (--trust-remote-code)
     columns: dict[str, str] | None = None  # --columns: row keys read from other columns of the data
