@@ -21,6 +21,9 @@ def test_matcher_is_whole_words_case_and_punctuation_blind() -> None:
     assert not bh.answered("Parisian food", ["Paris"]) and not bh.answered("", ["Paris"])
     assert not bh.answered("anything at all", ["", "!!"]), "an answer that normalizes to nothing never matches"
     assert bh.normalize("  Ça  va?\tOUI ") == "ça va oui"
+    # Gemma 3 270M (a base model) echoes questions with a word swapped: a question is never an answer.
+    assert not bh.answered("What is the opposite of cold? Answer in one word.\n\n### assistant:", ["cold"])
+    assert bh.answered("Is it cold? It is cold.", ["cold"]) and bh.answered("Paris? Paris!", ["paris"])
 
 
 def test_shipped_set_is_packaged_and_checkable() -> None:
@@ -49,6 +52,9 @@ def test_drop_threshold_and_aggregation() -> None:
     d = mixed.as_dict()
     assert (d["base_correct"], d["tuned_correct_of_those"], d["tuned_correct"]) == (5, 0, 5)
     assert d["drop"] == 1.0 and d["regressed"] and d["lost"] == ["q0", "q1", "q2", "q3", "q4"]
+    few = [i < 4 for i in range(10)]  # a base that answers 4: one lost is 25 points, yet only one answer
+    assert not bh.Behaviour(items, few, [i < 3 for i in range(10)], 0.10).regressed, "one lost answer is noise"
+    assert bh.Behaviour(items, few, [i < 2 for i in range(10)], 0.10).regressed
     none = bh.Behaviour(items, [False] * 10, [True] * 10, 0.0)
     assert none.drop == 0.0 and not none.regressed, "a base that answers nothing cannot be forgotten"
     assert "nothing to keep" in bh.summary(none.as_dict())

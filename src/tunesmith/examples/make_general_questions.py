@@ -111,8 +111,9 @@ def make(model_name: str = "smollm2-135m") -> dict:
     return {
         "about": (
             f"Kept: the candidates of make_general_questions.py that {model_name} answers right, greedy, "
-            f"{behaviour.MAX_NEW_TOKENS} new tokens, one user turn through its own chat template; matched "
-            "as whole words after lower-casing and turning non-alphanumerics into spaces (eval/behaviour.py)."
+            f"{behaviour.MAX_NEW_TOKENS} new tokens, one user turn through its own chat template; the reply's "
+            "questions dropped, then matched as whole words after lower-casing and turning non-alphanumerics "
+            "into spaces (eval/behaviour.py)."
         ),
         "model": model_name,
         "max_new_tokens": behaviour.MAX_NEW_TOKENS,
