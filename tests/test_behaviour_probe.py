@@ -51,7 +51,7 @@ def test_drop_threshold_and_aggregation() -> None:
     mixed = bh.Behaviour(items, half, [not x for x in half], 0.10)
     d = mixed.as_dict()
     assert (d["base_correct"], d["tuned_correct_of_those"], d["tuned_correct"]) == (5, 0, 5)
-    assert d["drop"] == 1.0 and d["regressed"] and d["lost"] == ["q0", "q1", "q2", "q3", "q4"]
+    assert d["drop"] == 1.0 and d["regressed"] and [x["prompt"] for x in d["lost"]] == ["q0", "q1", "q2", "q3", "q4"]
     few = [i < 4 for i in range(10)]  # a base that answers 4: one lost is 25 points, yet only one answer
     assert not bh.Behaviour(items, few, [i < 3 for i in range(10)], 0.10).regressed, "one lost answer is noise"
     assert bh.Behaviour(items, few, [i < 2 for i in range(10)], 0.10).regressed
@@ -89,6 +89,8 @@ def test_scoring_with_real_generation(tiny_pair) -> None:
     changed = forgetting.compare(base_reading, forgetting.probe(other, tok, items), 0.10, 0.5, items=items)
     d = changed.as_dict()
     assert d["behaviour"]["tuned_correct_of_those"] == 0 and d["behaviour"]["regressed"]
+    said = bh.replies(other, tok, items)
+    assert [x["reply"] for x in d["behaviour"]["lost"]] == said[: bh.LOST_SHOWN], "what tuned said instead"
     assert d["behaviour"]["threshold"] == 0.5 and d["threshold"] == 0.10, "both thresholds travel separately"
     assert d["base_perplexity"] == base_reading.perplexity and d["regressed"] == (d["change"] > 0.10)
 
@@ -96,7 +98,7 @@ def test_scoring_with_real_generation(tiny_pair) -> None:
 def _with_behaviour(result: dict, regressed: bool) -> dict:
     items = [bh.Item(f"What is {i} + 1?", (str(i + 1),)) for i in range(8)]
     tuned = [i >= (3 if regressed else 0) for i in range(8)]
-    b = bh.Behaviour(items, [True] * 8, tuned, 0.10)
+    b = bh.Behaviour(items, [True] * 8, tuned, 0.10, [f'{{"category": "{i}"}}' for i in range(8)])
     result["forgetting"] = forgetting.Forgetting(20.0, 21.0, 3000, 0.10, b).as_dict()
     return result
 
@@ -110,10 +112,10 @@ def test_reports_show_the_probe_and_still_render_old_results(tmp_path: Path, cap
     new = _with_behaviour(fake_result(tmp_path / "run2"), regressed=True)
     md = report.render_markdown(new)
     assert "base answered 8 right and tuned still answers 5 of those (drop 37.5%, threshold 10%): **REGRESSION**" in md
-    assert "lost: `What is 0 + 1?`, `What is 1 + 1?`, `What is 2 + 1?`" in md
+    assert """lost: `What is 0 + 1?` (tuned: `{"category": "0"}`), `What is 1 + 1?` (tuned:""" in md
     page = report.render_html(new)
     assert "tuned still answers 5 of those" in page and "no longer answers some questions" in page
-    assert "<q>What is 0 + 1?</q>" in page
+    assert "<q>What is 0 + 1?</q> (tuned: <code>{&#34;category&#34;: &#34;0&#34;}</code>)" in page
 
     fine = _with_behaviour(fake_result(tmp_path / "run3"), regressed=False)
     assert "(drop 0.0%, threshold 10%): ok." in report.render_markdown(fine)

@@ -83,7 +83,10 @@ def replies(model: Any, tokenizer: Any, items: list[Item], *, batch_size: int = 
 
 def right(model: Any, tokenizer: Any, items: list[Item], *, batch_size: int = BATCH_SIZE) -> list[bool]:
     """Which items ``model`` answers right."""
-    texts = replies(model, tokenizer, items, batch_size=batch_size)
+    return scored(items, replies(model, tokenizer, items, batch_size=batch_size))
+
+
+def scored(items: list[Item], texts: list[str]) -> list[bool]:
     return [answered(t, it.answers) for t, it in zip(texts, items, strict=True)]
 
 
@@ -93,6 +96,7 @@ class Behaviour:
     base_right: list[bool]
     tuned_right: list[bool]
     threshold: float = DEFAULT_THRESHOLD
+    tuned_replies: list[str] | None = None  # shown beside the lost items: what the tuned model said instead
 
     @property
     def base_correct(self) -> int:
@@ -117,9 +121,9 @@ class Behaviour:
         return self.drop > self.threshold and self.lost >= MIN_LOST
 
     def as_dict(self) -> dict[str, Any]:
-        lost = [
-            it.prompt for it, b, t in zip(self.items, self.base_right, self.tuned_right, strict=True) if b and not t
-        ]
+        said = self.tuned_replies or [None] * len(self.items)
+        pairs = zip(self.items, self.base_right, self.tuned_right, said, strict=True)
+        lost = [{"prompt": it.prompt, "reply": r} for it, b, t, r in pairs if b and not t]
         return {
             "set": ITEMS_NAME,
             "items": len(self.items),

@@ -58,6 +58,7 @@ class Reading:
     perplexity: float
     tokens: int
     right: list[bool]
+    replies: list[str] | None = None
 
 
 def probe(
@@ -66,7 +67,8 @@ def probe(
     """Both probes on one model: general-text perplexity and the behavioural questions (shipped set by default)."""
     perplexity, tokens = text_perplexity(model, tokenizer, general_text())
     items = bh.load_items() if items is None else items
-    return Reading(perplexity, tokens, bh.right(model, tokenizer, items, batch_size=batch_size))
+    replies = bh.replies(model, tokenizer, items, batch_size=batch_size)
+    return Reading(perplexity, tokens, bh.scored(items, replies), replies)
 
 
 def compare(
@@ -77,7 +79,7 @@ def compare(
     items: list[bh.Item] | None = None,
 ) -> Forgetting:
     items = bh.load_items() if items is None else items
-    answers = bh.Behaviour(items, base.right, tuned.right, behaviour_threshold)
+    answers = bh.Behaviour(items, base.right, tuned.right, behaviour_threshold, tuned.replies)
     return Forgetting(base.perplexity, tuned.perplexity, base.tokens, threshold, answers)
 
 

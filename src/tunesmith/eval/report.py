@@ -303,7 +303,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"tuned {fmt(f['tuned_perplexity'])} ({f['change']:+.1%}; threshold +{f['threshold']:.0%}): {flag}.",
     ]
     if b := f.get("behaviour"):  # absent in results from before the behavioural probe
-        lost = "; lost: " + ", ".join(f"`{p}`" for p in b["lost"]) if b["lost"] else ""
+        lost = "; lost: " + ", ".join(_lost(x) for x in b["lost"]) if b["lost"] else ""
         parts += ["", f"Everyday questions (`{b['set']}`): {behaviour_summary(b)}: {_flag(b)}{lost}."]
     if result["notes"]:
         parts += ["", "## Notes", "", *(f"- {n}" for n in result["notes"])]
@@ -380,6 +380,11 @@ def print_headline(result: dict[str, Any]) -> None:
     if b := f.get("behaviour"):
         console.info(f"forgetting: {behaviour_summary(b)}: {_flag(b, '[red]REGRESSION[/red]')}")
     console.console.print(summary_line(result), markup=False)
+
+
+def _lost(x: dict[str, Any]) -> str:
+    said = " ".join((x.get("reply") or "").split())[:60].replace("`", "'")
+    return f"`{x['prompt']}`" + (f" (tuned: `{said}`)" if said else "")
 
 
 def _flag(probe: dict[str, Any], word: str = "**REGRESSION**") -> str:
