@@ -126,13 +126,15 @@ def make(model_name: str = "smollm2-135m") -> dict:
 
 
 def main(argv: list[str]) -> None:
-    args = [a for a in argv if not a.startswith("--")]
-    model_name = argv[argv.index("--model") + 1] if "--model" in argv else "smollm2-135m"
-    args = [a for a in args if a != model_name]
-    out = Path(args[0]) if args else Path(__file__).with_name("general_questions.json")
-    data = make(model_name)
-    out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"{out}: kept {len(data['items'])} of {data['candidates']} ({data['generation_s']} s of generation)")
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Filter the probe's candidate questions by a real model.")
+    parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).with_name("general_questions.json"))
+    parser.add_argument("--model", default="smollm2-135m")
+    args = parser.parse_args(argv)
+    data = make(args.model)
+    args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{args.out}: kept {len(data['items'])} of {data['candidates']} ({data['generation_s']} s of generation)")
 
 
 if __name__ == "__main__":
