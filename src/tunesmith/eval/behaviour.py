@@ -146,3 +146,14 @@ def summary(b: dict[str, Any]) -> str:
         f"of {b['items']} general questions, base answered {b['base_correct']} right and tuned still answers "
         f"{b['tuned_correct_of_those']} of those (drop {b['drop']:.1%}, threshold {b['threshold']:.0%})"
     )
+
+
+def markdown(b: dict[str, Any]) -> str:
+    """The report.md line: the summary, the flag, and the first lost questions with what tuned said instead."""
+
+    def lost(x: dict[str, Any]) -> str:
+        said = " ".join((x.get("reply") or "").split())[:60].replace("`", "'")
+        return f"`{x['prompt']}`" + (f" (tuned: `{said}`)" if said else "")
+
+    shown = "; lost: " + ", ".join(lost(x) for x in b["lost"]) if b["lost"] else ""
+    return f"Everyday questions (`{b['set']}`): {summary(b)}: {'**REGRESSION**' if b['regressed'] else 'ok'}{shown}."

@@ -16,6 +16,7 @@ from typing import Any
 
 from tunesmith import console
 from tunesmith.data.tools import format_tool_call
+from tunesmith.eval.behaviour import markdown as behaviour_markdown
 from tunesmith.eval.behaviour import summary as behaviour_summary
 from tunesmith.eval.runner import EvalOptions, evaluate_run
 from tunesmith.eval.scoring import BY_KEY
@@ -303,8 +304,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"tuned {fmt(f['tuned_perplexity'])} ({f['change']:+.1%}; threshold +{f['threshold']:.0%}): {flag}.",
     ]
     if b := f.get("behaviour"):  # absent in results from before the behavioural probe
-        lost = "; lost: " + ", ".join(_lost(x) for x in b["lost"]) if b["lost"] else ""
-        parts += ["", f"Everyday questions (`{b['set']}`): {behaviour_summary(b)}: {_flag(b)}{lost}."]
+        parts += ["", behaviour_markdown(b)]
     if result["notes"]:
         parts += ["", "## Notes", "", *(f"- {n}" for n in result["notes"])]
     return "\n".join(parts) + "\n"
@@ -380,11 +380,6 @@ def print_headline(result: dict[str, Any]) -> None:
     if b := f.get("behaviour"):
         console.info(f"forgetting: {behaviour_summary(b)}: {_flag(b, '[red]REGRESSION[/red]')}")
     console.console.print(summary_line(result), markup=False)
-
-
-def _lost(x: dict[str, Any]) -> str:
-    said = " ".join((x.get("reply") or "").split())[:60].replace("`", "'")
-    return f"`{x['prompt']}`" + (f" (tuned: `{said}`)" if said else "")
 
 
 def _flag(probe: dict[str, Any], word: str = "**REGRESSION**") -> str:
