@@ -46,7 +46,7 @@ FLAGS: dict[str, Flag] = {
     "stale_rows": Flag(
         "--stale-rows",
         "data.stale_rows",
-        "plain | drop: rows the --docs contradict train without context, or are left out.",
+        "mask | plain | drop: rows the --docs contradict (default mask: stale facts untrained).",
     ),
     "val_split": Flag("--val-split", "data.val_split", "Hold out this fraction instead."),
     "max_len": Flag("--max-len", "data.max_len", "Longest sequence in tokens."),
