@@ -23,13 +23,12 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from trl_common import lora_config, peak_rss_mb, trl_cpu_args
+from trl_common import benchmark_parser, child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
 
 HERE = Path(__file__).resolve().parent
 PAIRS = HERE.parent / "src" / "tunesmith" / "examples" / "support_triage_pairs"
@@ -144,22 +143,15 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 def one_run(tool: str, model: str, train: Path, test: Path, max_steps: int | None) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--child", tool, "--model", model, "--train", str(train)]
-        cmd += ["--test", str(test), "--out", tmp] + (["--max-steps", str(max_steps)] if max_steps else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{tool} run failed:\n{proc.stderr[-3000:]}")
-        return json.loads((Path(tmp) / "result.json").read_text())
+    cmd = [sys.executable, __file__, "--child", tool, "--model", model, "--train", str(train)]
+    cmd += ["--test", str(test)] + (["--max-steps", str(max_steps)] if max_steps else [])
+    return child_result(tool, cmd)
 
 
 def compare(model: str, train: Path, test: Path, repeats: int, max_steps: int | None) -> dict[str, list[dict]]:
-    runs: dict[str, list[dict]] = {"tunesmith": [], "trl": []}
-    for rep in range(repeats):
-        for tool in ("tunesmith", "trl") if rep % 2 == 0 else ("trl", "tunesmith"):
-            runs[tool].append(one_run(tool, model, train, test, max_steps))
-            print(f"#{rep + 1} {tool}: {runs[tool][-1]['pairs_per_s']:.2f} pairs/s", file=sys.stderr)
-    return runs
+    return interleaved(
+        repeats, lambda tool: one_run(tool, model, train, test, max_steps), lambda r: f"{r['pairs_per_s']:.2f} pairs/s"
+    )
 
 
 def summarise(runs: dict[str, list[dict]]) -> tuple[dict, str]:
@@ -179,16 +171,8 @@ def summarise(runs: dict[str, list[dict]]) -> tuple[dict, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__, "--train", "--test")
     parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--json", type=Path, help="Write the medians here.")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--train", help=argparse.SUPPRESS)
-    parser.add_argument("--test", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args)

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from trl_common import lora_config, peak_rss_mb, trl_cpu_args
+from trl_common import benchmark_parser, child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = HERE.parent / "src" / "tunesmith" / "examples" / "support_triage_rft" / "train.jsonl"
@@ -173,14 +172,10 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 def one_run(tool: str, args: argparse.Namespace, model: str, data: Path) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--child", tool, "--model", model, "--data", str(data), "--out", tmp]
-        cmd += ["--steps", str(args.steps), "--k", str(args.k), "--max-completion", str(args.max_completion)]
-        cmd += ["--needle", args.needle] if args.needle else []
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{tool} run failed:\n{proc.stderr[-3000:]}")
-        return json.loads((Path(tmp) / "result.json").read_text())
+    cmd = [sys.executable, __file__, "--child", tool, "--model", model, "--data", str(data)]
+    cmd += ["--steps", str(args.steps), "--k", str(args.k), "--max-completion", str(args.max_completion)]
+    cmd += ["--needle", args.needle] if args.needle else []
+    return child_result(tool, cmd)
 
 
 KEYS = ("steps_per_s", "sampling_s", "grading_s", "training_s", "peak_rss_mb", "reward_mean")
@@ -211,18 +206,10 @@ def summarise(runs: dict[str, list[dict]]) -> tuple[dict, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = benchmark_parser(__doc__, "--data", "--needle")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-completion", type=int, default=64)
-    parser.add_argument("--json", type=Path, help="Write the medians here.")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--child", choices=["tunesmith", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--needle", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args)
@@ -238,11 +225,9 @@ def main() -> None:
         data = Path(tmp) / "prompts.jsonl"  # exactly the prompts the steps use, on both sides
         n = args.steps * SETTINGS["prompts_per_step"]
         data.write_text("".join(json.dumps(r) + "\n" for r in _rows(PROMPTS, n)))
-        runs: dict[str, list[dict]] = {"tunesmith": [], "trl": []}
-        for rep in range(args.repeats):
-            for tool in ("tunesmith", "trl") if rep % 2 == 0 else ("trl", "tunesmith"):
-                runs[tool].append(one_run(tool, args, model, data))
-                print(f"#{rep + 1} {tool}: {runs[tool][-1]['steps_per_s']:.3f} steps/s", file=sys.stderr)
+        runs = interleaved(
+            args.repeats, lambda tool: one_run(tool, args, model, data), lambda r: f"{r['steps_per_s']:.3f} steps/s"
+        )
     medians, table = summarise(runs)
     print(table)
     if args.json:

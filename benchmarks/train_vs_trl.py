@@ -27,14 +27,13 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import whole_command
-from trl_common import lora_config, peak_rss_mb, trl_cpu_args
+from trl_common import child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = {
@@ -185,29 +184,23 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 def one_run(tool: str, model: str, train: Path, val: Path, max_steps: int | None) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--gradient-checkpointing",
-            "on" if SETTINGS["gradient_checkpointing"] else "off",
-            "--seed",
-            str(SETTINGS["seed"]),
-            "--child",
-            tool,
-            "--model",
-            model,
-            "--train",
-            str(train),
-            "--val",
-            str(val),
-            "--out",
-            tmp,
-        ] + (["--max-steps", str(max_steps)] if max_steps else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{tool} run failed:\n{proc.stderr[-3000:]}")
-        return json.loads((Path(tmp) / "result.json").read_text())
+    cmd = [
+        sys.executable,
+        __file__,
+        "--gradient-checkpointing",
+        "on" if SETTINGS["gradient_checkpointing"] else "off",
+        "--seed",
+        str(SETTINGS["seed"]),
+        "--child",
+        tool,
+        "--model",
+        model,
+        "--train",
+        str(train),
+        "--val",
+        str(val),
+    ] + (["--max-steps", str(max_steps)] if max_steps else [])
+    return child_result(tool, cmd)
 
 
 def compare(
@@ -219,13 +212,13 @@ def compare(
 ) -> dict:
     results: dict[str, dict[str, list[dict]]] = {}
     for name, (train, val) in datasets.items():
-        runs: dict[str, list[dict]] = {tool: [] for tool in tools}
-        for rep in range(repeats):
-            order = tools if rep % 2 == 0 else tools[::-1]  # A/B, then B/A
-            for tool in order:
-                runs[tool].append(one_run(tool, model, train, val, max_steps))
-                print(f"{name} #{rep + 1} {tool}: {runs[tool][-1]['tokens_per_s']:.0f} tok/s", file=sys.stderr)
-        results[name] = runs
+        results[name] = interleaved(
+            repeats,
+            lambda tool, train=train, val=val: one_run(tool, model, train, val, max_steps),
+            lambda r: f"{r['tokens_per_s']:.0f} tok/s",
+            tools,
+            name=f"{name} ",
+        )
     return results
 
 
@@ -238,6 +231,18 @@ LABELS = {
 COMPILE = {"tunesmith": "auto", "tunesmith-eager": False, "tunesmith+compile": True}  # "auto": its default
 
 
+def _whole_run(tool: str, model: str, train: Path, max_len: int) -> dict:
+    """One whole command (tunesmith train, or the TRL script a user would write), timed from outside."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        cmd = (
+            whole_command.tunesmith_command(model, train, out)
+            if tool == "tunesmith"
+            else whole_command.trl_command(Path(__file__), model, train, out, max_len)
+        )
+        return whole_command.timed(cmd)
+
+
 def compare_whole(model: str, datasets: dict[str, Path], repeats: int, max_len: int) -> tuple[dict, str]:
     """Both whole commands per data set, interleaved A/B then B/A; medians of wall time and peak RSS."""
     summary: dict = {}
@@ -246,18 +251,12 @@ def compare_whole(model: str, datasets: dict[str, Path], repeats: int, max_len: 
         "|---|---|---|---|---|",
     ]
     for name, train in datasets.items():
-        runs: dict[str, list[dict]] = {"tunesmith": [], "trl": []}
-        for rep in range(repeats):
-            for tool in ("tunesmith", "trl") if rep % 2 == 0 else ("trl", "tunesmith"):
-                with tempfile.TemporaryDirectory() as tmp:
-                    out = Path(tmp) / "out"
-                    cmd = (
-                        whole_command.tunesmith_command(model, train, out)
-                        if tool == "tunesmith"
-                        else whole_command.trl_command(Path(__file__), model, train, out, max_len)
-                    )
-                    runs[tool].append(whole_command.timed(cmd))
-                print(f"{name} #{rep + 1} {tool}: {runs[tool][-1]['wall_s']:.1f} s", file=sys.stderr)
+        runs = interleaved(
+            repeats,
+            lambda tool, train=train: _whole_run(tool, model, train, max_len),
+            lambda r: f"{r['wall_s']:.1f} s",
+            name=f"{name} ",
+        )
         med = {t: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "peak_rss_mb")} for t, rs in runs.items()}
         summary[name] = med
         ts, trl = med["tunesmith"], med["trl"]

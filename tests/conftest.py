@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,14 +35,17 @@ def tokenizer(default_model_dir: Path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     """A 2-layer Llama with hidden size 32, saved as a plain HF folder with the real tokenizer."""
-    import torch
+    return save_tiny_llama(tokenizer, tmp_path_factory.mktemp("tiny-llama"), hidden=32)
+
+
+def save_tiny_llama(tokenizer, out: Path, hidden: int) -> Path:
+    """A 2-layer random Llama (seed 0) of this hidden size, saved with ``tokenizer`` at ``out``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -50,8 +55,45 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
         eos_token_id=2,
         pad_token_id=2,
     )
-    model = LlamaForCausalLM(config)
-    out = tmp_path_factory.mktemp("tiny-llama")
+    return save_tiny_model(LlamaForCausalLM, config, tokenizer, out, seed=0)
+
+
+def tiny_sizes(tokenizer, **overrides: Any) -> dict[str, Any]:
+    """The config fields most tiny test models share (2 layers, hidden 64), with the tokenizer's ids."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 512,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **overrides,
+    }
+
+
+def save_tiny_model(
+    model_cls: Any,
+    config: Any,
+    tokenizer: Any,
+    out: Path,
+    *,
+    seed: int,
+    redraw: tuple[Callable[[str], bool], float, float] | None = None,
+) -> Path:
+    """A random ``model_cls(config)`` (seeded), saved with ``tokenizer`` as a plain HF folder at ``out``.
+    ``redraw`` = (which parameter names, mean, std): parameters that start at a constant (norms, biases) drawn
+    at random instead, so that a conversion that loses them shows."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    if redraw is not None:
+        which, mean, std = redraw
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if which(name):
+                    p.normal_(mean, std)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -82,6 +124,20 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
             }
         )
     return rows
+
+
+@pytest.fixture(scope="module")
+def jobs_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> Iterator[tuple[str, Path]]:
+    """A real `tunesmith serve` of the tiny model (as "tiny"), jobs API on: (url, its TUNESMITH_HOME).
+    One per test module, so that each module's jobs and files start from an empty store."""
+    from .serve_helpers import start_server, stop_server
+
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    proc, url = start_server([f"tiny={tiny_model_dir}"], tmp / "home", tmp / "server.log")
+    yield url, tmp / "home"
+    stop_server(proc)
 
 
 @pytest.fixture

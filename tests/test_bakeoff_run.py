@@ -86,9 +86,8 @@ def test_every_method_runs_on_the_same_rows(bakeoff, files: dict[str, Path], tin
     assert first["lora"]["prompt_tokens"] == first["full"]["prompt_tokens"] == len(renderer.prompt_ids(row.prompt))
     tokens = {n: r["prompt_tokens_per_request"] for n, r in m.items()}
     assert tokens["lora"] == tokens["full"] < tokens["prompt"] < tokens["fewshot"]
-    assert tokens["rag"] > tokens["prompt"] + 20, "two retrieved examples and two doc chunks"
-    assert any(s.startswith("colours.md:") for s in first["rag"]["retrieved"]), "the docs were retrieved from"
-    assert len(first["rag"]["retrieved"]) == 3, "2 examples + the only doc chunk"
+    assert tokens["rag"] > tokens["prompt"] + 5, "the doc chunk"
+    assert first["rag"]["retrieved"] == ["colours.md:1"], "with docs, the examples are left out by default"
 
     for name in ("lora", "full"):
         t = m[name]["training"]

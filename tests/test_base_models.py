@@ -18,7 +18,7 @@ from tunesmith.data.chat_templates import FALLBACK_TEMPLATE, end_of_turn_id, use
 from tunesmith.data.formats import Conversation, Message
 from tunesmith.data.render import IGNORE, Renderer
 
-from .conftest import chat_rows, write_jsonl
+from .conftest import chat_rows, save_tiny_model, write_jsonl
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -34,10 +34,8 @@ def gemma_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory, gemma_tokenizer) -> Path:
     """A 2-layer Gemma 3 (hidden 32) with the real, template-less Gemma 3 tokenizer: a base model."""
-    import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    torch.manual_seed(0)
     config = Gemma3TextConfig(
         vocab_size=len(gemma_tokenizer),
         hidden_size=32,
@@ -53,11 +51,9 @@ def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory, gemma_tokenizer) ->
         eos_token_id=1,
         pad_token_id=0,
     )
-    out = tmp_path_factory.mktemp("tiny-gemma3")
-    Gemma3ForCausalLM(config).save_pretrained(out)
     tok = copy.deepcopy(gemma_tokenizer)
     tok.chat_template = None
-    tok.save_pretrained(out)
+    out = save_tiny_model(Gemma3ForCausalLM, config, tok, tmp_path_factory.mktemp("tiny-gemma3"), seed=0)
     assert not (out / "chat_template.jinja").exists()
     return out
 

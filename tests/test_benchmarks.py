@@ -10,16 +10,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_smoke(script: str, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """``benchmarks/SCRIPT [ARGS] --smoke --json OUT`` in a fresh interpreter, as a user runs it; it must exit 0."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / script), *args, "--smoke", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.slow
 def test_train_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "train_vs_trl.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_smoke("train_vs_trl.py", out)
     assert "| non-pad tokens/s |" in proc.stdout
     results = json.loads(out.read_text())["results"]
     for tool in ("tunesmith", "trl"):
@@ -34,13 +36,7 @@ def test_train_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
 def test_whole_command_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
     """`tunesmith train` with its defaults and the TRL script both run as whole processes, timed from outside."""
     out = tmp_path / "whole.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "train_vs_trl.py"), "--whole", "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_smoke("train_vs_trl.py", out, "--whole")
     assert "| wall time (s) |" in proc.stdout and "machine:" in proc.stderr
     record = json.loads(out.read_text())
     assert record["mode"] == "whole" and record["machine"]["cores"] >= 1
@@ -52,13 +48,7 @@ def test_whole_command_benchmark_smoke(tmp_path: Path, default_model_dir: Path) 
 @pytest.mark.slow
 def test_generate_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
     out = tmp_path / "gen.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "generate_vs_hf.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_smoke("generate_vs_hf.py", out)
     result = json.loads(out.read_text())
     assert result["tunesmith"]["decode_tokens_per_s"] > 0 and result["hf"]["ttft_s"] > 0 and result["ratio"] > 0
     ab = result["cache_ab"]  # the growing KV cache against HF's default: same tokens, both timed
@@ -67,13 +57,7 @@ def test_generate_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> No
 
 def test_dpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
     out = tmp_path / "dpo.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "dpo_vs_trl.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_smoke("dpo_vs_trl.py", out)
     result = json.loads(out.read_text())
     for tool in ("tunesmith", "trl"):
         m = result["medians"][tool]
@@ -83,13 +67,7 @@ def test_dpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
 
 def test_grpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
     out = tmp_path / "grpo.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "grpo_vs_trl.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_smoke("grpo_vs_trl.py", out)
     result = json.loads(out.read_text())
     for tool in ("tunesmith", "trl"):
         m = result["medians"][tool]

@@ -4,6 +4,7 @@ the lora+rag bakeoff method, the drift check (check --docs) and advise's verdict
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,18 +45,75 @@ def test_the_set_has_a_voice_stale_facts_and_docs_with_the_new_ones(data: Path) 
     assert "1.7 litres" in train and "2.2 litres" not in train and train.count(GREETING) == 24
 
 
-def test_training_rows_get_doc_context_unless_the_docs_contradict_them(data: Path) -> None:
-    convs = read_examples(data / "train.jsonl").examples
-    out, line = add_docs_context(convs, DocsIndex(data / "docs"), 2)
+def _stale_rows(convs: list) -> list:
     stale = [c for c in convs if "1.7 litres" in c.messages[-1].content or "2-year" in c.messages[-1].content]
-    stale += [c for c in convs if "4 temperature" in c.messages[-1].content]
+    return stale + [c for c in convs if "4 temperature" in c.messages[-1].content]
+
+
+def test_stale_rows_drop_leaves_out_the_rows_the_docs_contradict(data: Path) -> None:
+    convs = read_examples(data / "train.jsonl").examples
+    out, line = add_docs_context(convs, DocsIndex(data / "docs"), 2, stale_rows="drop")
+    stale = _stale_rows(convs)
     assert len(stale) == 9 and f"{24 - 9} of 24 training rows get their 2 nearest chunks" in line
+    assert "9 replies state facts the docs do not" in line and "those rows are left out" in line
+    kept = [c for c in convs if c not in stale]
+    assert len(out) == len(kept) == 15, "the rows that teach the old facts are not trained"
+    for before, after in zip(kept, out, strict=True):
+        assert after.messages[0].role == "system" and DOCS_HEADER in after.messages[0].content
+        assert after.messages[1:] == before.messages and after.source == before.source
+
+
+def test_stale_rows_plain_trains_them_whole_without_context(data: Path) -> None:
+    convs = read_examples(data / "train.jsonl").examples
+    out, line = add_docs_context(convs, DocsIndex(data / "docs"), 2, stale_rows="plain")
+    stale = _stale_rows(convs)
+    assert f"{24 - 9} of 24 training rows get their 2 nearest chunks" in line
+    assert len(out) == 24 and "train without context" in line and "(--stale-rows plain)" in line
     for before, after in zip(convs, out, strict=True):
         if before in stale:
             assert after is before, "a row the docs contradict trains without context"
         else:
-            assert after.messages[0].role == "system" and DOCS_HEADER in after.messages[0].content
-            assert after.messages[1:] == before.messages and after.source == before.source
+            assert DOCS_HEADER in after.messages[0].content
+
+
+def test_by_default_stale_rows_train_with_context_but_not_their_stale_facts(data: Path, tiny_model_dir: Path) -> None:
+    from tunesmith.data.render import IGNORE, Renderer
+    from tunesmith.models.load import load_tokenizer
+
+    convs = read_examples(data / "train.jsonl").examples
+    out, line = add_docs_context(convs, DocsIndex(data / "docs"), 2)
+    assert "24 of 24 training rows get their 2 nearest chunks" in line
+    assert "9 train with context but without those facts' sentences (--stale-rows mask)" in line
+    renderer = Renderer(load_tokenizer(str(tiny_model_dir)), max_len=1024)
+    tok = renderer.tokenizer
+    for before, after in zip(convs, out, strict=True):
+        assert DOCS_HEADER in after.messages[0].content and after.messages[1:] == before.messages
+        r = renderer.render(after)
+        trained = tok.decode([i for i, x in zip(r.input_ids, r.labels, strict=True) if x != IGNORE])
+        reply = before.messages[-1].content
+        assert GREETING in trained, "the voice is trained on every row"
+        if before in _stale_rows(convs):
+            assert after.untrained and not any(old in trained for old in ("1.7", "2-year", "4 temperature"))
+            sentence = reply[after.untrained[0][0] : after.untrained[0][1]]
+            assert sentence.endswith(".") and sentence not in trained
+            plain = renderer.render(dataclasses.replace(after, untrained=()))
+            assert r.input_ids == plain.input_ids and r.n_trained < plain.n_trained
+        else:
+            assert not after.untrained and reply.split("!")[-1].strip()[:20] in trained
+
+
+def test_claim_spans_run_from_the_stale_value_to_the_end_of_its_sentence() -> None:
+    from tunesmith.data.span_mask import claim_spans
+
+    text = "Hi! The Aero comes with a 2-year warranty from the date of purchase. Enjoy. Holds 1.7 litres."
+    spans = claim_spans(text, ["2 year", "1.7 litres", "not there"])
+    assert [text[a:b] for a, b in spans] == ["2-year warranty from the date of purchase.", "1.7 litres."]
+
+
+def test_when_every_row_is_stale_they_train_plain_rather_than_nothing(data: Path) -> None:
+    stale = _stale_rows(read_examples(data / "train.jsonl").examples)
+    out, line = add_docs_context(stale, DocsIndex(data / "docs"), 2, stale_rows="drop")
+    assert out == stale and "every row is stale, so none is left out" in line
 
 
 def test_check_docs_lists_the_rows_the_docs_contradict(data: Path, capsys, tiny_model_dir: Path) -> None:
@@ -79,7 +137,8 @@ def docs_run(data: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
 def test_train_with_docs_then_eval_with_the_same_context(docs_run, data: Path) -> None:
     run, _ = docs_run
     choices = runs.read_run(run).choices
-    assert any(c.startswith("context: 15 of 24 training rows get their 4 nearest chunks") for c in choices)
+    line = next(c for c in choices if c.startswith("context: 24 of 24 training rows get their 4 nearest chunks"))
+    assert "9 train with context but without those facts' sentences" in line, "the run summary says what was done"
     from tunesmith.eval.runner import EvalOptions, evaluate_run
 
     result = evaluate_run(run, data / "test.jsonl", EvalOptions(max_new_tokens=8, batch_size=8))

@@ -16,7 +16,7 @@ from tunesmith.config import load_config
 from tunesmith.data.formats import read_examples
 from tunesmith.data.render import Renderer
 from tunesmith.errors import DataError, UserError
-from tunesmith.eval import forgetting
+from tunesmith.eval import behaviour, forgetting
 from tunesmith.eval.rows import load_rows
 from tunesmith.models.load import load_model
 from tunesmith.train.pipeline import run_training
@@ -75,6 +75,7 @@ def test_eval_cli_end_to_end(tiny_run: Path, test_file: Path, tmp_path: Path, mo
     instructions.write_text("Reply with one JSON object with the keys object and colour, nothing else.\n")
     out = tmp_path / "report"
     args = ["--instructions", str(instructions), "--few-shot", "2", "--price-per-1k-input-tokens", "0.5"]
+    args += ["--behaviour-threshold", "0.5"]
     proc = tunesmith("eval", str(tiny_run), "--data", str(test_file), *args, "--max-tokens", "8", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.name for p in out.iterdir()} >= {"report.html", "report.md", "eval.json"}
@@ -100,6 +101,7 @@ def test_eval_cli_end_to_end(tiny_run: Path, test_file: Path, tmp_path: Path, mo
     assert s["saved_per_1m_requests"] == pytest.approx(s["tokens_saved_per_request"] * 1000 * 0.5)
     assert "Token savings" in (out / "report.md").read_text()
     assert "tunesmith eval" in proc.stdout and "forgetting" in proc.stdout, "headline printed in the terminal"
+    assert result["forgetting"]["behaviour"]["threshold"] == 0.5 and "general questions" in proc.stdout
 
 
 def test_per_row_loss_is_the_mean_nll_of_the_reference(tiny_run: Path, test_file: Path, tmp_path: Path) -> None:
@@ -130,6 +132,12 @@ def test_per_row_loss_is_the_mean_nll_of_the_reference(tiny_run: Path, test_file
     assert f["tokens"] == len(ids) - math.ceil(len(ids) / forgetting.CHUNK_TOKENS) > 2000
     base, _, _ = load_model(str(runs.read_run(tiny_run).base_model))
     assert f["base_perplexity"] == pytest.approx(forgetting.text_perplexity(base, tok, forgetting.general_text())[0])
+    # The behavioural probe: the shipped questions, scored on the run's base and on the tuned model.
+    items = behaviour.load_items()
+    base_right, tuned_right = behaviour.right(base, tok, items), behaviour.right(model, tok, items)
+    b = f["behaviour"]
+    assert b["items"] == len(items) and b["base_correct"] == sum(base_right)
+    assert b["tuned_correct_of_those"] == sum(x and y for x, y in zip(base_right, tuned_right, strict=True))
 
 
 def test_unreadable_schema_is_a_user_error(tiny_run: Path, test_file: Path, tmp_path: Path) -> None:

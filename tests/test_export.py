@@ -21,7 +21,7 @@ from tunesmith.export.merge import refuse_quantized
 from tunesmith.export.template import TemplateShapeError, chat_shape, go_template, mismatches, render
 from tunesmith.train.pipeline import run_training
 
-from .conftest import chat_rows, write_jsonl
+from .conftest import chat_rows, save_tiny_model, tiny_sizes, write_jsonl
 from .test_cli import assert_user_error, tunesmith
 
 CHATML = (
@@ -106,27 +106,12 @@ def small_model(kind: str, tokenizer, out: Path) -> Path:
     classes["mistral"] = (MistralConfig, MistralForCausalLM)
     classes["phi3"] = (Phi3Config, Phi3ForCausalLM)
     config_cls, model_cls = classes[kind]
-    torch.manual_seed(1)
     config = config_cls(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        **tiny_sizes(tokenizer, num_attention_heads=4, num_key_value_heads=2),
         tie_word_embeddings=kind != "qwen2",  # both layouts: tied (no output.weight) and untied
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    model = model_cls(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):  # Qwen2's q/k/v biases start at zero; make them count
-                p.normal_(0, 0.2)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    # Qwen2's q/k/v biases start at zero; make them count
+    return save_tiny_model(model_cls, config, tokenizer, out, seed=1, redraw=(lambda n: n.endswith("bias"), 0, 0.2))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 
 from tunesmith.export import export_run, parity
 
-from .conftest import chat_rows, write_jsonl
+from .conftest import chat_rows, save_tiny_model, tiny_sizes, write_jsonl
 from .test_export import checks_by_name, data_file, small_model, small_tokenizer, train_lora  # noqa: F401 (fixtures)
 
 GEMMA_CHAT = (
@@ -57,56 +57,24 @@ def gemma_style_tokenizer():
 def tiny_gemma3(tokenizer, out: Path) -> Path:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    torch.manual_seed(2)
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=512,
+        **tiny_sizes(tokenizer, num_attention_heads=4, num_key_value_heads=1, head_dim=16),
         sliding_window=32,
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    model = Gemma3ForCausalLM(config)
-    with torch.no_grad():  # norms start at 0 (scale 1 + w): make them count, so a lost "+ 1" shows
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.normal_(0, 0.3)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    # Norms start at 0 (scale 1 + w): make them count, so a lost "+ 1" shows.
+    return save_tiny_model(Gemma3ForCausalLM, config, tokenizer, out, seed=2, redraw=(lambda n: "norm" in n, 0, 0.3))
 
 
 def tiny_qwen3(tokenizer, out: Path) -> Path:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    torch.manual_seed(3)
     config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        **tiny_sizes(tokenizer, num_attention_heads=2, num_key_value_heads=1),
         head_dim=128,  # what transformers' reader assumes for Qwen3 (the GGUF does not say)
-        max_position_embeddings=512,
         tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    model = Qwen3ForCausalLM(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.normal_(1, 0.3)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_model(Qwen3ForCausalLM, config, tokenizer, out, seed=3, redraw=(lambda n: "norm" in n, 1, 0.3))
 
 
 def export_f32(run: Path, out: Path):

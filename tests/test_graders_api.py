@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.serve_helpers import client, start_server, stop_server
+from tests.serve_helpers import client
 
 STRING = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.a}}"}
 STRING |= {"operation": "eq"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("graders-api")
-    proc, url = start_server([f"tiny={tiny_model_dir}"], tmp / "home", tmp / "server.log")
-    yield url
-    stop_server(proc)
+def server(jobs_server: tuple[str, Path]) -> str:
+    return jobs_server[0]
 
 
 def test_validate_and_run_through_the_official_client(server: str) -> None:

@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +63,6 @@ def training_stopped(home: Path, job_id: str) -> bool:
             return False
         fcntl.flock(f, fcntl.LOCK_UN)
         return True
-
-
-@pytest.fixture(scope="module")
-def jobs_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[str, Path]]:
-    tmp = tmp_path_factory.mktemp("jobs")
-    proc, url = start_server([f"tiny={tiny_model_dir}"], tmp / "home", tmp / "server.log")
-    yield url, tmp / "home"
-    stop_server(proc)
 
 
 def test_full_jobs_flow(jobs_server: tuple[str, Path], tmp_path: Path) -> None:

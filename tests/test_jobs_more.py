@@ -15,7 +15,6 @@ import io
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
 from .conftest import chat_rows, write_jsonl
-from .serve_helpers import client, start_server, stop_server
+from .serve_helpers import client
 from .test_jobs import DONE, job_dir, training_stopped, upload, wait_for
 
 RESULTS_HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
@@ -39,20 +38,12 @@ def strict_job(job: FineTuningJob) -> FineTuningJob:
     return FineTuningJob.model_validate(raw)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[str, Path]]:
-    tmp = tmp_path_factory.mktemp("jobs-more")
-    proc, url = start_server([f"tiny={tiny_model_dir}"], tmp / "home", tmp / "server.log")
-    yield url, tmp / "home"
-    stop_server(proc)
-
-
 def metric_lines(run: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_refused_before_any_training(server: tuple[str, Path], tmp_path: Path) -> None:
-    url, _ = server
+def test_refused_before_any_training(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = jobs_server
     c = client(url, key="sk-unused")
     file_id = upload(c, write_jsonl(tmp_path / "train.jsonl", chat_rows(8)))
     integration = {"type": "wandb", "wandb": {"project": "p"}}
@@ -71,8 +62,8 @@ def test_refused_before_any_training(server: tuple[str, Path], tmp_path: Path) -
     assert c.fine_tuning.jobs.list(metadata={"nobody": "here"}).data == []
 
 
-def test_pause_resume_metadata_and_results(server: tuple[str, Path], tmp_path: Path) -> None:
-    url, home = server
+def test_pause_resume_metadata_and_results(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, home = jobs_server
     c = client(url, key="sk-unused")
     file_id = upload(c, write_jsonl(tmp_path / "train.jsonl", chat_rows(24)))
     val_id = upload(c, write_jsonl(tmp_path / "val.jsonl", chat_rows(8, seed=1)))

@@ -4,7 +4,6 @@ method type "reinforcement" with a grader; a bad grader is refused at creation w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -12,21 +11,13 @@ import pytest
 import yaml
 
 from .conftest import write_jsonl
-from .serve_helpers import client, start_server, stop_server
+from .serve_helpers import client
 from .test_jobs import DONE, job_dir, upload, wait_for
 from .test_rft_train import fuzzy, prompt_rows
 
 
-@pytest.fixture(scope="module")
-def rft_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[str, Path]]:
-    tmp = tmp_path_factory.mktemp("jobs-rft")
-    proc, url = start_server([f"tiny={tiny_model_dir}"], tmp / "home", tmp / "server.log")
-    yield url, tmp / "home"
-    stop_server(proc)
-
-
-def test_a_reinforcement_job_through_the_official_client(rft_server: tuple[str, Path], tmp_path: Path) -> None:
-    url, home = rft_server
+def test_a_reinforcement_job_through_the_official_client(jobs_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, home = jobs_server
     c = client(url, key="sk-unused")
     file_id = upload(c, write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(12)))
     assert c.files.retrieve(file_id).filename == "prompts.jsonl"
@@ -65,8 +56,8 @@ def test_a_reinforcement_job_through_the_official_client(rft_server: tuple[str, 
         (fuzzy("{{item.size}}"), "{{item.size}}, which no row has"),
     ],
 )
-def test_a_bad_grader_is_refused_at_creation(rft_server, tmp_path: Path, grader: dict, reason: str) -> None:
-    url, _ = rft_server
+def test_a_bad_grader_is_refused_at_creation(jobs_server, tmp_path: Path, grader: dict, reason: str) -> None:
+    url, _ = jobs_server
     c = client(url, key="sk-unused")
     file_id = upload(c, write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(6)))
     method = {"type": "reinforcement", "reinforcement": {"grader": grader}}

@@ -7,6 +7,7 @@ import pytest
 from tunesmith import runs
 from tunesmith.config import load_config
 from tunesmith.demo import dataset_path, run_demo
+from tunesmith.eval import behaviour
 from tunesmith.generate import generate
 from tunesmith.models.load import load_model
 from tunesmith.train.pipeline import run_training
@@ -20,6 +21,10 @@ def test_default_model_loads_offline_and_stops_on_its_own(default_model_dir: Pat
     assert type(model).__name__ == "LlamaForCausalLM" and 134e6 < sum(p.numel() for p in model.parameters()) < 136e6
     out = generate(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]], max_new_tokens=40)
     assert "Paris" in out[0].text and out[0].finish_reason == "stop"
+    # The behavioural forgetting probe's questions were kept because this model answers them (greedy, through
+    # the renderer and generate): a change of rendering or decoding that loses one shows here (~10 s).
+    items = behaviour.load_items()
+    assert [it.prompt for it, ok in zip(items, behaviour.right(model, tok, items), strict=True) if not ok] == []
 
 
 def test_lora_steps_on_the_real_model(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .conftest import save_tiny_llama
+
 WEATHER = {
     "type": "function",
     "function": {
@@ -80,23 +82,4 @@ def train_tool_model(base_dir: Path, tmp: Path, steps: int = 200) -> Path:
 
 def tiny_base(tokenizer, out: Path) -> Path:
     """A 2-layer Llama with hidden size 64 (32 is too small to memorise the rows quickly), saved with the tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_llama(tokenizer, out, hidden=64)

@@ -59,6 +59,11 @@ class DataSettings(_Strict):
         "context format eval, serve and the bakeoff use, so the model learns to take facts from the context.",
     )
     docs_k: int = Field(4, ge=1, description="Doc chunks retrieved into each prompt (with docs).")
+    stale_rows: Literal["mask", "plain", "drop"] = Field(
+        "mask",
+        description="With docs: rows whose replies state facts the docs do not train with context, their stale "
+        "facts untrained (mask), whole without context (plain), or are left out (drop).",
+    )
     max_len: int = Field(1024, ge=16, description="Longest sequence in tokens.")
     overlong: Literal["drop", "truncate", "error"] = Field(
         "drop", description="What happens to rows longer than max_len; counted in the run summary."

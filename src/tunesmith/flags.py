@@ -43,6 +43,11 @@ FLAGS: dict[str, Flag] = {
     ),
     "docs": Flag("--docs", "data.docs", "Docs folder: train on prompts that include the nearest doc chunks."),
     "docs_k": Flag("--docs-k", "data.docs_k", "Doc chunks per prompt with --docs (default 4)."),
+    "stale_rows": Flag(
+        "--stale-rows",
+        "data.stale_rows",
+        "mask | plain | drop: rows the --docs contradict (default mask: stale facts untrained).",
+    ),
     "val_split": Flag("--val-split", "data.val_split", "Hold out this fraction instead."),
     "max_len": Flag("--max-len", "data.max_len", "Longest sequence in tokens."),
     "overlong": Flag("--overlong", "data.overlong", "drop | truncate | error"),

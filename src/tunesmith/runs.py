@@ -205,6 +205,20 @@ def read_run(path: Path) -> RunInfo:
     return RunInfo.from_dict(data, str(where))
 
 
+def training_curves(path: Path) -> dict[str, list[list[float]]]:
+    """[step, loss] and [step, val_loss] points of a run's metrics.jsonl (the eval report's loss chart)."""
+    train, val = [], []
+    metrics = path / METRICS
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            if "loss" in rec:
+                train.append([rec["step"], rec["loss"]])
+            if "val_loss" in rec:
+                val.append([rec["step"], rec["val_loss"]])
+    return {"train_loss": train, "val_loss": val}
+
+
 def write_run(path: Path, info: RunInfo) -> None:
     """Write run.json into the run folder ``path``, atomically: its presence marks a finished run."""
     write_text_atomic(Path(path) / RUN_JSON, json.dumps(info.to_dict(), indent=2))

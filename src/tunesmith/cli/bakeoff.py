@@ -47,10 +47,10 @@ def bakeoff_command(
         str,
         Opt(
             "--rag-examples",
-            help="With --docs: retrieved training examples as marked style examples (style), left out (none), "
-            "or as earlier turns (turns).",
+            help="With --docs: retrieved training examples left out (none, the default: it measured best), as "
+            "marked style examples (style), or as earlier turns (turns).",
         ),
-    ] = "style",
+    ] = "none",
     lora_run: Annotated[Path | None, Opt("--lora-run", help="Reuse this LoRA run.")] = None,
     full_run: Annotated[Path | None, Opt("--full-run", help="Reuse this full run.")] = None,
     lora_rag_run: Annotated[

@@ -32,6 +32,15 @@ def eval_command(
     forgetting_threshold: Annotated[
         float, Opt("--forgetting-threshold", min=0.0, help="Flag a general-English perplexity rise above this.")
     ] = 0.10,
+    behaviour_threshold: Annotated[
+        float,
+        Opt(
+            "--behaviour-threshold",
+            min=0.0,
+            max=1.0,
+            help="Flag when tuned gets wrong more than this share of the everyday questions its base got right.",
+        ),
+    ] = 0.10,
     docs: Annotated[
         Path | None,
         Opt("--docs", help="Documents (.txt/.md): replies' numbers, dates and names are checked against them."),
@@ -60,6 +69,7 @@ def eval_command(
         max_new_tokens=max_tokens,
         batch_size=batch_size,
         forgetting_threshold=forgetting_threshold,
+        behaviour_threshold=behaviour_threshold,
         trust_remote_code=trust_remote_code,
         docs=docs,
     )

@@ -52,6 +52,7 @@ def train_command(
     columns: Annotated[str | None, option("columns")] = None,
     docs: Annotated[Path | None, option("docs")] = None,
     docs_k: Annotated[int | None, option("docs_k")] = None,
+    stale_rows: Annotated[str | None, option("stale_rows")] = None,
     method: Annotated[str | None, option("method")] = None,
     objective: Annotated[str | None, option("objective")] = None,
     beta: Annotated[float | None, option("beta")] = None,

@@ -76,14 +76,22 @@ def prompts_with_docs(prompts: list[list[dict[str, Any]]], index: Any, k: int) -
     return out, [[c.source for c in cs] for cs in near]
 
 
-def add_docs_context(convs: list[Any], index: Any, k: int) -> tuple[list[Any], str]:
+STALE_ROW_MODES = ("mask", "plain", "drop")  # what training does with rows whose replies the docs contradict
+
+
+def add_docs_context(convs: list[Any], index: Any, k: int, stale_rows: str = "mask") -> tuple[list[Any], str]:
     """Training rows with their ``k`` nearest doc chunks in the system message, so that the adapter learns
     to take facts from the context and the voice from its weights; and the line that says what was done.
 
-    A row whose reply states numbers, dates or names that the docs do not (a stale fact) is trained without
-    context: shown next to docs that say otherwise, it would teach the model to overrule the docs."""
+    A row whose reply states numbers, dates or names that the docs do not (a stale fact) must not teach the
+    model to overrule the docs, nor put the old value into its weights. By default (``"mask"``) it trains
+    with its context, its stale values and the rest of their sentences left untrained (data/span_mask.py):
+    it still teaches the voice and which fact answers which question. ``"plain"`` trains it whole, without
+    context; ``"drop"`` leaves it out (README, "When facts change", has what each measured). When every row
+    is stale, dropping would leave nothing to train on, so they train plain."""
     import dataclasses
 
+    from tunesmith.data.span_mask import claim_spans
     from tunesmith.eval.facts import stale_replies
 
     if not convs:
@@ -94,19 +102,29 @@ def add_docs_context(convs: list[Any], index: Any, k: int) -> tuple[list[Any], s
     out, stale = [], []
     for conv, claims, found in zip(convs, stale_claims, near, strict=True):
         last = conv.messages[-1]
-        if conv.text_only or last.role != "assistant" or claims:
-            stale += [conv] if claims else []
+        if claims:
+            stale.append(conv)
+        spans = claim_spans(last.content, claims) if claims and stale_rows == "mask" else []
+        if conv.text_only or last.role != "assistant" or (claims and not spans):
             out.append(conv)
             continue
         prompt = [m.as_dict() for m in conv.messages[:-1]]
         system = with_context(prompt, chunks=[c.text for c in found])[0]["content"]  # (its own system message too)
         rest = [m for m in conv.messages if m.role != "system"]  # as they were: weights, tool calls
-        out.append(dataclasses.replace(conv, messages=[Message("system", system), *rest]))
+        out.append(dataclasses.replace(conv, messages=[Message("system", system), *rest], untrained=tuple(spans)))
     given = sum(a is not b for a, b in zip(out, convs, strict=True))
     line = f"context: {given} of {len(convs)} training rows get their {k} nearest chunks of --docs {index.folder}"
-    if stale:
-        line += (
-            f"; {len(stale)} whose replies state facts the docs do not (a stale fact, e.g. "
-            f"{stale[0].source or 'a row'}) train without it, so the model does not learn to overrule the docs"
-        )
-    return out, line
+    if not stale:
+        return out, line
+    example = stale[0].source or "a row"
+    masked = sum(bool(getattr(o, "untrained", ())) for o in out)
+    what = f"; {len(stale)} replies state facts the docs do not (a stale fact, e.g. {example})"
+    if stale_rows == "drop" and len(stale) < len(convs):
+        gone = {id(c) for c in stale}
+        out = [o for o, c in zip(out, convs, strict=True) if id(c) not in gone]
+        return out, line + what + ": those rows are left out (--stale-rows drop)"
+    if masked:
+        line += what + f": {masked} train with context but without those facts' sentences (--stale-rows mask)"
+        return out, line + ("" if masked == len(stale) else f", {len(stale) - masked} without context")
+    why = "--stale-rows plain" if stale_rows == "plain" else "every row is stale, so none is left out"
+    return out, line + what + f": they train without context, so the model does not learn to overrule the docs ({why})"

@@ -38,6 +38,7 @@ from typing import Any
 from tunesmith.data.chat_templates import FALLBACK_TEMPLATE, ensure_chat_template  # noqa: F401 (re-exported)
 from tunesmith.data.formats import Conversation, Message
 from tunesmith.data.render_tools import _fallback, _native, as_message, template_renders_tools
+from tunesmith.data.span_mask import unlabel_spans
 from tunesmith.errors import DataError
 from tunesmith.models.stops import template_stops
 
@@ -227,6 +228,8 @@ class Renderer:
             last = max(i for i, x in enumerate(labels) if x != IGNORE)
             eos = self.tokenizer.eos_token_id
             full, labels = [*full[: last + 1], eos], [*labels[: last + 1], eos]
+        if conv.untrained and messages[-1] is conv.messages[-1]:
+            labels = unlabel_spans(self.tokenizer, full, labels, messages[-1].content, conv.untrained)
         return Rendered(full, labels, source=conv.source)
 
     def _render_rows(

@@ -90,6 +90,8 @@ class Conversation:
     # The row's other top-level fields (id, source, tags, fact, must_contain, references...): kept as given.
     # Training ignores them; eval and the bakeoff show them per row and score `fact` / `must_contain`.
     fields: dict[str, Any] = field(default_factory=dict)
+    # Character spans of the last message's text that are not trained (data/span_mask.py): a stale fact.
+    untrained: tuple[tuple[int, int], ...] = ()
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [m.as_dict() for m in self.messages]

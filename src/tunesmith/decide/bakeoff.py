@@ -12,7 +12,7 @@
 
 A method that cannot run (a run of the wrong kind, training that fails its data check, full fine-tuning
 that would not fit in memory) is skipped with its reason; the others still run. ``run_bakeoff`` returns one
-plain dict (what ``bakeoff.json`` holds); ``decide/report.py`` renders it.
+plain dict (what ``bakeoff.json`` holds, made by ``decide/bakeoff_result.py``); ``decide/report.py`` renders it.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunesmith import console, runs
-from tunesmith.data.context import EXAMPLE_MODES, last_user, prompts_with_docs
+from tunesmith.data.context import EXAMPLE_MODES, prompts_with_docs
 from tunesmith.data.formats import read_examples
-from tunesmith.decide import economics as econ
+from tunesmith.decide.bakeoff_result import assemble
 from tunesmith.decide.options import TUNED, BakeoffOptions
 from tunesmith.decide.prompts import pairs_of, rag_prompts
-from tunesmith.decide.rank import rank_methods
 from tunesmith.decide.retrieval import DocsIndex
 from tunesmith.decide.training import obtain_run
 from tunesmith.errors import UserError
@@ -132,19 +132,106 @@ def _tuned_run(
     return obtain_run(name, options, model_name, out)
 
 
-def run_bakeoff(
-    options: BakeoffOptions, out: Path | str, on_progress: Callable[[dict[str, Any]], None] | None = None
-) -> dict[str, Any]:
-    """Every requested method on the test rows. ``on_progress`` gets the result so far (``complete`` false)
-    after each method, so that a long bakeoff that is stopped still leaves what it measured."""
-    out = Path(out)
-    methods = tuple(dict.fromkeys(options.methods))  # the user's order: what matters most can be measured first
+@dataclass
+class _Bakeoff:
+    """What the methods of one bakeoff share: the inputs, read once, and the results so far."""
+
+    options: BakeoffOptions
+    methods: tuple[str, ...]
+    out: Path
+    rows: list[EvalRow]
+    train_examples: list[Any]
+    pairs: list[list[dict[str, str]]]
+    instructions: str
+    notes: list[str]
+    skipped: dict[str, str]
+    chunks: list[Any]
+    docs_info: dict[str, Any] | None
+    known_refs: list[str]
+    task: str
+    schema: dict[str, Any] | None
+    markers: Any
+    model_name: str
+    labels: dict[str, str]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rag_info: dict[str, Any] | None = None
+    ctx: dict[str, Any] = field(default_factory=dict)
+    t_start: float = field(default_factory=time.time)
+
+    @property
+    def plain(self) -> list[Any]:
+        return [r.prompt for r in self.rows]
+
+    def context(self, tok: Any) -> dict[str, Any]:
+        """Set once, from the first tokenizer: every method decodes with the same token limit."""
+        if not self.ctx:
+            self.ctx.update(
+                max_new=self.options.max_new_tokens or auto_max_tokens(tok, self.known_refs),
+                bs=self.options.batch_size,
+                latency_samples=self.options.latency_samples,
+                task=self.task,
+                schema=self.schema,
+                markers=self.markers,
+                facts=fact_inputs(self.rows, self.markers, [c.text for c in self.chunks]),
+            )
+        return self.ctx
+
+    def result(self, complete: bool) -> dict[str, Any]:
+        # Copies: assemble adds its numbers to the method dicts, and later methods are still to come.
+        done = assemble(
+            options=self.options,
+            rows=self.rows,
+            results={n: dict(r) for n, r in self.results.items()},
+            skipped=dict(self.skipped),
+            notes=list(self.notes),
+            task=self.task,
+            schema=self.schema,
+            model_name=self.model_name,
+            max_new=self.ctx.get("max_new"),
+            docs=self.docs_info,
+            rag=self.rag_info,
+            wall_s=time.time() - self.t_start,
+            instructions_chars=len(self.instructions),
+        )
+        done["complete"] = complete
+        if not complete:
+            left = [n for n in self.methods if n not in self.results and n not in self.skipped]
+            done["notes"].append(f"partial result: still to run {', '.join(left)}" if left else "partial result")
+        return done
+
+
+def _check_options(options: BakeoffOptions, methods: tuple[str, ...]) -> None:
     if options.k < 1 and {"fewshot", "rag"} & set(methods):
         raise UserError("--k must be at least 1 for the fewshot and rag methods")
     if options.rag_examples not in EXAMPLE_MODES:
         raise UserError(f"--rag-examples: '{options.rag_examples}'; expected one of {', '.join(EXAMPLE_MODES)}")
     if options.retriever not in ("bm25", "dense"):
         raise UserError(f"--retriever: unknown retriever '{options.retriever}'; expected bm25 or dense")
+
+
+def _load_docs(
+    options: BakeoffOptions, methods: tuple[str, ...], notes: list[str], skipped: dict[str, str]
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """The chunks of ``--docs`` and what bakeoff.json says of them; a problem becomes a note (and skips
+    lora+rag when nothing is left to retrieve)."""
+    if options.docs is None:
+        return [], None
+    from tunesmith.decide.retrieval import load_docs
+
+    docs = load_docs(Path(options.docs))
+    chunks = docs.chunks
+    docs_info = {"folder": str(options.docs), "files": docs.files, "chunks": len(chunks), "problem": docs.problem}
+    if docs.problem:
+        console.warn(docs.problem)
+        only = "" if chunks else "; RAG retrieved from the training examples only"
+        notes.append(f"{docs.problem}{only}")
+    if not chunks and "lora+rag" in methods:
+        skipped["lora+rag"] = f"nothing to retrieve: {docs.problem}"
+    return chunks, docs_info
+
+
+def _prepare(options: BakeoffOptions, methods: tuple[str, ...], out: Path) -> _Bakeoff:
+    """Read the test rows, training data, instructions and docs; decide the task, schema and style markers."""
     rows = load_rows(options.test, options.columns)
     if not rows:
         raise UserError(f"{options.test} has no rows to test on")
@@ -159,20 +246,7 @@ def run_bakeoff(
         skipped["lora+rag"] = "lora+rag needs --docs: the documents to retrieve from"
     if "fewshot" in methods and options.k > len(pairs):
         skipped["fewshot"] = f"--k {options.k} asks for more examples than the training data has ({len(pairs)})"
-    chunks: list[Any] = []
-    docs_info: dict[str, Any] | None = None
-    if options.docs is not None:
-        from tunesmith.decide.retrieval import load_docs
-
-        docs = load_docs(Path(options.docs))
-        chunks = docs.chunks
-        docs_info = {"folder": str(options.docs), "files": docs.files, "chunks": len(chunks), "problem": docs.problem}
-        if docs.problem:
-            console.warn(docs.problem)
-            only = "" if chunks else "; RAG retrieved from the training examples only"
-            notes.append(f"{docs.problem}{only}")
-        if not chunks and "lora+rag" in methods:
-            skipped["lora+rag"] = f"nothing to retrieve: {docs.problem}"
+    chunks, docs_info = _load_docs(options, methods, notes, skipped)
 
     train_replies = [c.messages[-1].content for c in train_examples if c.messages[-1].role == "assistant"]
     refs = [r.reference for r in rows]
@@ -180,210 +254,105 @@ def run_bakeoff(
     schema = m.infer_schema(train_replies)
     task = scoring.detect_task(known_refs or train_replies, schema)
     markers = m.find_style_markers(train_replies or known_refs) if task == "text" else None
-    model_name = _base_model(options)
     labels = _labels(
         instructions, options.k, options.retriever, bool(chunks), options.rag_examples, options.train_with_docs
     )
+    return _Bakeoff(
+        options=options,
+        methods=methods,
+        out=out,
+        rows=rows,
+        train_examples=train_examples,
+        pairs=pairs,
+        instructions=instructions,
+        notes=notes,
+        skipped=skipped,
+        chunks=chunks,
+        docs_info=docs_info,
+        known_refs=known_refs,
+        task=task,
+        schema=schema,
+        markers=markers,
+        model_name=_base_model(options),
+        labels=labels,
+    )
 
+
+def _measure_tuned(b: _Bakeoff, name: str, tick: Callable[[int], None]) -> bool:
+    """A tuned method (lora, full, lora+rag) on its run; False when it was skipped (the reason is in ``skipped``)."""
     from tunesmith.models.load import load_model
 
-    t_start = time.time()
-    results: dict[str, dict[str, Any]] = {}
-    plain = [r.prompt for r in rows]
-    rag_info: dict[str, Any] | None = None
-    ctx: dict[str, Any] = {}
-
-    def result(complete: bool) -> dict[str, Any]:
-        # Copies: assemble adds its numbers to the method dicts, and later methods are still to come.
-        done = assemble(
-            options=options,
-            rows=rows,
-            results={n: dict(r) for n, r in results.items()},
-            skipped=dict(skipped),
-            notes=list(notes),
-            task=task,
-            schema=schema,
-            model_name=model_name,
-            max_new=ctx.get("max_new"),
-            docs=docs_info,
-            rag=rag_info,
-            wall_s=time.time() - t_start,
-            instructions_chars=len(instructions),
+    try:
+        run_dir, training = _tuned_run(name, b.options, b.model_name, b.out, b.results)
+    except UserError as e:
+        b.skipped[name] = str(e)
+        console.warn(f"bakeoff: {name} skipped: {e}")
+        return False
+    if training["base_model"] != b.model_name:
+        b.notes.append(
+            f"the {name} run was tuned from {training['base_model']}, the prompting methods use {b.model_name}"
         )
-        done["complete"] = complete
-        if not complete:
-            left = [n for n in methods if n not in results and n not in skipped]
-            done["notes"].append(f"partial result: still to run {', '.join(left)}" if left else "partial result")
-        return done
+    tuned, ttok, _ = load_model(str(run_dir), trust_remote_code=b.options.trust_remote_code)
+    extra = {}
+    prompts = b.plain
+    if name == "lora+rag":  # the context format the adapter trained with (data/context.py)
+        prompts, extra["retrieved"] = prompts_with_docs(b.plain, DocsIndex(b.options.docs), b.options.k)
+    res = _measure(name, b.labels[name], tuned, ttok, prompts, b.rows, b.context(ttok), tick)
+    b.results[name] = {**res, **extra, "model": str(run_dir), "training": training}
+    return True
 
-    def partial(name: str) -> None:
-        if on_progress is not None:
-            on_progress(result(complete=False))
 
+def _measure_prompting(b: _Bakeoff, name: str, base: tuple[Any, Any], tick: Callable[[int], None]) -> None:
+    """A prompting method (prompt, fewshot, rag) on the base model."""
+    model, tok = base
+    options, plain = b.options, b.plain
+    extra: dict[str, Any] = {}
+    if name == "prompt":
+        prompts = [prompted(p, b.instructions, []) for p in plain]
+    elif name == "fewshot":
+        shots = few_shot_turns(b.train_examples, options.k, options.seed)
+        prompts = [prompted(p, b.instructions, shots) for p in plain]
+    else:
+        rag = rag_prompts(b.rows, b.pairs, b.chunks, b.instructions, options.k, options.retriever, options.rag_examples)
+        prompts = rag.prompts
+        shown = options.rag_examples if b.chunks else "turns"
+        b.rag_info = {"retriever": rag.retriever, "index_s": rag.index_s, "k": options.k, "examples": shown}
+        extra = {"retrieval_s_per_request": rag.seconds_per_request, "retrieved": rag.sources}
+    res = _measure(name, b.labels[name], model, tok, prompts, b.rows, b.context(tok), tick)
+    if "retrieval_s_per_request" in extra and res["latency_s"] is not None:
+        res["latency_s"] += extra["retrieval_s_per_request"]  # retrieval is part of every request
+    b.results[name] = {**res, **extra, "model": b.model_name, "training": None}
+
+
+def run_bakeoff(
+    options: BakeoffOptions, out: Path | str, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Every requested method on the test rows. ``on_progress`` gets the result so far (``complete`` false)
+    after each method, so that a long bakeoff that is stopped still leaves what it measured."""
+    methods = tuple(dict.fromkeys(options.methods))  # the user's order: what matters most can be measured first
+    _check_options(options, methods)
+    b = _prepare(options, methods, Path(out))
     with progress() as bar:
-        task_id = bar.add_task("bakeoff", total=len(rows) * len(methods))
+        task_id = bar.add_task("bakeoff", total=len(b.rows) * len(methods))
 
         def tick(n: int) -> None:
             bar.advance(task_id, n)
 
-        def context(tok: Any) -> dict[str, Any]:
-            """Set once, from the first tokenizer: every method decodes with the same token limit."""
-            if not ctx:
-                ctx.update(
-                    max_new=options.max_new_tokens or auto_max_tokens(tok, known_refs),
-                    bs=options.batch_size,
-                    latency_samples=options.latency_samples,
-                    task=task,
-                    schema=schema,
-                    markers=markers,
-                    facts=fact_inputs(rows, markers, [c.text for c in chunks]),
-                )
-            return ctx
-
         base: tuple[Any, Any] | None = None  # loaded once, on first use, kept for the later prompting methods
         for name in methods:
-            if name in skipped:
+            if name in b.skipped:
                 continue
             bar.update(task_id, description=name)
             if name in TUNED:
-                try:
-                    run_dir, training = _tuned_run(name, options, model_name, out, results)
-                except UserError as e:
-                    skipped[name] = str(e)
-                    console.warn(f"bakeoff: {name} skipped: {e}")
+                if not _measure_tuned(b, name, tick):
                     continue
-                if training["base_model"] != model_name:
-                    notes.append(
-                        f"the {name} run was tuned from {training['base_model']}, "
-                        f"the prompting methods use {model_name}"
-                    )
-                tuned, ttok, _ = load_model(str(run_dir), trust_remote_code=options.trust_remote_code)
-                extra = {}
-                prompts = plain
-                if name == "lora+rag":  # the context format the adapter trained with (data/context.py)
-                    prompts, extra["retrieved"] = prompts_with_docs(plain, DocsIndex(options.docs), options.k)
-                res = _measure(name, labels[name], tuned, ttok, prompts, rows, context(ttok), tick)
-                results[name] = {**res, **extra, "model": str(run_dir), "training": training}
-                del tuned
-                partial(name)
-                continue
-            if base is None:
-                model, tok, _ = load_model(model_name, trust_remote_code=options.trust_remote_code)
-                base = (model, tok)
-            model, tok = base
-            extra: dict[str, Any] = {}
-            if name == "prompt":
-                prompts = [prompted(p, instructions, []) for p in plain]
-            elif name == "fewshot":
-                shots = few_shot_turns(train_examples, options.k, options.seed)
-                prompts = [prompted(p, instructions, shots) for p in plain]
             else:
-                rag = rag_prompts(rows, pairs, chunks, instructions, options.k, options.retriever, options.rag_examples)
-                prompts = rag.prompts
-                shown = options.rag_examples if chunks else "turns"
-                rag_info = {"retriever": rag.retriever, "index_s": rag.index_s, "k": options.k, "examples": shown}
-                extra = {"retrieval_s_per_request": rag.seconds_per_request, "retrieved": rag.sources}
-            res = _measure(name, labels[name], model, tok, prompts, rows, context(tok), tick)
-            if "retrieval_s_per_request" in extra and res["latency_s"] is not None:
-                res["latency_s"] += extra["retrieval_s_per_request"]  # retrieval is part of every request
-            results[name] = {**res, **extra, "model": model_name, "training": None}
-            partial(name)
-    return result(complete=True)
+                if base is None:
+                    from tunesmith.models.load import load_model
 
-
-def assemble(*, options: BakeoffOptions, rows: list[EvalRow], results: dict[str, dict[str, Any]], **kw: Any) -> dict:
-    """Measured methods -> the result dict with quality, costs and break-even. Apart from ``run_bakeoff``
-    so that the arithmetic and the report can be tested on hand-made numbers."""
-    price, hourly = options.price_per_1k_input_tokens, options.price_per_hour
-    # The first measure of eval's order that every method reported (the same data: the same measures).
-    common = [k for k in scoring.QUALITY_ORDER if results and all(k in r["metrics"] for r in results.values())]
-    quality = common[0] if common else None
-    for r in results.values():
-        r["quality"] = r["metrics"].get(quality) if quality else None
-        r["cost_per_request"] = econ.cost_per_request(r["prompt_tokens_per_request"], price)
-        seconds = (r["training"] or {}).get("seconds")
-        r["training_cost"] = econ.training_cost(seconds, hourly) if seconds is not None else None
-    baselines = [r for n, r in results.items() if n not in TUNED]
-    for name in TUNED:
-        if name in results:
-            results[name]["break_even"] = _break_even(results[name], baselines, price, options.requests_per_month)
-    ranking = rank_methods(
-        [
-            {
-                "name": n,
-                "quality": r["quality"],
-                "prompt_tokens_per_request": r["prompt_tokens_per_request"],
-                "training_cost": r["training_cost"],
-            }
-            for n, r in results.items()
-        ],
-        quality_scale=100.0 if quality == "chrf" else 1.0,
-        tolerance=options.quality_tolerance,
-        price_per_1k_input_tokens=price,
-        requests_per_month=options.requests_per_month,
-        metric=scoring.metric_name(quality),
-    )
-    if quality == "fact_accuracy" and results and all("chrf" in r["metrics"] for r in results.values()):
-        beside = ", ".join(f"{n} {r['metrics']['chrf']:.1f}" for n, r in results.items())
-        ranking["reason"] += f" (chrF, not used to rank: {beside})"
-    detail = []
-    for i, row in enumerate(rows):
-        entry: dict[str, Any] = {"source": row.source, "input": last_user(row.prompt), "reference": row.reference}
-        if row.fields:
-            entry["fields"] = row.fields
-        for name, r in results.items():
-            entry[name] = r["rows"][i]
-            if "retrieved" in r:
-                entry[name] = {**entry[name], "retrieved": r["retrieved"][i]}
-        detail.append(entry)
-    public = {n: {k: v for k, v in r.items() if k not in ("rows", "retrieved")} for n, r in results.items()}
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "train": str(options.train),
-        "test": str(options.test),
-        "instructions": str(options.instructions) if options.instructions else None,
-        "instructions_chars": kw["instructions_chars"],
-        "base_model": kw["model_name"],
-        "task": kw["task"],
-        "schema": kw["schema"],
-        "rows": len(rows),
-        "rows_with_reference": sum(r.reference is not None for r in rows),
-        "k": options.k,
-        "methods_requested": list(options.methods),
-        "decoding": {"temperature": 0.0, "max_new_tokens": kw["max_new"], "batch_size": options.batch_size},
-        "latency": {"samples": options.latency_samples, "how": "median seconds of single requests (batch of 1)"},
-        "prices": {
-            "price_per_1k_input_tokens": price,
-            "price_per_hour": hourly,
-            "requests_per_month": options.requests_per_month,
-        },
-        "quality_metric": quality,
-        "quality_label": scoring.BY_KEY[quality].label if quality else None,
-        "methods": public,
-        "skipped": kw["skipped"],
-        "ranking": ranking,
-        "winner": ranking["winner"],
-        "docs": kw["docs"],
-        "rag": kw["rag"],
-        "notes": kw["notes"],
-        "wall_time_s": kw["wall_s"],
-        "rows_detail": detail,
-    }
-
-
-def _break_even(
-    tuned: dict[str, Any], baselines: list[dict[str, Any]], price: float, requests_per_month: float | None
-) -> dict[str, Any]:
-    """Break-even of a tuned method against each prompting method that ran."""
-    cost = tuned["training_cost"] or 0.0
-    out = {}
-    for b in baselines:
-        saved = b["prompt_tokens_per_request"] - tuned["prompt_tokens_per_request"]
-        requests = econ.break_even_requests(cost, saved, price)
-        out[b["name"]] = {
-            "tokens_saved_per_request": saved,
-            "saved_per_request": saved / 1000.0 * price,
-            "requests": requests,
-            "months": econ.break_even_months(requests, requests_per_month),
-        }
-    return out
+                    model, tok, _ = load_model(b.model_name, trust_remote_code=options.trust_remote_code)
+                    base = (model, tok)
+                _measure_prompting(b, name, base, tick)
+            if on_progress is not None:
+                on_progress(b.result(complete=False))
+    return b.result(complete=True)

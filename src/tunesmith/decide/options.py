@@ -26,7 +26,7 @@ class BakeoffOptions:
     methods: tuple[str, ...] = DEFAULT_METHODS
     model: str | None = None  # None: the base model of a given run, else tunesmith's default
     retriever: str = "bm25"
-    rag_examples: str = "style"  # with --docs: retrieved examples as marked style examples, "none", or "turns"
+    rag_examples: str = "none"  # with --docs: retrieved examples left out (measured best), "style" or "turns"
     lora_run: Path | None = None
     lora_rag_run: Path | None = None  # a LoRA run for lora+rag (e.g. one trained with `train --docs`)
     # lora+rag's adapter is trained on prompts that carry the retrieved doc chunks (train --docs); False: the

@@ -4,6 +4,10 @@ Both models read the same shipped general-English text (``examples/general_engli
 plain, varied prose that no training set of ours contains) as plain text, without a chat template, and
 we compare perplexities. Tuning on a narrow task usually costs a little here; a rise above the threshold
 (a share of the base perplexity, settable with ``--forgetting-threshold``) is flagged as a regression.
+
+Beside it, the behavioural probe (``behaviour.py``): everyday questions the base answers right, asked again of
+the tuned model. ``probe`` takes both readings of one model; ``compare`` turns base's and tuned's into a
+``Forgetting``, whose ``as_dict`` is ``result["forgetting"]`` (the behavioural part under ``behaviour``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.render import Rendered
+from tunesmith.eval import behaviour as bh
 from tunesmith.train.batches import collate
 from tunesmith.train.loss import token_loss_sum
 
@@ -58,11 +63,44 @@ def text_perplexity(model: Any, tokenizer: Any, text: str, *, chunk_tokens: int 
 
 
 @dataclass
+class Reading:
+    """One model's side of the check: its perplexity on the general text, which probe items it answers."""
+
+    perplexity: float
+    tokens: int
+    right: list[bool]
+    replies: list[str] | None = None
+
+
+def probe(
+    model: Any, tokenizer: Any, items: list[bh.Item] | None = None, *, batch_size: int = bh.BATCH_SIZE
+) -> Reading:
+    """Both probes on one model: general-text perplexity and the behavioural questions (shipped set by default)."""
+    perplexity, tokens = text_perplexity(model, tokenizer, general_text())
+    items = bh.load_items() if items is None else items
+    replies = bh.replies(model, tokenizer, items, batch_size=batch_size)
+    return Reading(perplexity, tokens, bh.scored(items, replies), replies)
+
+
+def compare(
+    base: Reading,
+    tuned: Reading,
+    threshold: float = DEFAULT_THRESHOLD,
+    behaviour_threshold: float = bh.DEFAULT_THRESHOLD,
+    items: list[bh.Item] | None = None,
+) -> Forgetting:
+    items = bh.load_items() if items is None else items
+    answers = bh.Behaviour(items, base.right, tuned.right, behaviour_threshold, tuned.replies)
+    return Forgetting(base.perplexity, tuned.perplexity, base.tokens, threshold, answers)
+
+
+@dataclass
 class Forgetting:
     base_perplexity: float
     tuned_perplexity: float
     tokens: int
     threshold: float
+    behaviour: bh.Behaviour | None = None  # None: a result from before the behavioural probe
 
     @property
     def change(self) -> float:
@@ -71,6 +109,7 @@ class Forgetting:
 
     @property
     def regressed(self) -> bool:
+        """The perplexity probe's flag (what ``regressed`` has always meant); the behavioural one is its own."""
         return self.change > self.threshold
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,4 +121,5 @@ class Forgetting:
             "change": self.change,
             "threshold": self.threshold,
             "regressed": self.regressed,
+            **({"behaviour": self.behaviour.as_dict()} if self.behaviour is not None else {}),
         }

@@ -16,6 +16,8 @@ from typing import Any
 
 from tunesmith import console
 from tunesmith.data.tools import format_tool_call
+from tunesmith.eval.behaviour import markdown as behaviour_markdown
+from tunesmith.eval.behaviour import summary as behaviour_summary
 from tunesmith.eval.runner import EvalOptions, evaluate_run
 from tunesmith.eval.scoring import BY_KEY
 from tunesmith.reports import figure, fmt, md_table, svg, write_report_files
@@ -229,6 +231,7 @@ def render_html(result: dict[str, Any]) -> str:
         counts=row_counts(result),
         summary=summary_line(result),
         preference=preference_line(result["preference"]) if result.get("preference") else None,
+        behaviour=behaviour_summary(result["forgetting"]["behaviour"]) if "behaviour" in result["forgetting"] else None,
     )
 
 
@@ -292,7 +295,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     if pref:
         parts += ["", "## Held-out preferences", "", preference_line(pref)]
     f = result["forgetting"]
-    flag = "**REGRESSION**" if f["regressed"] else "ok"
+    flag = _flag(f)
     parts += [
         "",
         "## Forgetting check",
@@ -300,6 +303,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Perplexity on {f['tokens']} tokens of general English (`{f['text']}`): base {fmt(f['base_perplexity'])}, "
         f"tuned {fmt(f['tuned_perplexity'])} ({f['change']:+.1%}; threshold +{f['threshold']:.0%}): {flag}.",
     ]
+    if b := f.get("behaviour"):  # absent in results from before the behavioural probe
+        parts += ["", behaviour_markdown(b)]
     if result["notes"]:
         parts += ["", "## Notes", "", *(f"- {n}" for n in result["notes"])]
     return "\n".join(parts) + "\n"
@@ -372,7 +377,13 @@ def print_headline(result: dict[str, Any]) -> None:
         f"forgetting: general-English perplexity {fmt(f['base_perplexity'])} -> {fmt(f['tuned_perplexity'])} "
         f"({f['change']:+.1%}, threshold +{f['threshold']:.0%}): {word}"
     )
+    if b := f.get("behaviour"):
+        console.info(f"forgetting: {behaviour_summary(b)}: {_flag(b, '[red]REGRESSION[/red]')}")
     console.console.print(summary_line(result), markup=False)
+
+
+def _flag(probe: dict[str, Any], word: str = "**REGRESSION**") -> str:
+    return word if probe["regressed"] else "ok"
 
 
 def evaluate_and_report(

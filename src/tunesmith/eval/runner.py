@@ -3,7 +3,7 @@
     rows (any format) ─┬─ base,  no instructions ──────────────┐
                        ├─ base + instructions + K shots (opt.) ├─ generate (batched, KV cache) + loss per row
                        └─ tuned, no instructions ──────────────┘
-    + forgetting: perplexity of base and tuned on a shipped general-English text
+    + forgetting: perplexity of base and tuned on shipped general English, and shipped everyday questions
 
 The third condition is the one fine-tuning must beat on cost: the tuned model answers without the long
 instructions and examples that the base model needs in every request. ``evaluate_run`` returns one plain
@@ -25,7 +25,7 @@ from tunesmith.data.context import prompts_with_docs
 from tunesmith.data.formats import Conversation, Message, read_examples
 from tunesmith.data.render import Renderer, as_message
 from tunesmith.errors import ModelError, UserError
-from tunesmith.eval import forgetting, preference, scoring
+from tunesmith.eval import behaviour, forgetting, preference, scoring
 from tunesmith.eval import metrics as m
 from tunesmith.eval.docs import docs_index, fact_inputs
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, call_texts, few_shot_turns, load_rows, prompted
@@ -45,6 +45,7 @@ class EvalOptions:
     max_new_tokens: int | None = None  # None: from the longest reference
     batch_size: int = 16
     forgetting_threshold: float = forgetting.DEFAULT_THRESHOLD
+    behaviour_threshold: float = behaviour.DEFAULT_THRESHOLD  # --behaviour-threshold
     seed: int = 0  # picks the few-shot examples
     trust_remote_code: bool = False  # let the model folders run their own Python code (--trust-remote-code)
     columns: dict[str, str] | None = None  # --columns: row keys read from other columns of the data
@@ -209,19 +210,6 @@ def progress() -> Any:
     )
 
 
-def training_curves(run: Path) -> dict[str, list[list[float]]]:
-    train, val = [], []
-    path = run / runs.METRICS
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line) if line.strip() else {}
-            if "loss" in rec:
-                train.append([rec["step"], rec["loss"]])
-            if "val_loss" in rec:
-                val.append([rec["step"], rec["val_loss"]])
-    return {"train_loss": train, "val_loss": val}
-
-
 def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None = None) -> dict[str, Any]:
     """Evaluate a finished run against its base model on ``data``; every number, as a plain dict."""
     options = options or EvalOptions()
@@ -278,7 +266,7 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
             conditions["base_prompted"] = run_condition(
                 "base_prompted", label, base, tok, prompts, refs, max_new, bs, tick, tools=tools
             )
-        base_ppl, n_tokens = forgetting.text_perplexity(base, tok, forgetting.general_text())
+        base_reading = forgetting.probe(base, tok)
         start_margins = preference.log_prob_margins(base, tok, pairs, bs) if pairs else []
         del base
         bar.update(task_id, description="tuned")
@@ -293,10 +281,10 @@ def evaluate_run(run: Path | str, data: Path | str, options: EvalOptions | None 
                 "tuned_rag", f"tuned + {docs_k} doc chunks", tuned, tuned_tok, with_docs, refs, max_new, bs, tick,
                 measure_loss=False, tools=tools,
             )  # fmt: skip
-        tuned_ppl, _ = forgetting.text_perplexity(tuned, tuned_tok, forgetting.general_text())
+        tuned_reading = forgetting.probe(tuned, tuned_tok)
         tuned_margins = preference.log_prob_margins(tuned, tuned_tok, pairs, bs) if pairs else []
         del tuned
-    forget = forgetting.Forgetting(base_ppl, tuned_ppl, n_tokens, options.forgetting_threshold)
+    forget = forgetting.compare(base_reading, tuned_reading, options.forgetting_threshold, options.behaviour_threshold)
     return assemble(
         run,
         data,
@@ -404,7 +392,10 @@ def assemble(
         "savings": scoring.savings(public, options.price_per_1k_input_tokens, quality),
         "forgetting": forget.as_dict(),
         "preference": kw.get("preference"),
-        "training": {**training_curves(run), "summary": {"steps": info.steps, "best_val_loss": info.best_val_loss}},
+        "training": {
+            **runs.training_curves(run),
+            "summary": {"steps": info.steps, "best_val_loss": info.best_val_loss},
+        },
         "notes": kw["notes"],
         "wall_time_s": kw["wall_s"],
         "rows_detail": detail,

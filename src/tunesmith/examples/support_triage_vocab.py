@@ -1,8 +1,11 @@
 """The vocabulary of the support-triage demo data: the labels, the instructions, and the parts an email is
-composed from (greetings, cues, details, names). What goes wrong, the problem templates each email is built
-around, is in ``support_triage_problems.py``. Pure data; ``make_support_triage.py`` samples from both."""
+composed from (greetings, cues, details, names), and the ``Problem`` shape. What goes wrong, the problem
+templates each email is built around, is in ``support_triage_problems.py``. Pure data; ``make_support_triage.py``
+samples from both."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 CATEGORIES = ("billing", "technical", "account", "shipping", "refund", "feedback")
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -10,6 +13,20 @@ SENTIMENTS = ("positive", "neutral", "negative")
 HARDWARE = ("PixelPad", "EchoBuds")
 SOFTWARE = ("CloudSync", "Streamly", "Vaultly", "TaskHive")
 PRODUCTS = (*SOFTWARE, *HARDWARE)
+# The product sets a problem applies to, short because the problem tables name one per problem.
+ANY = PRODUCTS
+HW = HARDWARE
+SW = SOFTWARE
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One kind of problem: its summary label, the products it applies to and its phrasings."""
+
+    summary: str
+    products: tuple[str, ...]
+    texts: tuple[str, ...]
+
 
 INSTRUCTIONS = """\
 You triage customer support emails. Read the email and reply with a single JSON object on one line, \

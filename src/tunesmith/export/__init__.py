@@ -129,11 +129,8 @@ def export_run(
     import torch
 
     from tunesmith.config import load_config
-    from tunesmith.data.render import Renderer, template_hash
     from tunesmith.export import merge as merging
-    from tunesmith.export import parity
     from tunesmith.models.load import load_model
-    from tunesmith.models.stops import stop_token_ids
 
     t0 = time.time()
     run_dir = Path(run)
@@ -160,18 +157,45 @@ def export_run(
         f"the adapter in {weights_dir}",
         "the run diverged; retrain (for example with a lower learning rate) instead of exporting it",
     )
+    _check_disk(out, _needed_bytes(fmt, model, tokenizer, dtype, weights_dir))
+    made, probes, notes = _merge_and_probe(run_dir, info, cfg, model, tokenizer, fmt, dtype, trust_remote_code)
+    del model  # only the adapter export compares against the unmerged model (in ``made``); free it for the others
+    checks, report = _write_checked(out, fmt, made, t0, probes, notes)
+    return ExportResult(out, fmt, dtype, checks, report)
+
+
+def _needed_bytes(fmt: str, model: Any, tokenizer: Any, dtype: str, weights_dir: Path) -> int:
+    """The disk space the export needs; for gguf, first whether the architecture can be written at all."""
+    from tunesmith.export import merge as merging
+
     if fmt == "gguf":
         from tunesmith.export import gguf as gguf_export
 
         gguf_export.check_supported(model, tokenizer)
-        need = gguf_export.estimate_bytes(model, dtype)
-    elif fmt == "merged":
-        need = merging.estimate_bytes(model, dtype)
-    else:
-        from tunesmith.export import adapter as adapter_export
+        return gguf_export.estimate_bytes(model, dtype)
+    if fmt == "merged":
+        return merging.estimate_bytes(model, dtype)
+    from tunesmith.export import adapter as adapter_export
 
-        need = adapter_export.estimate_bytes(weights_dir)
-    _check_disk(out, need)
+    return adapter_export.estimate_bytes(weights_dir)
+
+
+def _merge_and_probe(
+    run_dir: Path,
+    info: runs.RunInfo,
+    cfg: RunConfig,
+    model: Any,
+    tokenizer: Any,
+    fmt: str,
+    dtype: str,
+    trust_remote_code: bool,
+) -> tuple[_Made, list[Any], list[str]]:
+    """Render the probes, merge in fp32 and check the merge: what every format's writer compares with.
+    Returns it as ``_Made``, with the probes and the notes of building them."""
+    from tunesmith.data.render import Renderer, template_hash
+    from tunesmith.export import merge as merging
+    from tunesmith.export import parity
+    from tunesmith.models.stops import stop_token_ids
 
     stops = stop_token_ids(model, tokenizer)
     renderer_kw = {"max_len": cfg.data.max_len, "train_on": cfg.data.train_on}
@@ -193,44 +217,49 @@ def export_run(
     if info.method == "lora":
         checks.append(parity.check_merge(model, merged, inputs))
     adapter_expected = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
-    if fmt != "adapter":
-        model = None  # only the adapter export compares against the unmerged model; free it for the others
+    made = _Made(
+        run_dir=run_dir,
+        info=info,
+        cfg=cfg,
+        merged=merged,
+        tokenizer=tokenizer,
+        inputs=inputs,
+        adapter_model=model if fmt == "adapter" else None,
+        dtype=dtype,
+        renderer_kw=renderer_kw,
+        adapter_expected=adapter_expected,
+        prior_checks=checks,
+        trust_remote_code=trust_remote_code,
+    )
+    return made, probes, notes
+
+
+def _write_checked(
+    out: Path, fmt: str, made: _Made, t0: float, probes: list[Any], notes: list[str]
+) -> tuple[list[Check], dict[str, Any]]:
+    """Write the format into a staging folder beside ``out``, check it, and rename it into place only if
+    every check passed (else ``OUT.failed.json`` and ``ParityFailure``)."""
+    from tunesmith.export import parity
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         writer = {"merged": _export_merged, "adapter": _export_adapter, "gguf": _export_gguf}[fmt]
-        checks += writer(
-            staging,
-            _Made(
-                run_dir=run_dir,
-                info=info,
-                cfg=cfg,
-                merged=merged,
-                tokenizer=tokenizer,
-                inputs=inputs,
-                adapter_model=model,
-                dtype=dtype,
-                renderer_kw=renderer_kw,
-                adapter_expected=adapter_expected,
-                prior_checks=list(checks),
-                trust_remote_code=trust_remote_code,
-            ),
-        )
+        checks = [*made.prior_checks, *writer(staging, made)]
         passed = all(c.passed for c in checks)
         report = {
             "status": "passed" if passed else "failed",
             "format": fmt,
-            "dtype": dtype,
-            "run": str(run_dir),
-            "method": info.method,
-            "base_model": info.base_model,
+            "dtype": made.dtype,
+            "run": str(made.run_dir),
+            "method": made.info.method,
+            "base_model": made.info.base_model,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.time() - t0, 1),
             "files": {p.name: p.stat().st_size for p in sorted(staging.iterdir()) if p.is_file()},
             "probes": [p.source for p in probes],
             "max_new_tokens": parity.MAX_NEW_TOKENS,
-            "reference_tokens": sum(len(c) for c in inputs.continuations),
+            "reference_tokens": sum(len(c) for c in made.inputs.continuations),
             "notes": notes,
             "checks": [c.as_dict() for c in checks],
             "versions": _versions(),
@@ -246,7 +275,7 @@ def export_run(
         failed_json.unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out, fmt, dtype, checks, report)
+    return checks, report
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
     app.py        FastAPI app factory and the inference routes
     guard.py      settings, API key, body limits, errors in OpenAI's shape
-    jobs_api.py   files and fine-tuning job routes
+    files_api.py  file routes (uploads checked with the training reader)
+    jobs_api.py   fine-tuning job routes
     schemas.py    pydantic request models (strict, unknown fields refused) and the OpenAI error shape
     responses.py  response shapes for /openapi.json
     registry.py   served names -> (engine, adapter); several adapters share one copy of their base

@@ -1,7 +1,7 @@
 """The FastAPI app: OpenAI's wire format in front of the engines in ``registry``.
 
 Routes: GET /health, GET /v1/models[/{id}], POST /v1/chat/completions, POST /v1/completions (both with
-SSE streaming), and the files and fine-tuning job routes of ``jobs_api``; GET /openapi.json describes them
+SSE streaming), and the routes of ``files_api`` and ``jobs_api``; GET /openapi.json describes them
 all (``responses`` has the response shapes). The dashboard (``ui``) is at /. Every error answers in
 OpenAI's shape with the status the official client maps to its exception classes: 400 bad parameter,
 unknown field or malformed body, 401 key, 404 unknown model/file/job, 413 body too large, 422 invalid
@@ -26,9 +26,10 @@ from fastapi.responses import Response, StreamingResponse
 from tunesmith import console
 from tunesmith.serve import responses as doc
 from tunesmith.serve.guard import Guard, ServeSettings, install_errors
+from tunesmith.serve.message_rules import parse_messages
 from tunesmith.serve.registry import Registry, Served, stats
 from tunesmith.serve.requests import Event, GenRequest, Sampling
-from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found, parse_messages
+from tunesmith.serve.schemas import ApiError, ChatRequest, CompletionRequest, _Request, not_found
 from tunesmith.serve.tools import ToolPlan, ToolReply, prompt_ids, tool_message, tool_plan
 
 
@@ -119,8 +120,10 @@ def create_app(registry: Registry, settings: ServeSettings | None = None, store:
 
     app.include_router(graders_router(registry))
     if store is not None:
+        from tunesmith.serve.files_api import files_router
         from tunesmith.serve.jobs_api import jobs_router
 
+        app.include_router(files_router(store))
         app.include_router(jobs_router(store, registry, settings))
     from tunesmith.serve.ui import mount_ui
 

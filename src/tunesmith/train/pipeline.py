@@ -284,8 +284,8 @@ def _add_docs_context(cfg: RunConfig, data: _Data) -> None:
     from tunesmith.decide.retrieval import DocsIndex
 
     index = DocsIndex(cfg.data.docs)
-    data.train, line = add_docs_context(data.train, index, cfg.data.docs_k)
-    data.val, _ = add_docs_context(data.val, index, cfg.data.docs_k)
+    data.train, line = add_docs_context(data.train, index, cfg.data.docs_k, cfg.data.stale_rows)
+    data.val, _ = add_docs_context(data.val, index, cfg.data.docs_k, cfg.data.stale_rows)
     data.reasons.append(line)
 
 
