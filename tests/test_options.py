@@ -24,6 +24,7 @@ SAMPLES: dict[str, Any] = {
     "columns": {"prompt": "question", "completion": "answer"},
     "docs": Path("docs"),
     "docs_k": 2,
+    "stale_rows": "drop",
     "val_split": 0.2,
     "max_len": 256,
     "overlong": "truncate",

@@ -215,11 +215,10 @@ def test_a_resumed_run_without_a_recorded_start_measures_the_base(tiny_model_dir
     assert probe.measure_base(model, step=5) == pytest.approx(start, rel=1e-7)
 
 
-def test_replay_is_chosen_for_sft_with_its_reason_and_never_for_dpo() -> None:
+def test_replay_is_opt_in_for_sft_and_never_for_dpo() -> None:
     sft = auto.resolve(TrainSettings(), 270, 200, [])
-    assert sft.settings.replay == auto.REPLAY_SHARE > 0
-    assert any(r.startswith(f"replay: {auto.REPLAY_SHARE:.0%}") and "--replay 0" in r for r in sft.reasons)
-    given = auto.resolve(TrainSettings(replay=0.0), 270, 200, [])
-    assert given.settings.replay == 0.0 and not any(r.startswith("replay") for r in given.reasons)
+    assert sft.settings.replay == auto.REPLAY_SHARE == 0.0 and not any(r.startswith("replay") for r in sft.reasons)
+    given = auto.resolve(TrainSettings(replay=0.05), 270, 200, [])
+    assert given.settings.replay == 0.05
     dpo = auto.resolve(TrainSettings(objective="dpo"), 270, 200, [])
     assert not dpo.settings.replay and not any(r.startswith("replay") for r in dpo.reasons)

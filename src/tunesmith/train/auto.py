@@ -36,8 +36,10 @@ RFT_EVALS = 5  # validations a run: each one generates a completion of every hel
 # task at lr 1e-3 (BENCHMARKS.md, "Forgetting frontier", 2026-12-05): no replay +37% general-English perplexity,
 # 5% replay -5.5% at 95.0% field accuracy; 10% and 20% no better on the task (93.7%, 94.0%). Lowering the learning
 # rate instead cost 10 points at 5e-4 and still failed the check (+18%).
-# It does not fix the behavioural probe (eval/behaviour.py): 0 of 41 with replay as without.
-REPLAY_SHARE = 0.05
+# It does not fix the behavioural probe (eval/behaviour.py): 0 of 41 with replay as without, and part of the fall
+# in perplexity is adaptation to the register the replay text shares with the probe's. So replay stays opt-in
+# (--replay 0.05) until a default passes both probes (README, "Forgetting").
+REPLAY_SHARE = 0.0
 # Tokens per forward pass: bounds activation memory whatever the row length.
 MICRO_BATCH_TOKENS = 4096
 
