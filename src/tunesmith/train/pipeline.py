@@ -204,7 +204,10 @@ def _general(s: Any, tokenizer: Any, bf16: bool, validates: bool) -> tuple[Gener
     settings ask for, with their sentences."""
     reasons = []
     probe = kl = None
-    if s.forgetting_probe and validates:
+    if s.forgetting_probe and validates and distributed.world() > 1:
+        # The probe reads the model outside the sharded step (FSDP2's DTensors refuse plain inputs there).
+        reasons.append("forgetting probe: off in a multi-process run (tunesmith eval's check measures it after)")
+    elif s.forgetting_probe and validates:
         probe = Probe.for_tokenizer(tokenizer, bf16, s.forgetting_budget)
         reasons.append(
             f"forgetting probe: general-English perplexity ({forgetting.TEXT_NAME}, {probe.tokens} tokens, the "
