@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.data.render import IGNORE, Rendered
+from tunesmith.errors import UserError
 from tunesmith.eval import forgetting
+from tunesmith.train import distributed
 from tunesmith.train.batches import StepPlan, collate, layout_step
 from tunesmith.train.precision import autocast
 
@@ -173,3 +175,52 @@ class General:
 
     probe: Probe | None = None
     kl: KLToBase | None = None
+
+
+def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool) -> tuple[General, list[str]]:
+    """The forgetting probe (at validations, so only in a run that validates) and the KL-to-base term the run's
+    settings ask for, with their sentences."""
+    reasons = []
+    probe = kl = None
+    if s.forgetting_probe and validates and distributed.world() > 1:
+        # The probe reads the model outside the sharded step (FSDP2's DTensors refuse plain inputs there).
+        reasons.append("forgetting probe: off in a multi-process run (tunesmith eval's check measures it after)")
+    elif s.forgetting_probe and validates:
+        probe = Probe.for_tokenizer(tokenizer, bf16, s.forgetting_budget)
+        reasons.append(
+            f"forgetting probe: general-English perplexity ({forgetting.TEXT_NAME}, {probe.tokens} tokens, the "
+            "eval check's text) before training and at each validation (--no-forgetting-probe turns it off)"
+        )
+        if s.forgetting_budget is not None:
+            reasons.append(
+                f"best weights: the lowest validation loss among evaluations within +{s.forgetting_budget:.0%} "
+                "general-English perplexity; early stopping counts evaluations past it"
+            )
+    if s.kl_to_base:
+        if distributed.world() > 1:
+            raise UserError("--kl-to-base runs in one process for now: drop --nproc or the KL term")
+        kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16)
+        reasons.append(
+            f"KL to the base: {s.kl_to_base:g} x KL(base || tuned) per token on {KL_ROW_TOKENS} tokens of "
+            "general English a step (the base is the adapter disabled)"
+        )
+    return General(probe, kl), reasons
+
+
+def probe_record(loop: Any, budget: float | None) -> dict[str, Any] | None:
+    """run.json's forgetting_probe: the general-English perplexity at the start, at the kept weights and at
+    each validation."""
+    if loop.probe_base is None:
+        return None
+    at_best = next((h.get("probe_perplexity") for h in loop.history if h["step"] == loop.best_step), None)
+    return {
+        "text": forgetting.TEXT_NAME,
+        "base_perplexity": loop.probe_base,
+        "best_perplexity": at_best,
+        "best_change": at_best / loop.probe_base - 1.0 if at_best is not None else None,
+        "budget": budget,
+        "within_budget": loop.best_within if budget is not None else None,
+        "history": [
+            {"step": h["step"], "perplexity": h["probe_perplexity"]} for h in loop.history if "probe_perplexity" in h
+        ],
+    }

@@ -24,12 +24,11 @@ from tunesmith.data.check_report import CheckReport
 from tunesmith.data.formats import Conversation, metadata_warning, read_examples, require_clean, split_examples
 from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_hash
 from tunesmith.errors import UserError
-from tunesmith.eval import forgetting
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import distributed, rft_setup, rundir
 from tunesmith.train.batches import fixed_sample, plan_steps
-from tunesmith.train.general import KL_ROW_TOKENS, General, KLToBase, Probe, mix_replay, replay_stream
+from tunesmith.train.general import general_setup, mix_replay, probe_record, replay_stream
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
 from tunesmith.train.objectives.dpo import render_pairs
@@ -134,7 +133,7 @@ def _run_training(
     if main:
         rundir.record_start(out, cfg, inputs, resume=resume, force=force)
     s = prep.settings
-    general, general_reasons = _general(s, tokenizer, prep.bf16, validates=bool(rows.val) and bool(s.eval_every))
+    general, general_reasons = general_setup(s, tokenizer, prep.bf16, validates=bool(rows.val) and bool(s.eval_every))
     reasons = _choices(cfg, data, prep, rows, start) + general_reasons
     _print_plan(cfg, source.name, rows, prep, reasons)
 
@@ -197,36 +196,6 @@ def _run_training(
     result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing, start)
     runs.write_run(out, result.summary)
     return result
-
-
-def _general(s: Any, tokenizer: Any, bf16: bool, validates: bool) -> tuple[General, list[str]]:
-    """The forgetting probe (at validations, so only in a run that validates) and the KL-to-base term the run's
-    settings ask for, with their sentences."""
-    reasons = []
-    probe = kl = None
-    if s.forgetting_probe and validates and distributed.world() > 1:
-        # The probe reads the model outside the sharded step (FSDP2's DTensors refuse plain inputs there).
-        reasons.append("forgetting probe: off in a multi-process run (tunesmith eval's check measures it after)")
-    elif s.forgetting_probe and validates:
-        probe = Probe.for_tokenizer(tokenizer, bf16, s.forgetting_budget)
-        reasons.append(
-            f"forgetting probe: general-English perplexity ({forgetting.TEXT_NAME}, {probe.tokens} tokens, the "
-            "eval check's text) before training and at each validation (--no-forgetting-probe turns it off)"
-        )
-        if s.forgetting_budget is not None:
-            reasons.append(
-                f"best weights: the lowest validation loss among evaluations within +{s.forgetting_budget:.0%} "
-                "general-English perplexity; early stopping counts evaluations past it"
-            )
-    if s.kl_to_base:
-        if distributed.world() > 1:
-            raise UserError("--kl-to-base runs in one process for now: drop --nproc or the KL term")
-        kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16)
-        reasons.append(
-            f"KL to the base: {s.kl_to_base:g} x KL(base || tuned) per token on {KL_ROW_TOKENS} tokens of "
-            "general English a step (the base is the adapter disabled)"
-        )
-    return General(probe, kl), reasons
 
 
 def _machine_peak(bf16: bool) -> tuple[float, str]:
@@ -424,27 +393,8 @@ def _summary(
         startup=timing["startup"],
         chat_template=template_name(tokenizer),
         lora_coverage=prep.coverage,
-        forgetting_probe=_probe_record(loop, cfg.train.forgetting_budget) if cfg.train.forgetting_probe else None,
+        forgetting_probe=probe_record(loop, cfg.train.forgetting_budget) if cfg.train.forgetting_probe else None,
     )
-
-
-def _probe_record(loop: LoopState, budget: float | None) -> dict[str, Any] | None:
-    """run.json's forgetting_probe: the general-English perplexity at the start, at the kept weights and at
-    each validation."""
-    if loop.probe_base is None:
-        return None
-    at_best = next((h.get("probe_perplexity") for h in loop.history if h["step"] == loop.best_step), None)
-    return {
-        "text": forgetting.TEXT_NAME,
-        "base_perplexity": loop.probe_base,
-        "best_perplexity": at_best,
-        "best_change": at_best / loop.probe_base - 1.0 if at_best is not None else None,
-        "budget": budget,
-        "within_budget": loop.best_within if budget is not None else None,
-        "history": [
-            {"step": h["step"], "perplexity": h["probe_perplexity"]} for h in loop.history if "probe_perplexity" in h
-        ],
-    }
 
 
 def _choices(cfg: RunConfig, data: _Data, prep: Prepared, rows: _Rows, start: runs.RunInfo | None) -> list[str]:
