@@ -49,20 +49,24 @@ GRIDS: dict[str, dict[str, dict[str, Any]]] = {
 GRIDS["full"] = {
     **GRIDS["lr"],
     "default": {},  # tunesmith's defaults as they are: what `make demo` trains
-    "lr1e-3-replay0.05": {"train": {"learning_rate": 1e-3, "replay": 0.05}},
-    "lr1e-3-replay0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1}},
-    "lr1e-3-replay0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2}},
-    "lr5e-4-replay0.2": {"train": {"learning_rate": 5e-4, "replay": 0.2}},
-    "lr2e-4-replay0.2": {"train": {"learning_rate": 2e-4, "replay": 0.2}},
+    "lr1e-3-replay0.05": {"train": {"learning_rate": 1e-3, "replay": 0.05, "replay_source": "text"}},
+    "lr1e-3-replay0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "text"}},
+    "lr1e-3-replay0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "text"}},
+    "lr5e-4-replay0.2": {"train": {"learning_rate": 5e-4, "replay": 0.2, "replay_source": "text"}},
+    "lr2e-4-replay0.2": {"train": {"learning_rate": 2e-4, "replay": 0.2, "replay_source": "text"}},
     "lr1e-3-attention": {"train": {"learning_rate": 1e-3, "replay": 0.0}, "lora": {"target_modules": ATTENTION}},
     "lr1e-3-r8-a16": {"train": {"learning_rate": 1e-3, "replay": 0.0}, "lora": {"r": 8, "alpha": 16}},
     "lr1e-3-r16-a16": {"train": {"learning_rate": 1e-3, "replay": 0.0}, "lora": {"r": 16, "alpha": 16}},
     "lr2e-4-5ep": {"train": {"learning_rate": 2e-4, "epochs": 5, "replay": 0.0}},
-    "lr1e-3-replay0.4": {"train": {"learning_rate": 1e-3, "replay": 0.4}},
-    "lr5e-4-replay0.4": {"train": {"learning_rate": 5e-4, "replay": 0.4}},
+    "lr1e-3-replay0.4": {"train": {"learning_rate": 1e-3, "replay": 0.4, "replay_source": "text"}},
+    "lr5e-4-replay0.4": {"train": {"learning_rate": 5e-4, "replay": 0.4, "replay_source": "text"}},
     "lr1e-3-budget0.1": {"train": {"learning_rate": 1e-3, "forgetting_budget": 0.1, "replay": 0.0}},
     "lr5e-4-budget0.1": {"train": {"learning_rate": 5e-4, "forgetting_budget": 0.1, "replay": 0.0}},
     "lr1e-3-kl0.5": {"train": {"learning_rate": 1e-3, "kl_to_base": 0.5, "replay": 0.0}},
+    # chat replay (train/chat_replay.py): the base model's own answers to everyday prompts
+    "lr1e-3-chat0.05": {"train": {"learning_rate": 1e-3, "replay": 0.05, "replay_source": "chat"}},
+    "lr1e-3-chat0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat"}},
+    "lr1e-3-chat0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "chat"}},
 }
 
 
@@ -77,6 +81,30 @@ def demo_files() -> tuple[Path, Path]:
 
 def long_files() -> tuple[Path, Path]:
     return HERE / "data" / "long_replies_train.jsonl", HERE / "data" / "long_replies_test.jsonl"
+
+
+def persona_files() -> tuple[Path, Path]:
+    """The brand-voice support set of issue 23 (examples/make_changed_facts.py: a fixed greeting and sign-off,
+    product answers), 200 training rows, written once under benchmarks/data/persona."""
+    from tunesmith.examples.make_changed_facts import write_changed_facts
+
+    out = HERE / "data" / "persona"
+    if not (out / "train.jsonl").is_file():
+        write_changed_facts(out)
+    return out / "train.jsonl", out / "test.jsonl"
+
+
+def score_persona(model: Any, tok: Any, test: Path, rows: int | None) -> dict[str, Any]:
+    """The voice (greeting and sign-off) and stop rate of greedy replies, and the test loss (the quality)."""
+    from tunesmith.data.formats import read_examples
+    from tunesmith.examples.make_changed_facts import GREETING, SIGN_OFF
+    from tunesmith.generate import generate
+
+    convs = read_examples(test).examples[:rows]
+    done = generate(model, tok, [[m.as_dict() for m in c.messages[:-1]] for c in convs], max_new_tokens=96)
+    voice = sum(GREETING in d.text and SIGN_OFF in d.text for d in done) / len(done)
+    stops = sum(d.finish_reason == "stop" for d in done) / len(done)
+    return {**score_loss(model, tok, test, rows), "voice": voice, "stop_rate": stops}
 
 
 def score_demo(model: Any, tok: Any, test: Path, rows: int | None) -> dict[str, Any]:
@@ -112,6 +140,7 @@ def score_loss(model: Any, tok: Any, test: Path, rows: int | None) -> dict[str, 
 TASKS = {
     "demo": {"files": demo_files, "score": score_demo, "quality": "mean field accuracy (held-out emails)"},
     "long_replies": {"files": long_files, "score": score_loss, "quality": "- test loss per token (long replies)"},
+    "persona": {"files": persona_files, "score": score_persona, "quality": "- test loss per token (brand voice)"},
 }
 
 
@@ -124,15 +153,22 @@ def general_perplexity(model: Any, tok: Any) -> float:
     return forgetting.text_perplexity(model, tok, forgetting.general_text())[0]
 
 
+def behaviour_right(model: Any, tok: Any) -> list[bool]:
+    """Which of the behavioural probe's everyday questions (eval/behaviour.py) ``model`` answers right."""
+    from tunesmith.eval import behaviour
+
+    return behaviour.right(model, tok, behaviour.load_items())
+
+
 def base_record(task: str, model_name: str, rows: int | None) -> dict[str, Any]:
     from tunesmith.models.load import load_model
 
     base, tok, _ = load_model(model_name)
     record = TASKS[task]["score"](base, tok, TASKS[task]["files"]()[1], rows)
-    return {**record, "perplexity": general_perplexity(base, tok)}
+    return {**record, "perplexity": general_perplexity(base, tok), "behaviour_right": behaviour_right(base, tok)}
 
 
-def run_config(task: str, name: str, change: dict[str, Any], args: argparse.Namespace, base_ppl: float) -> dict:
+def run_config(task: str, name: str, change: dict[str, Any], args: argparse.Namespace, base: dict[str, Any]) -> dict:
     from tunesmith import runs
     from tunesmith.config import load_config
     from tunesmith.models.load import load_model
@@ -155,6 +191,10 @@ def run_config(task: str, name: str, change: dict[str, Any], args: argparse.Name
     tuned, tok, _ = load_model(str(out))
     record = TASKS[task]["score"](tuned, tok, test_file, args.test_rows)
     ppl = general_perplexity(tuned, tok)
+    base_ppl = base["perplexity"]
+    base_right = base.get("behaviour_right") or behaviour_right(load_model(args.model)[0], tok)
+    tuned_right = behaviour_right(tuned, tok)
+    kept = sum(b and t for b, t in zip(base_right, tuned_right, strict=True))
     s = result.config.train
     return {
         "task": task,
@@ -165,6 +205,7 @@ def run_config(task: str, name: str, change: dict[str, Any], args: argparse.Name
             "forgetting_budget": s.forgetting_budget,
             "epochs": s.epochs,
             "replay": s.replay,
+            "replay_source": s.replay_source,
             "kl_to_base": s.kl_to_base,
             "r": result.config.lora.r,
             "alpha": result.config.lora.alpha,
@@ -174,6 +215,10 @@ def run_config(task: str, name: str, change: dict[str, Any], args: argparse.Name
         "perplexity": ppl,
         "base_perplexity": base_ppl,
         "perplexity_change": ppl / base_ppl - 1.0,
+        # the behavioural probe: of the everyday questions the base answered right, the share still right
+        "behaviour_kept": kept,
+        "behaviour_base": sum(base_right),
+        "behaviour_drop": 1.0 - kept / sum(base_right) if any(base_right) else 0.0,
         "steps": info.steps,
         "best_step": info.best_step,
         "best_val_loss": info.best_val_loss,
@@ -280,11 +325,14 @@ def main(argv: list[str] | None = None) -> int:
                 if done and not args.again:
                     print(f"{task}/{name}: measured already (--again re-runs it)", file=sys.stderr)
                     continue
-                record = run_config(task, name, grid[name], args, data["base"][task]["perplexity"])
+                record = run_config(task, name, grid[name], args, data["base"][task])
                 data["runs"] = [r for r in data["runs"] if not (r["task"] == task and r["config"] == name)]
                 data["runs"].append(record)
                 save(args.json, data)  # after every run: a long sweep keeps what it measured
-                print(f"{task}/{name}: quality {record['quality']:.3f}, perplexity {record['perplexity_change']:+.1%}")
+                print(
+                    f"{task}/{name}: quality {record['quality']:.3f}, perplexity {record['perplexity_change']:+.1%}, "
+                    f"everyday questions kept {record['behaviour_kept']}/{record['behaviour_base']}"
+                )
     if data["runs"]:
         plot(data, plot_path)
     print(table(data))

@@ -287,3 +287,24 @@ def test_lora_rag_without_docs_training_reuses_the_lora_adapter(bakeoff, data: P
     assert m["lora+rag"]["training"]["docs"] is None and m["lora+rag"]["label"].endswith("LoRA adapter)")
     assert m["lora+rag"]["prompt_tokens_per_request"] > m["lora"]["prompt_tokens_per_request"] + 50
     assert not (tmp_path / "out" / "lora-rag-run").exists(), "nothing was trained"
+
+
+def test_training_rows_get_their_chunks_in_a_shuffled_order_that_a_seed_repeats(data: Path) -> None:
+    """Retrieval ranks the answering chunk first for most training questions; trained on that order, the model
+    copies the first chunk. With a seed (training rows) each row's chunks are shuffled, the same every time."""
+    import re
+
+    convs = read_examples(data / "train.jsonl").examples
+    index = DocsIndex(data / "docs")
+
+    def order(out: list) -> list[list[str]]:
+        return [re.findall(r"\[\d\] (.{30})", o.messages[0].content) for o in out]
+
+    ranked, ranked_line = add_docs_context(convs, index, 4)
+    shuffled, line = add_docs_context(convs, index, 4, shuffle_seed=7)
+    assert "shuffled order" in line and "shuffled" not in ranked_line
+    assert order(shuffled) == order(add_docs_context(convs, index, 4, shuffle_seed=7)[0])
+    assert order(shuffled) != order(add_docs_context(convs, index, 4, shuffle_seed=8)[0])
+    assert all(sorted(a) == sorted(b) for a, b in zip(order(ranked), order(shuffled), strict=True))
+    first_kept = sum(a[0] == b[0] for a, b in zip(order(ranked), order(shuffled), strict=True))
+    assert first_kept < len(convs) * 0.6, "the nearest chunk is no longer first on most rows"

@@ -56,7 +56,7 @@ def test_replay_mixes_the_stated_share_of_trained_tokens(tokenizer, pack: bool, 
     rows, _ = Renderer(tokenizer).render_all(read_examples_from(chat_rows(30)))
     plan = plan_steps([len(r.input_ids) for r in rows], 8, 2, 2, seed=1, pack=pack)
     stream = general.replay_stream(tokenizer)
-    mixed, extra = general.mix_replay(plan, rows, stream, fraction, 2, pack=pack)
+    mixed, extra = general.mix_replay(plan, rows, general.TextReplay(stream), fraction, 2, pack=pack)
     everything = rows + extra
     assert len(mixed) == len(plan)
     for before, after in zip(plan, mixed, strict=True):
@@ -70,7 +70,7 @@ def test_replay_mixes_the_stated_share_of_trained_tokens(tokenizer, pack: bool, 
     text = tokenizer.decode(extra[0].input_ids)
     assert text.strip()[:30] in general.replay_text()
     # the same inputs give the same plan (a resumed run rebuilds it)
-    again, _ = general.mix_replay(plan, rows, stream, fraction, 2, pack=pack)
+    again, _ = general.mix_replay(plan, rows, general.TextReplay(stream), fraction, 2, pack=pack)
     assert [s.micro_batches for s in again] == [s.micro_batches for s in mixed]
 
 

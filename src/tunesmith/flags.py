@@ -77,6 +77,11 @@ FLAGS: dict[str, Flag] = {
     "replay": Flag(
         "--replay", "train.replay", "Share of each step's trained tokens that are general English (0.1: 10%; 0: off)."
     ),
+    "replay_source": Flag(
+        "--replay-source",
+        "train.replay_source",
+        "What --replay mixes in: chat (the base model's own answers to everyday prompts) or text (plain prose).",
+    ),
     "kl_to_base": Flag("--kl-to-base", "train.kl_to_base", "LoRA: weight of a KL-to-base term on general English."),
     "forgetting_probe": Flag(
         "--forgetting-probe/--no-forgetting-probe",

@@ -76,6 +76,7 @@ def train_command(
     val_budget: Annotated[float | None, option("val_budget")] = None,
     save_every: Annotated[int | None, option("save_every")] = None,
     replay: Annotated[float | None, option("replay")] = None,
+    replay_source: Annotated[str | None, option("replay_source")] = None,
     kl_to_base: Annotated[float | None, option("kl_to_base")] = None,
     forgetting_probe: Annotated[bool | None, option("forgetting_probe")] = None,
     forgetting_budget: Annotated[float | None, option("forgetting_budget")] = None,

@@ -79,7 +79,9 @@ def prompts_with_docs(prompts: list[list[dict[str, Any]]], index: Any, k: int) -
 STALE_ROW_MODES = ("mask", "plain", "drop")  # what training does with rows whose replies the docs contradict
 
 
-def add_docs_context(convs: list[Any], index: Any, k: int, stale_rows: str = "mask") -> tuple[list[Any], str]:
+def add_docs_context(
+    convs: list[Any], index: Any, k: int, stale_rows: str = "mask", shuffle_seed: int | None = None
+) -> tuple[list[Any], str]:
     """Training rows with their ``k`` nearest doc chunks in the system message, so that the adapter learns
     to take facts from the context and the voice from its weights; and the line that says what was done.
 
@@ -88,8 +90,15 @@ def add_docs_context(convs: list[Any], index: Any, k: int, stale_rows: str = "ma
     with its context, its stale values and the rest of their sentences left untrained (data/span_mask.py):
     it still teaches the voice and which fact answers which question. ``"plain"`` trains it whole, without
     context; ``"drop"`` leaves it out (README, "When facts change", has what each measured). When every row
-    is stale, dropping would leave nothing to train on, so they train plain."""
+    is stale, dropping would leave nothing to train on, so they train plain.
+
+    With ``shuffle_seed`` (training rows), each row's chunks come in a shuffled order, the same for a seed.
+    Retrieval puts the chunk that answers first for most training questions, which are worded as the docs
+    are; a model trained on that learns to copy the first chunk, and at inference a question worded
+    differently ("guarantee" for warranty) has it second or later. Shuffled, the model learns to pick the
+    chunk that answers the question."""
     import dataclasses
+    import random
 
     from tunesmith.data.span_mask import claim_spans
     from tunesmith.eval.facts import stale_replies
@@ -100,7 +109,10 @@ def add_docs_context(convs: list[Any], index: Any, k: int, stale_rows: str = "ma
     questions = [last_user([m.as_dict() for m in c.messages[:-1]]) for c in convs]
     near = index.nearest(questions, k)
     out, stale = [], []
-    for conv, claims, found in zip(convs, stale_claims, near, strict=True):
+    for i, (conv, claims, found) in enumerate(zip(convs, stale_claims, near, strict=True)):
+        if shuffle_seed is not None:
+            found = list(found)
+            random.Random(f"{shuffle_seed}:{i}").shuffle(found)
         last = conv.messages[-1]
         if claims:
             stale.append(conv)
@@ -114,6 +126,8 @@ def add_docs_context(convs: list[Any], index: Any, k: int, stale_rows: str = "ma
         out.append(dataclasses.replace(conv, messages=[Message("system", system), *rest], untrained=tuple(spans)))
     given = sum(a is not b for a, b in zip(out, convs, strict=True))
     line = f"context: {given} of {len(convs)} training rows get their {k} nearest chunks of --docs {index.folder}"
+    if shuffle_seed is not None:
+        line += " in a shuffled order (so the model learns to pick the chunk that answers, not the first one)"
     if not stale:
         return out, line
     example = stale[0].source or "a row"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -52,23 +52,32 @@ def _take(stream: list[int], pos: int, n: int) -> list[int]:
     return (stream * reps)[pos : pos + n]
 
 
-def replay_rows(trained: int, fraction: float, stream: list[int], pos: int) -> tuple[list[Rendered], int]:
-    """(rows of general text holding ``fraction`` of a step's trained tokens once added to its ``trained``
-    task tokens, the stream position after them). A row of n tokens trains n - 1 (its first is context only)."""
-    need = round(trained * fraction / (1.0 - fraction)) if fraction > 0 else 0
-    rows = []
-    while need > 0:
-        n = min(need, REPLAY_ROW_TOKENS - 1)
-        ids = _take(stream, pos, n + 1)
-        rows.append(Rendered(ids, [IGNORE, *ids[1:]], source=REPLAY_SOURCE))
-        pos, need = (pos + n) % len(stream), need - n
-    return rows, pos
+@dataclass
+class TextReplay:
+    """Consecutive chunks of the replay text: a step owing ``need`` trained tokens gets exactly that many."""
+
+    stream: list[int]
+
+    def take(self, need: int, state: tuple[int, int]) -> tuple[list[Rendered], tuple[int, int]]:
+        """(rows of general text holding ``need`` trained tokens, the stream position after them). A row of n
+        tokens trains n - 1 (its first is context only)."""
+        pos, rows = state[0], []
+        while need > 0:
+            n = min(need, REPLAY_ROW_TOKENS - 1)
+            ids = _take(self.stream, pos, n + 1)
+            rows.append(Rendered(ids, [IGNORE, *ids[1:]], source=REPLAY_SOURCE))
+            pos, need = (pos + n) % len(self.stream), need - n
+        return rows, (pos, 0)
+
+
+class ReplaySource(Protocol):
+    def take(self, need: int, state: tuple[int, int]) -> tuple[list[Rendered], tuple[int, int]]: ...
 
 
 def mix_replay(
     plan: list[StepPlan],
     rows: list[Rendered],
-    stream: list[int],
+    source: ReplaySource,
     fraction: float,
     micro_batch_size: int,
     *,
@@ -76,13 +85,15 @@ def mix_replay(
     pack_len: int | None = None,
 ) -> tuple[list[StepPlan], list[Rendered]]:
     """(the plan with replay rows added to every step, the replay rows: their indices run on from
-    ``len(rows)``). A pure function of its inputs, so a resumed run rebuilds the same steps."""
+    ``len(rows)``). Each step owes ``fraction`` of its trained tokens once the replay is added to its task
+    tokens. A pure function of its inputs, so a resumed run rebuilds the same steps."""
     lengths = [len(r.input_ids) for r in rows]
     extra: list[Rendered] = []
-    out, pos = [], 0
+    out, state = [], (0, 0)
     for step in plan:
         trained = sum(rows[i].n_trained for i in step.indices)
-        new, pos = replay_rows(trained, fraction, stream, pos)
+        need = round(trained * fraction / (1.0 - fraction)) if fraction > 0 else 0
+        new, state = source.take(need, state)
         first = len(rows) + len(extra)
         extra += new
         lengths += [len(r.input_ids) for r in new]
@@ -93,7 +104,7 @@ def mix_replay(
 
 def replay_tokens(examples: list[Any]) -> int:
     """Trained tokens of the replay rows among ``examples``."""
-    return sum(e.n_trained for e in examples if getattr(e, "source", None) == REPLAY_SOURCE)
+    return sum(e.n_trained for e in examples if str(getattr(e, "source", "")).startswith("replay:"))
 
 
 @dataclass

@@ -28,7 +28,8 @@ from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import distributed, rft_setup, rundir
 from tunesmith.train.batches import fixed_sample, plan_steps
-from tunesmith.train.general import general_setup, mix_replay, probe_record, replay_stream
+from tunesmith.train.chat_replay import base_answers_if_replayed, replay_setup
+from tunesmith.train.general import general_setup, mix_replay, probe_record
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
 from tunesmith.train.objectives.dpo import render_pairs
@@ -125,6 +126,9 @@ def _run_training(
     clock.mark("loading the model")
     rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, kind=objective)
     clock.mark("rendering")
+    # Before set-up may compile the layers: the base model's answers for chat replay (cached per model).
+    answers = base_answers_if_replayed(cfg.train, objective, model, tokenizer, rundir.source_hash(source))
+    clock.mark("chat replay answers")
     lengths = [len(r.input_ids) for r in rows.train]
     prep = prepare(cfg, model, lengths, val_lengths=[len(r.input_ids) for r in rows.val], compile=grader is None)
     rows.val = fixed_sample(rows.val, prep.resolved.val_rows, cfg.train.seed)
@@ -134,16 +138,17 @@ def _run_training(
         rundir.record_start(out, cfg, inputs, resume=resume, force=force)
     s = prep.settings
     general, general_reasons = general_setup(s, tokenizer, prep.bf16, validates=bool(rows.val) and bool(s.eval_every))
-    reasons = _choices(cfg, data, prep, rows, start) + general_reasons
+    replay, replay_reasons = replay_setup(s, answers, tokenizer, rows.renderer)
+    reasons = _choices(cfg, data, prep, rows, start) + general_reasons + replay_reasons
     _print_plan(cfg, source.name, rows, prep, reasons)
 
     plan = plan_steps(
         lengths, s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1, s.seed, pack=s.packing, pack_len=s.pack_len
     )
     train_rows = rows.train
-    if s.replay:  # general text joins every step (train/general.py); the plan is rebuilt the same on resume
+    if replay is not None:  # general rows join every step (train/general.py); rebuilt the same on resume
         plan, replayed = mix_replay(
-            plan, rows.train, replay_stream(tokenizer), s.replay, s.micro_batch_size or 1, pack=s.packing,
+            plan, rows.train, replay, s.replay, s.micro_batch_size or 1, pack=s.packing,
             pack_len=s.pack_len,
         )  # fmt: skip
         train_rows = rows.train + replayed
@@ -256,7 +261,9 @@ def _add_docs_context(cfg: RunConfig, data: _Data) -> None:
     from tunesmith.decide.retrieval import DocsIndex
 
     index = DocsIndex(cfg.data.docs)
-    data.train, line = add_docs_context(data.train, index, cfg.data.docs_k, cfg.data.stale_rows)
+    data.train, line = add_docs_context(
+        data.train, index, cfg.data.docs_k, cfg.data.stale_rows, shuffle_seed=cfg.train.seed
+    )  # validation keeps the ranked order inference uses
     data.val, _ = add_docs_context(data.val, index, cfg.data.docs_k, cfg.data.stale_rows)
     data.reasons.append(line)
 

@@ -1,0 +1,142 @@
+"""Chat replay: the run's own base model's answers to everyday requests, trained beside the user's rows.
+
+Replay of plain prose (``general.py``, ``--replay-source text``) holds general-English perplexity, but not the
+*habit* of answering: a model tuned on one task answers every prompt in that task's shape (the demo's triage
+JSON to "What is a comet?"), and the behavioural probe (``eval/behaviour.py``) sees it. Self-distillation fixes
+the habit without any outside data: before the first step, the base model answers the shipped everyday prompts
+(``examples/general_chat_prompts.json``) greedily through the run's chat template and the one generation path;
+the answers that end on their own (a cut-off answer would teach the model to stop mid-sentence, or never) become
+ordinary chat rows, rendered by the run's renderer with only the reply trained, and join the steps at the
+``--replay`` share. Training on them pulls the tuned model toward the base on everything that is not the task.
+
+The prompts are not the probe's questions and leave out the probe's kinds of question (see the file's
+``about``), so the probe still measures answers the run never trained on.
+
+Answers depend only on the model, its template and the prompts, so they are cached under
+``$TUNESMITH_HOME/replay`` (about a minute of generation for SmolLM2-135M on 2 CPU cores, once per model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tunesmith import paths
+from tunesmith.data.render import Rendered, Renderer, template_hash
+from tunesmith.data.rows import Conversation, Message
+
+PROMPTS_NAME = "general_chat_prompts.json"
+CHAT_SOURCE = "replay:chat"  # marks chat replay rows (Rendered.source) in a step
+MAX_NEW_TOKENS = 128  # SmolLM2-135M ends 99 of the 150 answers within this; longer costs generation time
+BATCH_SIZE = 64
+# Fewer finished answers than this and there is no behaviour to hold on to (a base model without a chat
+# habit, a random test model): replay falls back to plain text.
+MIN_ROWS = 16
+
+
+def prompts() -> list[str]:
+    data = json.loads((resources.files("tunesmith.examples") / PROMPTS_NAME).read_text(encoding="utf-8"))
+    return list(data["prompts"])
+
+
+def _cache_path(model_key: str, tokenizer: Any, asked: list[str]) -> Path:
+    key = json.dumps([model_key, template_hash(tokenizer), MAX_NEW_TOKENS, asked])
+    return paths.home() / "replay" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def base_answers(model: Any, tokenizer: Any, model_key: str) -> tuple[list[dict[str, str]], bool]:
+    """(the base model's finished answers, [{prompt, reply}], whether they came from the cache). Call it before
+    the first step: ``model`` must still be the base (a fresh LoRA adapter changes nothing)."""
+    from tunesmith.generate import generate
+
+    asked = prompts()
+    cache = _cache_path(model_key, tokenizer, asked)
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))["answers"], True
+    was_training = model.training
+    done = generate(
+        model, tokenizer, [[{"role": "user", "content": p}] for p in asked],
+        max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE,
+    )  # fmt: skip
+    model.train(was_training)
+    answers = [
+        {"prompt": p, "reply": c.text.strip()}
+        for p, c in zip(asked, done, strict=True)
+        if c.finish_reason == "stop" and c.text.strip()
+    ]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # peers of a multi-process run write the same file
+    tmp.write_text(json.dumps({"model": model_key, "answers": answers}, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(cache)
+    return answers, False
+
+
+def render_answers(renderer: Renderer, answers: list[dict[str, str]]) -> list[Rendered]:
+    """Each answer as a one-turn chat row (only the reply trained), marked as replay."""
+    rows = []
+    for a in answers:
+        conv = Conversation([Message("user", a["prompt"]), Message("assistant", a["reply"])], source=CHAT_SOURCE)
+        rendered = renderer.render(conv)  # its source is the conversation's: CHAT_SOURCE
+        if rendered.n_trained and not rendered.truncated:
+            rows.append(rendered)
+    return rows
+
+
+@dataclass
+class ChatReplay:
+    """Whole chat rows, in order and cyclically, with the share kept on average: a step owes ``need`` trained
+    tokens and takes rows while it owes any, and what it took over carries to the next step."""
+
+    rows: list[Rendered]
+
+    def take(self, need: int, state: tuple[int, int]) -> tuple[list[Rendered], tuple[int, int]]:
+        index, owed = state
+        owed += need
+        out = []
+        while owed > 0:
+            row = self.rows[index % len(self.rows)]
+            out.append(row)
+            owed -= row.n_trained
+            index += 1
+        return out, (index % len(self.rows), owed)
+
+
+def base_answers_if_replayed(
+    t: Any, objective: str, model: Any, tokenizer: Any, model_key: str
+) -> tuple[list[dict[str, str]], bool] | None:
+    """``base_answers`` where the run may replay chat (an SFT run whose replay share is set or left to the
+    defaults, with the chat source), else None. Called on the freshly loaded model, before any set-up."""
+    from tunesmith.train.auto import REPLAY_SHARE
+
+    share = REPLAY_SHARE if t.replay is None else t.replay
+    if objective != "sft" or not share or t.replay_source != "chat":
+        return None
+    return base_answers(model, tokenizer, model_key)
+
+
+def replay_setup(
+    s: Any, answers: tuple[list[dict[str, str]], bool] | None, tokenizer: Any, renderer: Renderer
+) -> tuple[Any, list[str]]:
+    """The replay the run's settings ask for (``None`` when ``--replay`` is off), with its sentence."""
+    from tunesmith.train.general import REPLAY_TEXT, TextReplay, replay_stream
+
+    if not s.replay:
+        return None, []
+    share = f"replay: {s.replay:.0%} of each step's trained tokens"
+    fallback = ""
+    if s.replay_source == "chat" and answers is not None:
+        rows = render_answers(renderer, answers[0])
+        asked = len(prompts())
+        if len(rows) >= MIN_ROWS:
+            return ChatReplay(rows), [
+                f"{share} are the base model's own answers to everyday prompts ({len(rows)} of {asked} it "
+                f"finished{', cached' if answers[1] else ''}; {PROMPTS_NAME}), so the run keeps answering them as "
+                "its base did (--replay-source text: plain prose instead)"
+            ]
+        fallback = f"the base model finished {len(rows)} of {asked} everyday answers, too few to replay; "
+    return TextReplay(replay_stream(tokenizer)), [f"{share} are general English prose ({fallback}{REPLAY_TEXT})"]
