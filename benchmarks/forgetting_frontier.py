@@ -130,7 +130,7 @@ def score_loss(model: Any, tok: Any, test: Path, rows: int | None) -> dict[str, 
     """Mean per-token loss of the held-out reference replies (quality: its negative, so higher is better)."""
     from tunesmith.data.formats import read_examples
     from tunesmith.data.render import Renderer
-    from tunesmith.train.loop import evaluate
+    from tunesmith.train.validation import evaluate
 
     rendered, _ = Renderer(tok, max_len=1024).render_all(read_examples(test).examples[:rows])
     loss = evaluate(model, rendered, 4, tok.pad_token_id, bf16=False)

@@ -57,7 +57,7 @@ def _val_loss(base: str, adapter_dir: Path, val_file: Path) -> float:
     from tunesmith.data.formats import read_examples
     from tunesmith.data.render import Renderer
     from tunesmith.models.load import load_model
-    from tunesmith.train.loop import evaluate
+    from tunesmith.train.validation import evaluate
 
     model, tok, _ = load_model(base)
     model = PeftModel.from_pretrained(model, str(adapter_dir))

@@ -19,8 +19,9 @@ from tunesmith.models.load import load_model
 from tunesmith.models.lora import add_lora
 from tunesmith.train import auto, general
 from tunesmith.train.batches import plan_steps
-from tunesmith.train.loop import LoopState, _note_validation
+from tunesmith.train.loop import LoopState
 from tunesmith.train.pipeline import run_training
+from tunesmith.train.validation import note_validation
 
 from .conftest import chat_rows, write_jsonl
 
@@ -159,7 +160,7 @@ def feed(state: LoopState, g: general.General, evals: list[tuple[float, float]],
     bests = []
     for step, (val, ppl) in enumerate(evals, start=1):
         state.step, state.last_probe = step, ppl
-        if _note_validation(state, val, patience, g):
+        if note_validation(state, val, patience, g):
             bests.append(step)
         if state.stopped_early:
             break

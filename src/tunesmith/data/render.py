@@ -38,6 +38,7 @@ from typing import Any
 from tunesmith.data.chat_templates import FALLBACK_TEMPLATE, ensure_chat_template  # noqa: F401 (re-exported)
 from tunesmith.data.formats import Conversation, Message
 from tunesmith.data.render_tools import _fallback, _native, as_message, template_renders_tools
+from tunesmith.data.rows import IGNORE
 from tunesmith.data.span_mask import unlabel_spans
 from tunesmith.errors import DataError
 from tunesmith.models.stops import template_stops
@@ -47,7 +48,6 @@ TOOL_FORMATS = {
     "fallback": "tunesmith's fallback (tools in the system turn, calls as <tool_call>{...}</tool_call>)",
 }
 
-IGNORE = -100
 _SAID: set[tuple[Any, ...]] = set()  # notices already printed (Renderer._say_once)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+IGNORE = -100  # the label of a token that is not trained (PyTorch's cross-entropy ignore_index)
+
 
 class RowError(Exception):
     """One malformed row: the message names the field, the code is stable (`tunesmith check --format json`)."""

@@ -10,7 +10,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-IGNORE = -100
+from tunesmith.data.rows import IGNORE
+
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 

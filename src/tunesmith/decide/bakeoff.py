@@ -35,9 +35,10 @@ from tunesmith.decide.training import obtain_run
 from tunesmith.errors import UserError
 from tunesmith.eval import metrics as m
 from tunesmith.eval import scoring
+from tunesmith.eval.conditions import run_condition, single_request_latency
 from tunesmith.eval.docs import fact_inputs
 from tunesmith.eval.rows import EvalRow, auto_max_tokens, few_shot_turns, load_rows, prompted
-from tunesmith.eval.runner import progress, run_condition, single_request_latency
+from tunesmith.eval.runner import progress
 
 
 # ---- the bakeoff -------------------------------------------------------------------------------------------

@@ -280,7 +280,7 @@ def _probe(
 
 
 def _val_padded(val_lengths: list[int], micro: int) -> int:
-    """Evaluation sorts rows by length and pads each micro-batch (see loop.evaluate)."""
+    """Evaluation sorts rows by length and pads each micro-batch (see validation.evaluate)."""
     ordered = sorted(val_lengths)
     return sum(padded_tokens([[n] for n in ordered[i : i + micro]]) for i in range(0, len(ordered), micro))
 

@@ -4,9 +4,9 @@
 
 Per optimizer step: run every micro-batch of the step, each contributing (its summed loss) / (the weight of
 the whole step: trained tokens for SFT), so accumulation is exact; clip; step AdamW and the schedule; log a
-line to metrics.jsonl. Every ``eval_every`` steps: validation and early stopping, keeping the best weights.
-Every ``save_every`` steps, and before stopping for a signal: an atomic checkpoint holding all a resume
-needs (weights, optimizer, schedule, RNG, position).
+line to metrics.jsonl. Every ``eval_every`` steps: validation and early stopping, keeping the best weights
+(validation.py). Every ``save_every`` steps, and before stopping for a signal: an atomic checkpoint holding
+all a resume needs (weights, optimizer, schedule, RNG, position).
 
 The objective (objectives/) turns rows into a loss and metrics; the engine (engine.py, distributed.py)
 runs forwards, deals a step's rows to the processes and adds up what they measured. Neither knows about
@@ -32,10 +32,12 @@ from tunesmith.train.batches import StepPlan
 from tunesmith.train.engine import Engine
 from tunesmith.train.general import General, replay_tokens
 from tunesmith.train.objectives import Objective, Sums
+from tunesmith.train.objectives.base import add_sums
 from tunesmith.train.optim import make_optimizer
 from tunesmith.train.precision import autocast
 from tunesmith.train.progress import Progress, trim_metrics
 from tunesmith.train.trackers import Tracker
+from tunesmith.train.validation import Validator, restore, snapshot
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -102,6 +104,7 @@ def train(
         general = General(kl=general.kl)  # measured at validations only: a run without them has no probe
     if general.probe is not None and state.probe_base is None:
         state.probe_base = state.last_probe = general.probe.measure_base(model, state.step)
+    validator = Validator(model, engine, val_data, micro, pad_id, bf16, settings.early_stopping_patience, general)
 
     def checkpoint() -> None:
         engine.save_checkpoint(
@@ -125,21 +128,10 @@ def train(
             record["total_steps"] = total_steps  # readers (the jobs API's estimated finish) need the plan's length
             scheduler.step()
             progress.log(_ordered(record))
-            if (
-                val_data
-                and settings.eval_every
-                and (state.step % settings.eval_every == 0 or state.step == total_steps)
-            ):
-                own = getattr(engine.objective, "evaluate", None)  # RFT: the mean grade, not a loss
-                val = own(model, val_data) if own else validate(model, val_data, micro, pad_id, bf16, engine)
-                probe = _probe(general, model, state)
-                progress.log({"step": state.step, **{f"val_{k}": round(v, 6) for k, v in val.items()}, **probe})
-                if _note_validation(state, val["loss"], settings.early_stopping_patience, general):
-                    best = _snapshot(params)
-                shown = f"grade {val['grade']:.4f}" if "grade" in val else f"{state.last_val:.4f}"
-                if probe:
-                    shown += f"  general ppl {probe['probe_perplexity']:.2f} ({probe['probe_change']:+.0%})"
-                progress.say(f"step {state.step}/{total_steps}  loss {state.last_loss:.4f}  val {shown}")
+            every = settings.eval_every
+            due = val_data and every and (state.step % every == 0 or state.step == total_steps)
+            if due and validator(state, progress, total_steps):  # (True: the best validation so far)
+                best = snapshot(params)
             progress.update(state.step, state.last_loss or 0.0, state.last_val, record["tokens_per_s"])
             # Every rank must agree to stop at the same step (torchrun signals each one separately, and a
             # sharded checkpoint needs them all), so the signal number is agreed on with a max.
@@ -150,7 +142,7 @@ def train(
             if stop_signal and not finished:
                 raise signals.Interrupted(stop_signal, state.step, total_steps)
     if stop_after is None and best is not None and state.best_step != state.step:
-        _restore(params, best)  # keep the weights with the best validation loss, not the last ones
+        restore(params, best)  # keep the weights with the best validation loss, not the last ones
     return state
 
 
@@ -299,106 +291,11 @@ def accumulate_gradients(
             (loss_sum * (engine.grad_scale if k < live else 0.0) / max(1, weight)).backward()
         if k < live:
             total += float(loss_sum.detach())
-            sums = _add(sums, mb_sums)
+            sums = add_sums(sums, mb_sums)
     return total, sums
 
 
-def _add(a: Sums, b: Sums) -> Sums:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
-
-
-# ---- validation -----------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def validate(
-    model: Any, data: list[Any], micro: int, pad_id: int, bf16: bool, engine: Engine | None = None
-) -> dict[str, float]:
-    """{"loss": mean loss per unit of weight, and the objective's metrics} over a whole dataset, micro-batched
-    and sorted by length. With several processes each evaluates its share of the micro-batches and the sums
-    are added up."""
-    engine = engine or Engine(model)
-    objective = engine.objective
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(data)), key=lambda i: objective.length(data[i]))
-    starts = list(range(0, len(order), micro))
-    mine, rounds = engine.eval_shard(len(starts))
-    total, weight, sums = 0.0, 0, {}
-    for k in range(rounds):
-        # A rank with one micro-batch fewer repeats the first one and ignores it (FSDP2 needs every rank
-        # to take part in every forward).
-        start = starts[mine[k]] if k < len(mine) else starts[0]
-        examples = [data[i] for i in order[start : start + micro]]
-        with autocast(bf16):
-            loss, mb_sums = engine.forward(objective.collate([[e] for e in examples], pad_id))
-        if k < len(mine):
-            total += float(loss)
-            weight += objective.weight(examples)
-            sums = _add(sums, mb_sums)
-    names = sorted(sums)
-    total, weight, *summed = engine.all_sum(total, weight, *(sums[k] for k in names))
-    model.train(was_training)
-    return {"loss": total / max(1, weight), **objective.metrics(dict(zip(names, summed, strict=True)), weight)}
-
-
-def evaluate(model: Any, data: list[Any], micro: int, pad_id: int, bf16: bool) -> float:
-    """Mean loss per trained token over a whole dataset (micro-batched, length-sorted)."""
-    return validate(model, data, micro, pad_id, bf16)["loss"]
-
-
-def _probe(general: General, model: Any, state: LoopState) -> dict[str, float]:
-    """The forgetting probe at a validation, as metrics.jsonl fields (none when the run has no probe)."""
-    if general.probe is None or state.probe_base is None:
-        return {}
-    state.last_probe = general.probe.measure(model)
-    return {
-        "probe_perplexity": round(state.last_probe, 4),
-        "probe_change": round(state.last_probe / state.probe_base - 1.0, 6),
-    }
-
-
-def _note_validation(state: LoopState, val_loss: float, patience: int | None, general: General | None = None) -> bool:
-    """Record a validation loss (and the probe's perplexity, where measured); True when it is the best so far
-    (the caller snapshots the weights).
-
-    With a forgetting budget, an evaluation whose probe rose by more than the budget is never preferred to
-    one within it: the best is the lowest validation loss among those within, and only while none is within,
-    the lowest overall. An evaluation that is not the best counts toward early stopping, so a run that has
-    left the budget stops after ``patience`` evaluations."""
-    state.last_val = val_loss
-    point = {"step": state.step, "val_loss": val_loss}
-    probe = general.probe if general is not None else None
-    within = True
-    if probe is not None and state.probe_base is not None and state.last_probe is not None:
-        point["probe_perplexity"] = state.last_probe
-        if probe.budget is not None:
-            within = state.last_probe / state.probe_base - 1.0 <= probe.budget
-    state.history.append(point)
-    lower = state.best_val is None or val_loss < state.best_val
-    if (within and (lower or not state.best_within)) or (not within and not state.best_within and lower):
-        state.best_val, state.best_step, state.bad_evals, state.best_within = val_loss, state.step, 0, within
-        return True
-    state.bad_evals += 1
-    if patience is not None and state.bad_evals >= patience:
-        state.stopped_early = True
-    return False
-
-
-# ---- weights, resume and the metrics log ----------------------------------------------------------------
-
-
-def _snapshot(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
-
-
-def _restore(params: dict[str, torch.nn.Parameter], weights: dict[str, torch.Tensor]) -> None:
-    missing = set(params) - set(weights)
-    if missing:
-        raise UserError(f"the checkpoint does not match this model ({len(missing)} tensors missing)")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(weights[name])
+# ---- resume ---------------------------------------------------------------------------------------------
 
 
 def _start(
@@ -425,14 +322,14 @@ def _start(
         return LoopState(), None
     ck = engine.load_checkpoint(found, params, optimizer)
     if ck["weights"] is not None:  # (a sharded checkpoint was loaded in place)
-        _restore(params, ck["weights"])
+        restore(params, ck["weights"])
         optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["state"]["scheduler"])
     torch.set_rng_state(ck["rng"]["torch"])
     state = LoopState(**ck["state"]["loop"])
     best = ck["best_weights"]
     if best is None and state.best_step == state.step:
-        best = _snapshot(params)
+        best = snapshot(params)
     console.info(f"Resuming from {found.name} (step {state.step} of {total_steps}).")
     if main:
         trim_metrics(metrics_path, state.step)

@@ -20,25 +20,20 @@ import torch
 from tunesmith import console, runs
 from tunesmith.config import RunConfig
 from tunesmith.data.chat_templates import template_name
-from tunesmith.data.check_report import CheckReport
-from tunesmith.data.formats import Conversation, metadata_warning, read_examples, require_clean, split_examples
-from tunesmith.data.render import TOOL_FORMATS, Renderer, RenderStats, template_hash
+from tunesmith.data.render import TOOL_FORMATS, template_hash
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
-from tunesmith.train import distributed, rft_setup, rundir
+from tunesmith.train import data_prep, distributed, rft_setup, rundir
 from tunesmith.train.batches import fixed_sample, plan_steps
 from tunesmith.train.chat_replay import base_answers_if_replayed, replay_setup
 from tunesmith.train.general import general_setup, mix_replay, probe_record
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
-from tunesmith.train.objectives.dpo import render_pairs
 from tunesmith.train.perf import flops_per_token, peak_flops
 from tunesmith.train.setup import Prepared, prepare
 from tunesmith.train.startup import Stopwatch
 from tunesmith.train.trackers import check_trackers, make_trackers
-
-AUTO_VAL_FRACTION, AUTO_VAL_MIN_ROWS, AUTO_VAL_MAX_ROWS = 0.1, 100, 200
 
 
 @dataclass
@@ -75,7 +70,7 @@ def run_training(
     # A bad grader, or prompts it cannot grade, stop the run before the run folder is touched.
     grader = rft_setup.load_run_grader(cfg)
     try:
-        prompts = _Data(*rft_setup.read_data(cfg, grader))
+        prompts = data_prep.RunData(*rft_setup.read_data(cfg, grader))
         return _run_training(cfg, out, resume, force, stop_after, True, objective, (grader, prompts))
     finally:
         grader.close()
@@ -89,7 +84,7 @@ def _run_training(
     stop_after: int | None,
     skip_check: bool,
     objective: str | None,
-    rft: tuple[Any, _Data] | None,
+    rft: tuple[Any, data_prep.RunData] | None,
 ) -> TrainResult:
     """``run_training``'s body; ``rft``: an RFT run's grader and prompts (which the dataset check does not read)."""
     grader = rft[0] if rft is not None else None
@@ -110,10 +105,10 @@ def _run_training(
     torch.manual_seed(cfg.train.seed)
     t_start = time.time()
 
-    data = rft[1] if rft is not None else _read_data(cfg, checked)
+    data = rft[1] if rft is not None else data_prep.read_data(cfg, checked)
     if rft is None:
-        _add_docs_context(cfg, data)
-    cfg = _pack_documents(cfg, data)
+        data_prep.add_docs(cfg, data)
+    cfg = data_prep.pack_documents(cfg, data)
     cfg, objective = _choose_objective(cfg, objective, data)
     start = _lora_run_to_continue(cfg)
     clock.mark("reading data")
@@ -124,7 +119,7 @@ def _run_training(
         chat_template=cfg.model.chat_template,
     )
     clock.mark("loading the model")
-    rows = _render(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, kind=objective)
+    rows = data_prep.render_rows(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, kind=objective)
     clock.mark("rendering")
     # Before set-up may compile the layers: the base model's answers for chat replay (cached per model).
     answers = base_answers_if_replayed(cfg.train, objective, model, tokenizer, rundir.source_hash(source))
@@ -215,67 +210,7 @@ def _machine_peak(bf16: bool) -> tuple[float, str]:
     return peak, source
 
 
-# ---- data: read (or taken from the check), split, rendered ------------------------------------------------
-
-
-@dataclass
-class _Data:
-    train: list[Conversation]
-    val: list[Conversation]
-    train_hash: str
-    val_hash: str | None
-    reasons: list[str]
-    pairs: bool = False  # the files hold preference pairs
-
-
-def _read_data(cfg: RunConfig, checked: CheckReport | None) -> _Data:
-    """The training and validation rows, as the check parsed them when it ran; an automatic split when no
-    validation file is given."""
-    parsed = checked.parsed if checked is not None else {}
-    columns = cfg.data.columns
-    train_file = require_clean(parsed["train"]) if "train" in parsed else read_examples(cfg.data.train, columns=columns)
-    if checked is None and (warning := metadata_warning(train_file)):  # (the check says it otherwise)
-        console.warn(warning)
-    examples, reasons, pairs = train_file.examples, [], train_file.format == "preference"
-    if cfg.data.val is not None:
-        val_file = require_clean(parsed["val"]) if "val" in parsed else read_examples(cfg.data.val, columns=columns)
-        if (val_file.format == "preference") != pairs:
-            kinds = ("preference pairs", "supervised rows") if pairs else ("supervised rows", "preference pairs")
-            raise UserError(f"{cfg.data.val} holds {kinds[1]} but {cfg.data.train} holds {kinds[0]}: give both alike")
-        return _Data(examples, val_file.examples, train_file.sha256, val_file.sha256, reasons, pairs)
-    frac = cfg.data.val_split
-    if frac is None:
-        frac = AUTO_VAL_FRACTION if len(examples) >= AUTO_VAL_MIN_ROWS else 0.0
-        if frac:
-            frac = min(frac, AUTO_VAL_MAX_ROWS / len(examples))
-            reasons.append(f"validation: held out {frac:.0%} of the rows (seeded), no --val given")
-    examples, val_examples = split_examples(examples, frac, cfg.train.seed)
-    return _Data(examples, val_examples, train_file.sha256, None, reasons, pairs)
-
-
-def _add_docs_context(cfg: RunConfig, data: _Data) -> None:
-    """With --docs, training and validation prompts carry their nearest doc chunks (data/context.py)."""
-    if cfg.data.docs is None:
-        return
-    from tunesmith.data.context import add_docs_context
-    from tunesmith.decide.retrieval import DocsIndex
-
-    index = DocsIndex(cfg.data.docs)
-    data.train, line = add_docs_context(
-        data.train, index, cfg.data.docs_k, cfg.data.stale_rows, shuffle_seed=cfg.train.seed
-    )  # validation keeps the ranked order inference uses
-    data.val, _ = add_docs_context(data.val, index, cfg.data.docs_k, cfg.data.stale_rows)
-    data.reasons.append(line)
-
-
-def _pack_documents(cfg: RunConfig, data: _Data) -> RunConfig:
-    """Text rows are continued pretraining: documents are packed into rows of max_len tokens (the longer ones
-    were cut into max_len pieces), not into rows as long as a step's longest document."""
-    if not data.train or not getattr(data.train[0], "text_only", False) or not cfg.train.packing or cfg.train.pack_len:
-        return cfg
-    n = cfg.data.max_len
-    data.reasons.append(f"text rows: every token trained, documents packed into rows of {n} tokens (max_len)")
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"pack_len": n})})
+# ---- what the run starts from, what it trains with (its data: data_prep.py) -------------------------------
 
 
 def _lora_run_to_continue(cfg: RunConfig) -> runs.RunInfo | None:
@@ -291,46 +226,13 @@ def _lora_run_to_continue(cfg: RunConfig) -> runs.RunInfo | None:
     return info if info.method == "lora" else None
 
 
-def _choose_objective(cfg: RunConfig, override: str | None, data: _Data) -> tuple[RunConfig, str]:
+def _choose_objective(cfg: RunConfig, override: str | None, data: data_prep.RunData) -> tuple[RunConfig, str]:
     """(the config with its objective resolved, the objective's name): DPO for preference pairs, SFT for
     everything else, unless the config or the caller names one."""
     name = choose_objective(override or cfg.train.objective, data.pairs, cfg.data.train)
     if name not in ("sft", "dpo", "rft"):
         return cfg, name  # a library objective: the config keeps its own field as it was
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"objective": name})}), name
-
-
-@dataclass
-class _Rows:
-    renderer: Renderer
-    train: list[Any]  # Rendered rows, or PreferencePairs for DPO
-    stats: RenderStats
-    val: list[Any]
-    val_stats: RenderStats
-
-
-def _render(
-    cfg: RunConfig, data: _Data, tokenizer: Any, stops: list[int], checked: CheckReport | None, kind: str = "sft"
-) -> _Rows:
-    renderer = Renderer(
-        tokenizer,
-        max_len=cfg.data.max_len,
-        overlong=cfg.data.overlong,
-        train_on=cfg.data.train_on,
-        stop_token_ids=stops,
-    )
-    if checked is not None and checked.renderer is not None:
-        renderer.adopt_renderings(checked.renderer)  # the check rendered every row already
-    render = {"dpo": functools.partial(render_pairs, renderer), "rft": functools.partial(rft_setup.render, renderer)}
-    render = render.get(kind, renderer.render_all)
-    train_rows, stats = render(data.train)
-    val_rows, val_stats = render(data.val)
-    if not train_rows:
-        raise UserError(
-            f"no training rows left: all {stats.examples} were longer than max_len {cfg.data.max_len} "
-            "(raise --max-len or use overlong: truncate)"
-        )
-    return _Rows(renderer, train_rows, stats, val_rows, val_stats)
 
 
 # ---- what the run says: the plan before, run.json after ---------------------------------------------------
@@ -341,8 +243,8 @@ def _summary(
     weights_dir: Path,
     loop: LoopState,
     prep: Prepared,
-    rows: _Rows,
-    data: _Data,
+    rows: data_prep.RenderedRows,
+    data: data_prep.RunData,
     inputs: dict[str, str | None],
     tokenizer: Any,
     reasons: list[str],
@@ -404,7 +306,9 @@ def _summary(
     )
 
 
-def _choices(cfg: RunConfig, data: _Data, prep: Prepared, rows: _Rows, start: runs.RunInfo | None) -> list[str]:
+def _choices(
+    cfg: RunConfig, data: data_prep.RunData, prep: Prepared, rows: data_prep.RenderedRows, start: runs.RunInfo | None
+) -> list[str]:
     """Every automatic choice of the run, one sentence each, in the order they were made."""
     spread = distributed.info()
     reasons = data.reasons + prep.reasons + ([spread.describe()] if spread else [])
@@ -419,7 +323,9 @@ def _choices(cfg: RunConfig, data: _Data, prep: Prepared, rows: _Rows, start: ru
     return reasons
 
 
-def _print_plan(cfg: RunConfig, model_name: str, rows: _Rows, prep: Prepared, reasons: list[str]) -> None:
+def _print_plan(
+    cfg: RunConfig, model_name: str, rows: data_prep.RenderedRows, prep: Prepared, reasons: list[str]
+) -> None:
     s, stats, val_stats = prep.settings, rows.stats, rows.val_stats
     console.info(
         f"[bold]tunesmith train[/bold]  model {model_name}  method {s.method}  "

@@ -18,6 +18,10 @@ import torch
 Sums = dict[str, float]  # summed metric numerators of one or more micro-batches, e.g. {"correct": 17}
 
 
+def add_sums(a: Sums, b: Sums) -> Sums:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+
+
 class Objective(Protocol):
     name: str
 
