@@ -67,6 +67,7 @@ GRIDS["full"] = {
     "lr1e-3-chat0.05": {"train": {"learning_rate": 1e-3, "replay": 0.05, "replay_source": "chat"}},
     "lr1e-3-chat0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat"}},
     "lr1e-3-chat0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "chat"}},
+    "lr1e-3-both0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "both"}},
 }
 
 

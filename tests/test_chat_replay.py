@@ -40,7 +40,7 @@ def test_whole_rows_keep_the_share_on_average() -> None:
     """Rows come whole (a reply cut in half would teach stopping mid-sentence), in order and cyclically, and
     what a step takes over its share is owed back by the next ones."""
     replay = chat_replay.ChatReplay(rows_of([30, 50, 20, 40]))
-    state, taken, owed = (0, 0), [], 0
+    state, taken, owed = None, [], 0
     for _ in range(40):
         rows, state = replay.take(25, state)
         taken += rows
@@ -48,6 +48,15 @@ def test_whole_rows_keep_the_share_on_average() -> None:
         assert 0 <= sum(r.n_trained for r in taken) - owed < 50  # never behind, never a whole row ahead
     assert [r.n_trained for r in taken[:6]] == [30, 50, 20, 40, 30, 50]
     assert replay.take(0, (1, -10)) == ([], (1, -10))
+
+
+def test_both_takes_half_from_the_answers_and_half_from_the_prose(tokenizer) -> None:
+    both = chat_replay.BothReplay(chat_replay.ChatReplay(rows_of([10, 10])), general.TextReplay([5, 6, 7] * 100))
+    rows, state = both.take(41, None)
+    chat = [r for r in rows if r.source == chat_replay.CHAT_SOURCE]
+    text = [r for r in rows if r.source == general.REPLAY_SOURCE]
+    assert sum(r.n_trained for r in chat) == 20 and sum(r.n_trained for r in text) == 21
+    assert state == ((0, 0), 21)
 
 
 def test_answers_render_as_chat_rows_that_train_only_the_reply(tokenizer) -> None:

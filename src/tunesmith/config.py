@@ -166,11 +166,12 @@ class TrainSettings(_Strict):
         "one the forgetting check reads), trained with a plain language-model loss to hold on to general "
         "ability. None chooses (see train/auto.py); 0 is off.",
     )
-    replay_source: Literal["chat", "text"] = Field(
+    replay_source: Literal["chat", "text", "both"] = Field(
         "chat",
         description="What replay mixes in. chat: the run's base model's own answers to shipped everyday prompts "
-        "(train/chat_replay.py), which keeps its habit of answering them; text: plain English prose. chat falls "
-        "back to text where the base finishes too few answers (a base model without a chat habit).",
+        "(train/chat_replay.py), which keeps its habit of answering them; text: plain English prose; both: half "
+        "each. chat falls back to text where the base finishes too few answers (a base model without a chat "
+        "habit).",
     )
     kl_to_base: float = Field(
         0.0,

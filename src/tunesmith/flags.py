@@ -80,7 +80,7 @@ FLAGS: dict[str, Flag] = {
     "replay_source": Flag(
         "--replay-source",
         "train.replay_source",
-        "What --replay mixes in: chat (the base model's own answers to everyday prompts) or text (plain prose).",
+        "What --replay mixes in: chat (the base model's answers to everyday prompts), text (prose) or both.",
     ),
     "kl_to_base": Flag("--kl-to-base", "train.kl_to_base", "LoRA: weight of a KL-to-base term on general English."),
     "forgetting_probe": Flag(

@@ -94,8 +94,8 @@ class ChatReplay:
 
     rows: list[Rendered]
 
-    def take(self, need: int, state: tuple[int, int]) -> tuple[list[Rendered], tuple[int, int]]:
-        index, owed = state
+    def take(self, need: int, state: tuple[int, int] | None) -> tuple[list[Rendered], tuple[int, int]]:
+        index, owed = state or (0, 0)
         owed += need
         out = []
         while owed > 0:
@@ -106,6 +106,21 @@ class ChatReplay:
         return out, (index % len(self.rows), owed)
 
 
+@dataclass
+class BothReplay:
+    """Half of each step's replay from the base model's answers, half plain prose (``--replay-source both``):
+    the answers keep the habit of answering, the prose the general-English perplexity."""
+
+    chat: ChatReplay
+    text: Any  # general.TextReplay
+
+    def take(self, need: int, state: tuple[Any, Any] | None) -> tuple[list[Rendered], tuple[Any, Any]]:
+        chat_state, text_state = state or (None, None)
+        chat_rows, chat_state = self.chat.take(need // 2, chat_state)
+        text_rows, text_state = self.text.take(need - need // 2, text_state)
+        return chat_rows + text_rows, (chat_state, text_state)
+
+
 def base_answers_if_replayed(
     t: Any, objective: str, model: Any, tokenizer: Any, model_key: str
 ) -> tuple[list[dict[str, str]], bool] | None:
@@ -114,7 +129,7 @@ def base_answers_if_replayed(
     from tunesmith.train.auto import REPLAY_SHARE
 
     share = REPLAY_SHARE if t.replay is None else t.replay
-    if objective != "sft" or not share or t.replay_source != "chat":
+    if objective != "sft" or not share or t.replay_source == "text":
         return None
     return base_answers(model, tokenizer, model_key)
 
@@ -128,15 +143,20 @@ def replay_setup(
     if not s.replay:
         return None, []
     share = f"replay: {s.replay:.0%} of each step's trained tokens"
+    text = TextReplay(replay_stream(tokenizer))
     fallback = ""
-    if s.replay_source == "chat" and answers is not None:
+    if s.replay_source != "text" and answers is not None:
         rows = render_answers(renderer, answers[0])
         asked = len(prompts())
         if len(rows) >= MIN_ROWS:
-            return ChatReplay(rows), [
-                f"{share} are the base model's own answers to everyday prompts ({len(rows)} of {asked} it "
-                f"finished{', cached' if answers[1] else ''}; {PROMPTS_NAME}), so the run keeps answering them as "
-                "its base did (--replay-source text: plain prose instead)"
-            ]
+            what = (
+                f"the base model's own answers to everyday prompts ({len(rows)} of {asked} it finished"
+                f"{', cached' if answers[1] else ''}; {PROMPTS_NAME}), so the run keeps answering them as its base did"
+            )
+            if s.replay_source == "both":
+                return BothReplay(ChatReplay(rows), text), [
+                    f"{share}: half are {what}, half general English prose ({REPLAY_TEXT})"
+                ]
+            return ChatReplay(rows), [f"{share} are {what} (--replay-source text: plain prose instead)"]
         fallback = f"the base model finished {len(rows)} of {asked} everyday answers, too few to replay; "
-    return TextReplay(replay_stream(tokenizer)), [f"{share} are general English prose ({fallback}{REPLAY_TEXT})"]
+    return text, [f"{share} are general English prose ({fallback}{REPLAY_TEXT})"]

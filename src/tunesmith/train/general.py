@@ -58,20 +58,23 @@ class TextReplay:
 
     stream: list[int]
 
-    def take(self, need: int, state: tuple[int, int]) -> tuple[list[Rendered], tuple[int, int]]:
+    def take(self, need: int, state: int | None) -> tuple[list[Rendered], int]:
         """(rows of general text holding ``need`` trained tokens, the stream position after them). A row of n
         tokens trains n - 1 (its first is context only)."""
-        pos, rows = state[0], []
+        pos, rows = state or 0, []
         while need > 0:
             n = min(need, REPLAY_ROW_TOKENS - 1)
             ids = _take(self.stream, pos, n + 1)
             rows.append(Rendered(ids, [IGNORE, *ids[1:]], source=REPLAY_SOURCE))
             pos, need = (pos + n) % len(self.stream), need - n
-        return rows, (pos, 0)
+        return rows, pos
 
 
 class ReplaySource(Protocol):
-    def take(self, need: int, state: tuple[int, int]) -> tuple[list[Rendered], tuple[int, int]]: ...
+    """Where replay rows come from: ``take`` returns rows holding at least ``need`` trained tokens and the
+    source's state after them (``None`` at the start of the run)."""
+
+    def take(self, need: int, state: Any) -> tuple[list[Rendered], Any]: ...
 
 
 def mix_replay(
@@ -89,7 +92,7 @@ def mix_replay(
     tokens. A pure function of its inputs, so a resumed run rebuilds the same steps."""
     lengths = [len(r.input_ids) for r in rows]
     extra: list[Rendered] = []
-    out, state = [], (0, 0)
+    out, state = [], None
     for step in plan:
         trained = sum(rows[i].n_trained for i in step.indices)
         need = round(trained * fraction / (1.0 - fraction)) if fraction > 0 else 0
