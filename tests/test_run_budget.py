@@ -34,6 +34,17 @@ def test_a_cheap_validation_set_gets_about_ten_evaluations_on_every_row() -> Non
     assert plan.rows == 100 and plan.n_evals == 10 and plan.share <= 0.1
 
 
+def test_the_forgetting_probe_counts_against_the_budget() -> None:
+    """The probe reads its text (~3,500 tokens for SmolLM2) at every validation: as much as the rows here, so
+    with it the plan validates less often, and its share says what the rows and the probe cost together."""
+    without = auto.plan_validation(None, 0.1, 100, 1500 * 100, [100] * 30)
+    with_probe = auto.plan_validation(None, 0.1, 100, 1500 * 100, [100] * 30, per_eval_tokens=3000)
+    assert without.n_evals == 10 and with_probe.n_evals < 10 and with_probe.share <= 0.1
+    assert with_probe.share == pytest.approx(with_probe.n_evals * (30 * 100 + 3000) / (auto.TRAIN_TOKEN_COST * 1.5e5))
+    reasons = auto.resolve(TrainSettings(), 2000, 100, [100] * 30, train_tokens=2000 * 100, probe_tokens=3000).reasons
+    assert any("forgetting probe's 3000 tokens" in r for r in reasons)
+
+
 def test_the_budget_is_settable_and_a_given_cadence_is_kept() -> None:
     tight = auto.plan_validation(None, 0.02, 100, 2000 * 100, [100] * 200)
     loose = auto.plan_validation(None, 0.5, 100, 2000 * 100, [100] * 200)

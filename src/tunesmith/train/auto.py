@@ -86,23 +86,29 @@ def _cadence(total_steps: int, wanted: int) -> int:
 
 
 def plan_validation(
-    eval_every: int | None, budget: float, total_steps: int, train_tokens: int, val_lengths: list[int]
+    eval_every: int | None,
+    budget: float,
+    total_steps: int,
+    train_tokens: int,
+    val_lengths: list[int],
+    per_eval_tokens: int = 0,
 ) -> ValidationPlan:
     """How often, and on how many rows, validation runs so that it costs at most ``budget`` of the run's
     compute: ~10 evaluations on every row when that fits; else fewer evaluations (down to 5); else 5 on a
-    fixed sample of the rows. An ``eval_every`` that was given is kept, on every row."""
+    fixed sample of the rows. An ``eval_every`` that was given is kept, on every row. ``per_eval_tokens``:
+    forward tokens every evaluation spends besides its rows (the forgetting probe's text)."""
     n_val = len(val_lengths)
     mean_len = sum(val_lengths) / max(1, n_val)
     allowed = budget * TRAIN_TOKEN_COST * train_tokens  # forward tokens validation may spend in the run
     rows = n_val
     if eval_every is None:
-        affordable = int(allowed // max(1.0, mean_len * n_val))
+        affordable = int(allowed // max(1.0, mean_len * n_val + per_eval_tokens))
         eval_every = _cadence(total_steps, wanted=min(TARGET_EVALS, max(MIN_EVALS, affordable)))
         if affordable < MIN_EVALS:
             n = evaluations(total_steps, eval_every)
-            rows = min(n_val, max(MIN_VAL_ROWS, int(allowed // max(1.0, n * mean_len))))
+            rows = min(n_val, max(MIN_VAL_ROWS, int((allowed / n - per_eval_tokens) // max(1.0, mean_len))))
     n_evals = evaluations(total_steps, eval_every)
-    share = n_evals * rows * mean_len / max(1.0, TRAIN_TOKEN_COST * train_tokens)
+    share = n_evals * (rows * mean_len + per_eval_tokens) / max(1.0, TRAIN_TOKEN_COST * train_tokens)
     return ValidationPlan(eval_every, rows, n_evals, share)
 
 
@@ -223,10 +229,15 @@ def _rft_validation(s: TrainSettings, total: int, n_val: int) -> tuple[int, str]
 
 
 def resolve(
-    settings: TrainSettings, n_train: int, p95_len: int, val_lengths: list[int], train_tokens: int | None = None
+    settings: TrainSettings,
+    n_train: int,
+    p95_len: int,
+    val_lengths: list[int],
+    train_tokens: int | None = None,
+    probe_tokens: int = 0,
 ) -> Resolved:
     """Every automatic choice for ``n_train`` rows (``train_tokens`` tokens in an epoch) and a validation set
-    of ``val_lengths``."""
+    of ``val_lengths``; ``probe_tokens``: what the forgetting probe reads at each validation (0: no probe)."""
     s = settings.model_copy()
     reasons: list[str] = _rft_defaults(s, n_train, p95_len) if s.objective == "rft" else []
     if s.epochs is None:
@@ -258,16 +269,17 @@ def resolve(
     elif val_lengths:
         tokens = (train_tokens or n_train * p95_len) * total / max(1, steps_per_epoch)  # trained in the run
         given = s.eval_every
-        v = plan_validation(given, s.val_budget, total, round(tokens), val_lengths)
+        v = plan_validation(given, s.val_budget, total, round(tokens), val_lengths, probe_tokens)
         s.eval_every, val_rows, n_evals = v.eval_every, v.rows, v.n_evals
-        reasons.append(_validation_reason(v, len(val_lengths), given is not None, s.val_budget))
+        reasons.append(_validation_reason(v, len(val_lengths), given is not None, s.val_budget, probe_tokens))
     if s.save_every is None:
         s.save_every = s.eval_every or max(1, total // 5)
     return Resolved(s, reasons, steps_per_epoch, total, warmup, val_rows, n_evals)
 
 
-def _validation_reason(v: ValidationPlan, n_val: int, given: bool, budget: float) -> str:
+def _validation_reason(v: ValidationPlan, n_val: int, given: bool, budget: float, probe_tokens: int = 0) -> str:
     on = f"all {n_val} validation rows" if v.rows == n_val else f"a fixed sample of {v.rows} of the {n_val} rows"
+    on += f" and the forgetting probe's {probe_tokens} tokens" if probe_tokens else ""
     how = "as configured" if given else f"within the {budget:.0%} budget"
     return (
         f"validation every {v.eval_every} steps on {on} ({v.n_evals} times): ~{v.share:.0%} of the run's compute, {how}"

@@ -191,6 +191,14 @@ class General:
     kl: KLToBase | None = None
 
 
+def probe_cost(s: Any, tokenizer: Any, has_val: bool) -> int:
+    """Tokens the forgetting probe reads at each validation, where it will run (the validation budget counts
+    them); 0 where it will not."""
+    if not (s.forgetting_probe and has_val and distributed.world() == 1):
+        return 0
+    return len(tokenizer(forgetting.general_text(), add_special_tokens=False)["input_ids"])
+
+
 def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool) -> tuple[General, list[str]]:
     """The forgetting probe (at validations, so only in a run that validates) and the KL-to-base term the run's
     settings ask for, with their sentences."""

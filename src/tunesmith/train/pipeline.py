@@ -27,7 +27,7 @@ from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import data_prep, distributed, rft_setup, rundir
 from tunesmith.train.batches import fixed_sample, plan_steps
 from tunesmith.train.chat_replay import base_answers_if_replayed, replay_setup
-from tunesmith.train.general import general_setup, mix_replay, probe_record
+from tunesmith.train.general import general_setup, mix_replay, probe_cost, probe_record
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
 from tunesmith.train.perf import flops_per_token, peak_flops
@@ -125,7 +125,9 @@ def _run_training(
     answers = base_answers_if_replayed(cfg.train, objective, model, tokenizer, rundir.source_hash(source))
     clock.mark("chat replay answers")
     lengths = [len(r.input_ids) for r in rows.train]
-    prep = prepare(cfg, model, lengths, val_lengths=[len(r.input_ids) for r in rows.val], compile=grader is None)
+    val_lengths = [len(r.input_ids) for r in rows.val]
+    probe = probe_cost(cfg.train, tokenizer, bool(rows.val)) if objective != "rft" else 0
+    prep = prepare(cfg, model, lengths, val_lengths=val_lengths, compile=grader is None, probe_tokens=probe)
     rows.val = fixed_sample(rows.val, prep.resolved.val_rows, cfg.train.seed)
     cfg = cfg.model_copy(update={"train": prep.settings})
     inputs = {"train_data": data.train_hash, "val_data": data.val_hash, "model": rundir.source_hash(source)}

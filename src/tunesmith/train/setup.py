@@ -46,12 +46,15 @@ def prepare(
     val_lengths: list[int],
     method: str | None = None,
     compile: bool = True,
+    probe_tokens: int = 0,
 ) -> Prepared:
     """Resolve the hyperparameters for rows of ``lengths`` tokens, then set ``model`` up to train with them:
     precision, LoRA or full, gradient checkpointing and (``compile``) torch.compile. ``method`` overrides
-    the config's (the estimate probes both)."""
+    the config's (the estimate probes both). ``probe_tokens``: the forgetting probe's cost per validation."""
     settings = cfg.train if method is None else cfg.train.model_copy(update={"method": method})
-    resolved = auto.resolve(settings, len(lengths), p95(lengths), val_lengths, train_tokens=sum(lengths))
+    resolved = auto.resolve(
+        settings, len(lengths), p95(lengths), val_lengths, train_tokens=sum(lengths), probe_tokens=probe_tokens
+    )
     s = resolved.settings
     bf16, why = choose_precision(s.precision, s.method)
     reasons = [*resolved.reasons, why]
