@@ -68,6 +68,14 @@ GRIDS["full"] = {
     "lr1e-3-chat0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat"}},
     "lr1e-3-chat0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "chat"}},
     "lr1e-3-both0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "both"}},
+    "lr1e-3-attention-chat0.1": {
+        "train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat"},
+        "lora": {"target_modules": ATTENTION},
+    },
+    "lr1e-3-attention-both0.2": {
+        "train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "both"},
+        "lora": {"target_modules": ATTENTION},
+    },
 }
 
 

@@ -37,6 +37,9 @@ BATCH_SIZE = 64
 # Fewer finished answers than this and there is no behaviour to hold on to (a base model without a chat
 # habit, a random test model): replay falls back to plain text.
 MIN_ROWS = 16
+# The first FIRST prompts are asked alone: a model that finishes fewer than FIRST_MIN of them (a random test
+# model, a base model) is not asked the rest, which saves most of the generation where nothing will be replayed.
+FIRST, FIRST_MIN = 32, 4
 
 
 def prompts() -> list[str]:
@@ -59,14 +62,14 @@ def base_answers(model: Any, tokenizer: Any, model_key: str) -> tuple[list[dict[
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))["answers"], True
     was_training = model.training
-    done = generate(
-        model, tokenizer, [[{"role": "user", "content": p}] for p in asked],
-        max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE,
-    )  # fmt: skip
+    convs = [[{"role": "user", "content": p}] for p in asked]
+    done = generate(model, tokenizer, convs[:FIRST], max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE)
+    if sum(c.finish_reason == "stop" for c in done) >= FIRST_MIN:  # else: no chat habit to keep, don't ask on
+        done += generate(model, tokenizer, convs[FIRST:], max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE)
     model.train(was_training)
     answers = [
         {"prompt": p, "reply": c.text.strip()}
-        for p, c in zip(asked, done, strict=True)
+        for p, c in zip(asked, done, strict=False)
         if c.finish_reason == "stop" and c.text.strip()
     ]
     cache.parent.mkdir(parents=True, exist_ok=True)
