@@ -68,6 +68,9 @@ GRIDS["full"] = {
     "lr1e-3-chat0.1": {"train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat"}},
     "lr1e-3-chat0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "chat"}},
     "lr1e-3-both0.2": {"train": {"learning_rate": 1e-3, "replay": 0.2, "replay_source": "both"}},
+    "lr1e-3-chat0.1-kl0.5": {
+        "train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat", "kl_to_base": 0.5}
+    },
     "lr1e-3-attention-chat0.1": {
         "train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat"},
         "lora": {"target_modules": ATTENTION},

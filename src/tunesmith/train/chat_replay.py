@@ -124,22 +124,42 @@ class BothReplay:
         return chat_rows + text_rows, (chat_state, text_state)
 
 
-def base_answers_if_replayed(
+def base_answers_if_used(
     t: Any, objective: str, model: Any, tokenizer: Any, model_key: str
 ) -> tuple[list[dict[str, str]], bool] | None:
-    """``base_answers`` where the run may replay chat (an SFT run whose replay share is set or left to the
-    defaults, with the chat source), else None. Called on the freshly loaded model, before any set-up."""
+    """``base_answers`` where the run may use them (an SFT run with a replay share, set or left to the defaults,
+    from the chat source, or a KL-to-base term), else None. Called on the freshly loaded model, before set-up."""
     from tunesmith.train.auto import REPLAY_SHARE
 
     share = REPLAY_SHARE if t.replay is None else t.replay
-    if objective != "sft" or not share or t.replay_source == "text":
+    if objective != "sft" or not (share or t.kl_to_base) or t.replay_source == "text":
         return None
     return base_answers(model, tokenizer, model_key)
 
 
-def replay_setup(
-    s: Any, answers: tuple[list[dict[str, str]], bool] | None, tokenizer: Any, renderer: Renderer
-) -> tuple[Any, list[str]]:
+@dataclass
+class BaseChat:
+    """The base model's finished everyday answers, rendered as the run's rows (``usable``: enough of them)."""
+
+    rows: list[Rendered]
+    cached: bool
+
+    @classmethod
+    def of(cls, answers: tuple[list[dict[str, str]], bool] | None, renderer: Renderer) -> BaseChat | None:
+        return None if answers is None else cls(render_answers(renderer, answers[0]), answers[1])
+
+    @property
+    def usable(self) -> bool:
+        return len(self.rows) >= MIN_ROWS
+
+    def said(self) -> str:
+        return (
+            f"the base model's own answers to everyday prompts ({len(self.rows)} of {len(prompts())} it finished"
+            f"{', cached' if self.cached else ''}; {PROMPTS_NAME})"
+        )
+
+
+def replay_setup(s: Any, chat: BaseChat | None, tokenizer: Any) -> tuple[Any, list[str]]:
     """The replay the run's settings ask for (``None`` when ``--replay`` is off), with its sentence."""
     from tunesmith.train.general import REPLAY_TEXT, TextReplay, replay_stream
 
@@ -148,18 +168,13 @@ def replay_setup(
     share = f"replay: {s.replay:.0%} of each step's trained tokens"
     text = TextReplay(replay_stream(tokenizer))
     fallback = ""
-    if s.replay_source != "text" and answers is not None:
-        rows = render_answers(renderer, answers[0])
-        asked = len(prompts())
-        if len(rows) >= MIN_ROWS:
-            what = (
-                f"the base model's own answers to everyday prompts ({len(rows)} of {asked} it finished"
-                f"{', cached' if answers[1] else ''}; {PROMPTS_NAME}), so the run keeps answering them as its base did"
-            )
+    if s.replay_source != "text" and chat is not None:
+        if chat.usable:
+            what = f"{chat.said()}, so the run keeps answering them as its base did"
             if s.replay_source == "both":
-                return BothReplay(ChatReplay(rows), text), [
+                return BothReplay(ChatReplay(chat.rows), text), [
                     f"{share}: half are {what}, half general English prose ({REPLAY_TEXT})"
                 ]
-            return ChatReplay(rows), [f"{share} are {what} (--replay-source text: plain prose instead)"]
-        fallback = f"the base model finished {len(rows)} of {asked} everyday answers, too few to replay; "
+            return ChatReplay(chat.rows), [f"{share} are {what} (--replay-source text: plain prose instead)"]
+        fallback = f"the base model finished {len(chat.rows)} of {len(prompts())} everyday answers, too few; "
     return text, [f"{share} are general English prose ({fallback}{REPLAY_TEXT})"]

@@ -150,8 +150,9 @@ class Probe:
 
 @dataclass
 class KLToBase:
-    """``coef`` x KL(base || tuned), per token, on one chunk of general text a step; its gradient is added to
-    the step's (before clipping). The base is ``model`` with its adapter disabled, so it costs no memory."""
+    """``coef`` x KL(base || tuned), per token, on one row a step (a chunk of prose, or one of the base model's
+    everyday answers through the chat template); its gradient is added to the step's (before clipping). The
+    base is ``model`` with its adapter disabled, so it costs no memory."""
 
     coef: float
     rows: list[Rendered]
@@ -199,9 +200,10 @@ def probe_cost(s: Any, tokenizer: Any, has_val: bool) -> int:
     return len(tokenizer(forgetting.general_text(), add_special_tokens=False)["input_ids"])
 
 
-def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool) -> tuple[General, list[str]]:
+def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool, chat: Any = None) -> tuple[General, list[str]]:
     """The forgetting probe (at validations, so only in a run that validates) and the KL-to-base term the run's
-    settings ask for, with their sentences."""
+    settings ask for, with their sentences. ``chat``: the base model's everyday answers (chat_replay.BaseChat),
+    which the KL term reads instead of prose unless ``--replay-source text``."""
     reasons = []
     probe = kl = None
     if s.forgetting_probe and validates and distributed.world() > 1:
@@ -221,11 +223,14 @@ def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool) -> tuple[
     if s.kl_to_base:
         if distributed.world() > 1:
             raise UserError("--kl-to-base runs in one process for now: drop --nproc or the KL term")
-        kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16)
-        reasons.append(
-            f"KL to the base: {s.kl_to_base:g} x KL(base || tuned) per token on {KL_ROW_TOKENS} tokens of "
-            "general English a step (the base is the adapter disabled)"
-        )
+        how = f"{s.kl_to_base:g} x KL(base || tuned) per token"
+        if chat is not None and chat.usable and s.replay_source != "text":
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            kl = KLToBase(s.kl_to_base, chat.rows, pad, bf16)
+            reasons.append(f"KL to the base: {how} on one of {chat.said()} a step, prompt and reply")
+        else:
+            kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16)
+            reasons.append(f"KL to the base: {how} on {KL_ROW_TOKENS} tokens of general English prose a step")
     return General(probe, kl), reasons
 
 

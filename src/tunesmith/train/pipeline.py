@@ -26,7 +26,7 @@ from tunesmith.models.load import load_model
 from tunesmith.models.stops import stop_token_ids
 from tunesmith.train import data_prep, distributed, rft_setup, rundir
 from tunesmith.train.batches import fixed_sample, plan_steps
-from tunesmith.train.chat_replay import base_answers_if_replayed, replay_setup
+from tunesmith.train.chat_replay import BaseChat, base_answers_if_used, replay_setup
 from tunesmith.train.general import general_setup, mix_replay, probe_cost, probe_record
 from tunesmith.train.loop import LoopState, train
 from tunesmith.train.objectives import check_objective, choose_objective, get_objective
@@ -122,7 +122,7 @@ def _run_training(
     rows = data_prep.render_rows(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, kind=objective)
     clock.mark("rendering")
     # Before set-up may compile the layers: the base model's answers for chat replay (cached per model).
-    answers = base_answers_if_replayed(cfg.train, objective, model, tokenizer, rundir.source_hash(source))
+    answers = base_answers_if_used(cfg.train, objective, model, tokenizer, rundir.source_hash(source))
     clock.mark("chat replay answers")
     lengths = [len(r.input_ids) for r in rows.train]
     val_lengths = [len(r.input_ids) for r in rows.val]
@@ -134,8 +134,10 @@ def _run_training(
     if main:
         rundir.record_start(out, cfg, inputs, resume=resume, force=force)
     s = prep.settings
-    general, general_reasons = general_setup(s, tokenizer, prep.bf16, validates=bool(rows.val) and bool(s.eval_every))
-    replay, replay_reasons = replay_setup(s, answers, tokenizer, rows.renderer)
+    chat = BaseChat.of(answers, rows.renderer)
+    validates = bool(rows.val) and bool(s.eval_every)
+    general, general_reasons = general_setup(s, tokenizer, prep.bf16, validates=validates, chat=chat)
+    replay, replay_reasons = replay_setup(s, chat, tokenizer)
     reasons = _choices(cfg, data, prep, rows, start) + general_reasons + replay_reasons
     _print_plan(cfg, source.name, rows, prep, reasons)
 
