@@ -71,6 +71,12 @@ GRIDS["full"] = {
     "lr1e-3-chat0.1-kl0.5": {
         "train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat", "kl_to_base": 0.5}
     },
+    "lr1e-3-chat0.1-klchat1": {
+        "train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat", "kl_to_base": 1.0, "kl_source": "chat"}
+    },
+    "lr1e-3-chat0.1-kl0.5-4ep": {
+        "train": {"learning_rate": 1e-3, "epochs": 4, "replay": 0.1, "replay_source": "chat", "kl_to_base": 0.5}
+    },
     "lr1e-3-attention-chat0.1": {
         "train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat"},
         "lora": {"target_modules": ATTENTION},
@@ -219,6 +225,7 @@ def run_config(task: str, name: str, change: dict[str, Any], args: argparse.Name
             "replay": s.replay,
             "replay_source": s.replay_source,
             "kl_to_base": s.kl_to_base,
+            "kl_source": s.kl_source,
             "r": result.config.lora.r,
             "alpha": result.config.lora.alpha,
             "target_modules": result.config.lora.target_modules,

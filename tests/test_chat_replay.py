@@ -113,19 +113,19 @@ def test_answers_are_generated_once_and_then_read_from_the_cache(
 def test_the_kl_term_reads_the_base_answers_when_there_are_enough(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the chat source (the default), --kl-to-base holds the tuned model to its base on the base model's
-    own everyday answers (prompt and reply, through the template), even with replay off."""
+    """With --kl-source chat, --kl-to-base holds the tuned model to its base on the base model's own everyday
+    answers (prompt and reply, through the template), even with replay off; by default it reads prose."""
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
     _, tok, _ = load_model(str(tiny_model_dir))
     cache_answers(tiny_model_dir, tok, 40)
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
-    result = run_training(make_cfg(tiny_model_dir, data, replay=0.0, kl_to_base=0.5), tmp_path / "run")
+    result = run_training(
+        make_cfg(tiny_model_dir, data, replay=0.0, kl_to_base=0.5, kl_source="chat"), tmp_path / "run"
+    )
     reason = next(r for r in result.reasons if r.startswith("KL to the base"))
     assert "base model's own answers to everyday prompts (40 of" in reason
     steps = [m for m in metrics(tmp_path / "run") if "loss" in m]
     assert steps[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6) and steps[-1]["kl_to_base"] > 0
     assert not any("replay_tokens" in m for m in steps)
-    text = run_training(
-        make_cfg(tiny_model_dir, data, replay=0.0, kl_to_base=0.5, replay_source="text"), tmp_path / "run2"
-    )
+    text = run_training(make_cfg(tiny_model_dir, data, replay=0.0, kl_to_base=0.5), tmp_path / "run2")
     assert any("general English prose" in r for r in text.reasons if r.startswith("KL to the base"))

@@ -179,6 +179,12 @@ class TrainSettings(_Strict):
         description="LoRA: weight of a KL(base || tuned) term on one chunk of general English per step (the base "
         "is the adapter disabled). 0 is off.",
     )
+    kl_source: Literal["text", "chat"] = Field(
+        "text",
+        description="What the KL-to-base term reads. text: general English prose (the replay text); chat: the base "
+        "model's own answers to the everyday prompts of chat replay, prompt and reply (falls back to text where "
+        "the base finishes too few).",
+    )
     forgetting_probe: bool = Field(
         True,
         description="Measure the forgetting check's general-English perplexity before training and at every "

@@ -83,6 +83,7 @@ FLAGS: dict[str, Flag] = {
         "What --replay mixes in: chat (the base model's answers to everyday prompts), text (prose) or both.",
     ),
     "kl_to_base": Flag("--kl-to-base", "train.kl_to_base", "LoRA: weight of a KL-to-base term on general English."),
+    "kl_source": Flag("--kl-source", "train.kl_source", "What --kl-to-base reads: text (prose) or chat."),
     "forgetting_probe": Flag(
         "--forgetting-probe/--no-forgetting-probe",
         "train.forgetting_probe",

@@ -78,6 +78,7 @@ def train_command(
     replay: Annotated[float | None, option("replay")] = None,
     replay_source: Annotated[str | None, option("replay_source")] = None,
     kl_to_base: Annotated[float | None, option("kl_to_base")] = None,
+    kl_source: Annotated[str | None, option("kl_source")] = None,
     forgetting_probe: Annotated[bool | None, option("forgetting_probe")] = None,
     forgetting_budget: Annotated[float | None, option("forgetting_budget")] = None,
     lora_r: Annotated[int | None, option("lora_r")] = None,

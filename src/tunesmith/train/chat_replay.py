@@ -128,11 +128,13 @@ def base_answers_if_used(
     t: Any, objective: str, model: Any, tokenizer: Any, model_key: str
 ) -> tuple[list[dict[str, str]], bool] | None:
     """``base_answers`` where the run may use them (an SFT run with a replay share, set or left to the defaults,
-    from the chat source, or a KL-to-base term), else None. Called on the freshly loaded model, before set-up."""
+    from the chat source, or a KL-to-base term on chat), else None. Called on the freshly loaded model, before
+    set-up."""
     from tunesmith.train.auto import REPLAY_SHARE
 
     share = REPLAY_SHARE if t.replay is None else t.replay
-    if objective != "sft" or not (share or t.kl_to_base) or t.replay_source == "text":
+    replays_chat = share and t.replay_source != "text"
+    if objective != "sft" or not (replays_chat or (t.kl_to_base and t.kl_source == "chat")):
         return None
     return base_answers(model, tokenizer, model_key)
 

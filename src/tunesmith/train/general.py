@@ -203,7 +203,7 @@ def probe_cost(s: Any, tokenizer: Any, has_val: bool) -> int:
 def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool, chat: Any = None) -> tuple[General, list[str]]:
     """The forgetting probe (at validations, so only in a run that validates) and the KL-to-base term the run's
     settings ask for, with their sentences. ``chat``: the base model's everyday answers (chat_replay.BaseChat),
-    which the KL term reads instead of prose unless ``--replay-source text``."""
+    which the KL term reads instead of prose with ``--kl-source chat``."""
     reasons = []
     probe = kl = None
     if s.forgetting_probe and validates and distributed.world() > 1:
@@ -224,7 +224,7 @@ def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool, chat: Any
         if distributed.world() > 1:
             raise UserError("--kl-to-base runs in one process for now: drop --nproc or the KL term")
         how = f"{s.kl_to_base:g} x KL(base || tuned) per token"
-        if chat is not None and chat.usable and s.replay_source != "text":
+        if s.kl_source == "chat" and chat is not None and chat.usable:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             kl = KLToBase(s.kl_to_base, chat.rows, pad, bf16)
             reasons.append(f"KL to the base: {how} on one of {chat.said()} a step, prompt and reply")
