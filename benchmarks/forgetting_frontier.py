@@ -281,6 +281,12 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _behaviour_drop(r: dict[str, Any]) -> float | None:
+    """The behavioural probe's drop in percent: measured by this script, or by hand (``behaviour_by_hand``)."""
+    drop = r.get("behaviour_drop", r.get("behaviour_by_hand"))
+    return None if drop is None else 100 * drop
+
+
 def plot(data: dict[str, Any], out: Path) -> None:
     import matplotlib
 
@@ -288,20 +294,27 @@ def plot(data: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in data["runs"]})
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6.5 * max(1, len(tasks)), 4.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=False):
+    # per task: quality against the perplexity change, and (where measured) against the behavioural probe
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(13, 4.8 * len(tasks)), squeeze=False)
+    for (ax, bx), task in zip(axes, tasks, strict=True):
         rows = [r for r in data["runs"] if r["task"] == task]
         for r in rows:
-            replay = bool(r["settings"].get("replay"))
-            ax.scatter(100 * r["perplexity_change"], r["quality"], marker="s" if replay else "o", s=40)
-            ax.annotate(r["config"], (100 * r["perplexity_change"], r["quality"]), fontsize=8, xytext=(4, 3),
-                        textcoords="offset points")  # fmt: skip
+            marker = "s" if r["settings"].get("replay") else "o"
+            for a, x in ((ax, 100 * r["perplexity_change"]), (bx, _behaviour_drop(r))):
+                if x is None:
+                    continue
+                a.scatter(x, r["quality"], marker=marker, s=40)
+                a.annotate(r["config"], (x, r["quality"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
         ax.axvline(100 * THRESHOLD, color="red", linestyle="--", linewidth=1, label="forgetting check (+10%)")
         ax.set_xlabel("general-English perplexity change, base -> tuned (%)")
-        ax.set_ylabel(TASKS[task]["quality"])
-        ax.set_title(f"{task}: task quality vs forgetting (squares: with replay)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{task}: task quality vs perplexity (squares: with replay)")
+        bx.axvline(100 * THRESHOLD, color="red", linestyle="--", linewidth=1, label="behavioural check (10%)")
+        bx.set_xlabel("everyday questions lost, of those the base answered (%)")
+        bx.set_title(f"{task}: task quality vs the behavioural probe")
+        for a in (ax, bx):
+            a.set_ylabel(TASKS[task]["quality"])
+            a.grid(alpha=0.3)
+            a.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
