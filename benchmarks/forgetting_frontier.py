@@ -75,6 +75,10 @@ GRIDS["full"] = {
         "train": {"learning_rate": 1e-3, "replay": 0.1, "replay_source": "chat", "kl_to_base": 1.0, "kl_source": "chat"}
     },
     "lr1e-3-klchat1": {"train": {"learning_rate": 1e-3, "replay": 0.0, "kl_to_base": 1.0, "kl_source": "chat"}},
+    "lr1e-3-klchat0.5": {"train": {"learning_rate": 1e-3, "replay": 0.0, "kl_to_base": 0.5, "kl_source": "chat"}},
+    "lr1e-3-klchat1-4ep": {
+        "train": {"learning_rate": 1e-3, "epochs": 4, "replay": 0.0, "kl_to_base": 1.0, "kl_source": "chat"}
+    },
     "lr1e-3-chat0.1-kl0.5-4ep": {
         "train": {"learning_rate": 1e-3, "epochs": 4, "replay": 0.1, "replay_source": "chat", "kl_to_base": 0.5}
     },
