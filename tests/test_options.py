@@ -47,6 +47,8 @@ SAMPLES: dict[str, Any] = {
     "save_every": 4,
     "replay": 0.2,
     "kl_to_base": 0.3,
+    "kl_source": "chat",
+    "replay_source": "both",
     "forgetting_probe": False,
     "forgetting_budget": 0.1,
     "seed": 7,

@@ -92,12 +92,12 @@ def test_a_ctrl_c_still_closes_the_trackers(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C in the first validation (after step 2): what was logged is on disk, and MLflow's run is KILLED."""
-    import tunesmith.train.loop as loop
+    import tunesmith.train.validation as validation
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "validate", interrupted)
+    monkeypatch.setattr(validation, "validate", interrupted)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(24))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from tunesmith.train import signals
 from tunesmith.train.batches import StepPlan
 from tunesmith.train.engine import Engine
 from tunesmith.train.general import General, replay_tokens
+from tunesmith.train.loop_state import LoopState
 from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.objectives.base import add_sums
 from tunesmith.train.optim import make_optimizer
@@ -40,26 +41,6 @@ from tunesmith.train.trackers import Tracker
 from tunesmith.train.validation import Validator, restore, snapshot
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
-
-
-@dataclass
-class LoopState:
-    step: int = 0
-    best_val: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    bad_steps_in_row: int = 0
-    skipped_steps: int = 0
-    elapsed_s: float = 0.0
-    tokens: int = 0
-    trained_tokens: int = 0
-    stopped_early: bool = False
-    last_val: float | None = None
-    last_loss: float | None = None
-    history: list[dict[str, float]] = field(default_factory=list)  # validation points
-    probe_base: float | None = None  # the forgetting probe's perplexity before the first step
-    last_probe: float | None = None
-    best_within: bool = False  # the best weights so far are within the forgetting budget
 
 
 def train(

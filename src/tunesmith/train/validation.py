@@ -20,7 +20,7 @@ from tunesmith.train.precision import autocast
 from tunesmith.train.progress import Progress
 
 if TYPE_CHECKING:
-    from tunesmith.train.loop import LoopState
+    from tunesmith.train.loop_state import LoopState
 
 
 @dataclass
