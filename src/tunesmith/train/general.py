@@ -7,12 +7,14 @@ run). Three tools act on that *during* the run; all read shipped text, never the
   before the first step and at every validation, logged next to the validation loss, and, with a
   forgetting budget, used to pick the best weights (the lowest validation loss among the evaluations whose
   rise stays within the budget) and to stop early once the run has left the budget;
-* replay (``--replay F``): consecutive chunks of a *different* shipped text (``examples/general_replay.txt``)
-  join every SFT step with a plain language-model loss (every token trained), so that F of the step's
-  trained tokens are general text. The probe's text is never trained on, so the check still measures text
-  the run has not seen;
-* KL to the base (``--kl-to-base C``): each step, C x KL(base || tuned) per token on one chunk of the replay
-  text, where the base is the same model with its LoRA adapter disabled (as DPO's and RFT's references).
+* replay (``--replay F``): general rows join every SFT step so that F of the step's trained tokens are
+  general. Their source (``--replay-source``): the base model's own answers to everyday prompts
+  (``chat_replay.py``, the default), consecutive chunks of a *different* shipped prose text
+  (``examples/general_replay.txt``, ``TextReplay`` below, every token trained), or half each. The probe's
+  text is never trained on, so the check still measures text the run has not seen;
+* KL to the base (``--kl-to-base C``): each step, C x KL(base || tuned) per token on one row: a chunk of the
+  prose text, or (``--kl-source chat``) one of the base model's everyday answers; the base is the same
+  model with its LoRA adapter disabled (as DPO's and RFT's references).
 """
 
 from __future__ import annotations
