@@ -121,8 +121,9 @@ def _run_training(
     clock.mark("loading the model")
     rows = data_prep.render_rows(cfg, data, tokenizer, stop_token_ids(model, tokenizer), checked, kind=objective)
     clock.mark("rendering")
+    model_key = rundir.source_hash(source)  # (hashes the weights of a local model: once)
     # Before set-up may compile the layers: the base model's answers for chat replay (cached per model).
-    answers = base_answers_if_used(cfg.train, objective, model, tokenizer, rundir.source_hash(source))
+    answers = base_answers_if_used(cfg.train, objective, model, tokenizer, model_key)
     clock.mark("chat replay answers")
     lengths = [len(r.input_ids) for r in rows.train]
     val_lengths = [len(r.input_ids) for r in rows.val]
@@ -130,27 +131,13 @@ def _run_training(
     prep = prepare(cfg, model, lengths, val_lengths=val_lengths, compile=grader is None, probe_tokens=probe)
     rows.val = fixed_sample(rows.val, prep.resolved.val_rows, cfg.train.seed)
     cfg = cfg.model_copy(update={"train": prep.settings})
-    inputs = {"train_data": data.train_hash, "val_data": data.val_hash, "model": rundir.source_hash(source)}
+    inputs = {"train_data": data.train_hash, "val_data": data.val_hash, "model": model_key}
     if main:
         rundir.record_start(out, cfg, inputs, resume=resume, force=force)
     s = prep.settings
-    chat = BaseChat.of(answers, rows.renderer)
-    validates = bool(rows.val) and bool(s.eval_every)
-    general, general_reasons = general_setup(s, tokenizer, prep.bf16, validates=validates, chat=chat)
-    replay, replay_reasons = replay_setup(s, chat, tokenizer)
-    reasons = _choices(cfg, data, prep, rows, start) + general_reasons + replay_reasons
+    general, plan, train_rows, general_reasons = _steps_with_general(s, answers, tokenizer, prep.bf16, rows, lengths)
+    reasons = _choices(cfg, data, prep, rows, start) + general_reasons
     _print_plan(cfg, source.name, rows, prep, reasons)
-
-    plan = plan_steps(
-        lengths, s.batch_size or 1, s.micro_batch_size or 1, s.epochs or 1, s.seed, pack=s.packing, pack_len=s.pack_len
-    )
-    train_rows = rows.train
-    if replay is not None:  # general rows join every step (train/general.py); rebuilt the same on resume
-        plan, replayed = mix_replay(
-            plan, rows.train, replay, s.replay, s.micro_batch_size or 1, pack=s.packing,
-            pack_len=s.pack_len,
-        )  # fmt: skip
-        train_rows = rows.train + replayed
     clock.mark("set-up (LoRA, precision, compile)")
     peak, peak_source = _machine_peak(prep.bf16)
     clock.mark("GEMM peak")
@@ -200,6 +187,23 @@ def _run_training(
     result.summary = _summary(cfg, weights_dir, loop, prep, rows, data, inputs, tokenizer, reasons, timing, start)
     runs.write_run(out, result.summary)
     return result
+
+
+def _steps_with_general(
+    s: Any, answers: Any, tokenizer: Any, bf16: bool, rows: data_prep.RenderedRows, lengths: list[int]
+) -> tuple[Any, list[Any], list[Any], list[str]]:
+    """(the forgetting tools the loop runs, the step plan with any replay rows in it, the rows the plan indexes,
+    their sentences). The plan is a pure function of these inputs, so a resumed run rebuilds the same steps."""
+    chat = BaseChat.of(answers, rows.renderer)
+    validates = bool(rows.val) and bool(s.eval_every)
+    general, general_reasons = general_setup(s, tokenizer, bf16, validates=validates, chat=chat)
+    replay, replay_reasons = replay_setup(s, chat, tokenizer)
+    micro = s.micro_batch_size or 1
+    plan = plan_steps(lengths, s.batch_size or 1, micro, s.epochs or 1, s.seed, pack=s.packing, pack_len=s.pack_len)
+    if replay is None:
+        return general, plan, rows.train, general_reasons + replay_reasons
+    plan, replayed = mix_replay(plan, rows.train, replay, s.replay, micro, pack=s.packing, pack_len=s.pack_len)
+    return general, plan, rows.train + replayed, general_reasons + replay_reasons
 
 
 def _machine_peak(bf16: bool) -> tuple[float, str]:
