@@ -114,7 +114,7 @@ def test_the_kl_term_reads_the_base_answers_when_there_are_enough(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With --kl-source chat, --kl-to-base holds the tuned model to its base on the base model's own everyday
-    answers (prompt and reply, through the template), even with replay off; by default it reads prose."""
+    answers (prompt and reply, through the template), even with replay off; --kl-source text reads prose."""
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
     _, tok, _ = load_model(str(tiny_model_dir))
     cache_answers(tiny_model_dir, tok, 40)
@@ -127,5 +127,5 @@ def test_the_kl_term_reads_the_base_answers_when_there_are_enough(
     steps = [m for m in metrics(tmp_path / "run") if "loss" in m]
     assert steps[0]["kl_to_base"] == pytest.approx(0.0, abs=1e-6) and steps[-1]["kl_to_base"] > 0
     assert not any("replay_tokens" in m for m in steps)
-    text = run_training(make_cfg(tiny_model_dir, data, replay=0.0, kl_to_base=0.5), tmp_path / "run2")
+    text = run_training(make_cfg(tiny_model_dir, data, replay=0.0, kl_to_base=0.5, kl_source="text"), tmp_path / "run2")
     assert any("general English prose" in r for r in text.reasons if r.startswith("KL to the base"))

@@ -47,7 +47,7 @@ SAMPLES: dict[str, Any] = {
     "save_every": 4,
     "replay": 0.2,
     "kl_to_base": 0.3,
-    "kl_source": "chat",
+    "kl_source": "text",
     "replay_source": "both",
     "forgetting_probe": False,
     "forgetting_budget": 0.1,

@@ -51,3 +51,22 @@ def test_demo_smoke(tmp_path: Path) -> None:
     assert report["test_rows"] == 4 and len(report["rows"]) == 4
     assert {"json_valid", "mean_field_accuracy", "stop_rate"} <= report["tuned"].keys()
     assert (tmp_path / "demo" / "demo.json").is_file() and runs.is_run(tmp_path / "demo")
+
+
+def test_the_default_run_keeps_both_forgetting_checks(tmp_path: Path) -> None:
+    """Issue 20: a short LoRA run on the demo data with every default (lr 1e-3 and the KL-to-base term) passes
+    both of `tunesmith eval`'s forgetting checks; the same steps with --kl-to-base 0 already answer everyday
+    questions with triage JSON and fail the behavioural one, so the default is what holds the model."""
+    from tunesmith.eval import forgetting
+
+    def tuned(name: str, **train: float) -> forgetting.Reading:
+        overrides = {"data": {"train": str(dataset_path() / "train.jsonl"), "val_split": 0.0}}
+        run_training(load_config(None, {**overrides, "train": {"max_steps": 24, **train}}), tmp_path / name)
+        model, tok, _ = load_model(tmp_path / name)
+        return forgetting.probe(model, tok)
+
+    base = forgetting.probe(*load_model("smollm2-135m")[:2])
+    held = forgetting.compare(base, tuned("default"))
+    assert not held.regressed and not held.behaviour.regressed, held.as_dict()
+    free = forgetting.compare(base, tuned("no-kl", kl_to_base=0.0))
+    assert free.behaviour.regressed, free.as_dict()

@@ -12,7 +12,7 @@ import torch
 from tunesmith import runs
 from tunesmith.config import TrainSettings, load_config
 from tunesmith.data.formats import read_examples
-from tunesmith.data.render import Renderer
+from tunesmith.data.render import Rendered, Renderer
 from tunesmith.errors import UserError
 from tunesmith.eval import forgetting
 from tunesmith.models.load import load_model
@@ -143,6 +143,24 @@ def test_kl_to_base_is_zero_at_start_and_positive_after_weights_move(tiny_model_
     assert term(model, 1) < kl
 
 
+def test_kl_on_several_rows_a_step_is_their_token_weighted_mean(tiny_model_dir: Path) -> None:
+    """--kl-rows: rows of different lengths in one padded batch give the per-token mean over their real
+    tokens, as if each were read alone; the padding counts for nothing."""
+    torch.manual_seed(0)
+    model, tok, _ = load_model(str(tiny_model_dir))
+    model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    ids = tok("The quick brown fox jumps over the lazy dog. " * 4, add_special_tokens=False)["input_ids"]
+    rows = [Rendered(ids[:n], ids[:n]) for n in (30, 12)]
+    alone = [general.KLToBase(1.0, [r], tok.pad_token_id or 0)(model, 0) for r in rows]
+    both = general.KLToBase(1.0, rows, tok.pad_token_id or 0, per_step=2)(model, 0)
+    assert both == pytest.approx((alone[0] * 29 + alone[1] * 11) / 40, rel=1e-4)
+    assert abs(alone[0] - alone[1]) > 1e-4 * max(alone), "the rows differ, so a plain mean would differ"
+
+
 def test_a_run_with_kl_to_base_logs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
     run_training(make_cfg(tiny_model_dir, data, kl_to_base=0.5, max_steps=3, eval_every=3), tmp_path / "run")
@@ -196,6 +214,28 @@ def test_replay_and_kl_refuse_what_they_cannot_do() -> None:
         auto.resolve(TrainSettings(objective="dpo", replay=0.1), 40, 100, [])
     with pytest.raises(UserError, match="LoRA"):
         auto.resolve(TrainSettings(method="full", kl_to_base=0.1), 40, 100, [])
+
+
+def test_the_kl_term_is_on_by_default_only_where_it_can_run() -> None:
+    """LoRA SFT gets the KL-to-base default with its reason; full fine-tuning, DPO and RFT get none (and say
+    why); a weight the user set, 0 included, is kept."""
+    lora = auto.resolve(TrainSettings(), 40, 100, [])
+    assert lora.settings.kl_to_base == auto.KL_TO_BASE > 0
+    assert any(r.startswith(f"KL to the base {auto.KL_TO_BASE:g}: the LoRA SFT default") for r in lora.reasons)
+    # the term slows the task's learning: the usual 3 epochs become 4, and the run says why
+    assert lora.settings.epochs == auto.TARGET_EPOCHS + auto.KL_EXTRA_EPOCHS == 4
+    assert any(r.startswith("4 epochs: the usual 3 for 40 rows, and one more because the KL") for r in lora.reasons)
+    assert auto.resolve(TrainSettings(kl_to_base=0.0), 40, 100, []).settings.epochs == 3
+    for settings, why in [
+        (TrainSettings(method="full"), "full fine-tuning"),
+        (TrainSettings(objective="dpo"), "dpo"),
+        (TrainSettings(objective="rft"), "rft"),
+    ]:
+        got = auto.resolve(settings, 40, 100, [])
+        assert got.settings.kl_to_base == 0.0 and (settings.objective == "rft" or got.settings.epochs == 3)
+        assert any(r.startswith("KL to the base: off by default for " + why) for r in got.reasons)
+    assert auto.resolve(TrainSettings(kl_to_base=0.0), 40, 100, []).settings.kl_to_base == 0.0
+    assert auto.resolve(TrainSettings(kl_to_base=0.5), 40, 100, []).settings.kl_to_base == 0.5
 
 
 def test_a_resumed_run_without_a_recorded_start_measures_the_base(tiny_model_dir: Path) -> None:

@@ -173,14 +173,17 @@ class TrainSettings(_Strict):
         "each. chat falls back to text where the base finishes too few answers (a base model without a chat "
         "habit).",
     )
-    kl_to_base: float = Field(
-        0.0,
+    kl_to_base: float | None = Field(
+        None,
         ge=0.0,
-        description="LoRA: weight of a KL(base || tuned) term on one chunk of general English per step (the base "
-        "is the adapter disabled). 0 is off.",
+        description="LoRA: weight of a KL(base || tuned) term on one general row a step (the base is the adapter "
+        "disabled; the row is what kl_source names). None chooses (see train/auto.py: on for LoRA SFT); 0 is off.",
+    )
+    kl_rows: int = Field(
+        1, ge=1, le=64, description="Rows the KL-to-base term reads a step (each costs two forwards and a backward)."
     )
     kl_source: Literal["text", "chat"] = Field(
-        "text",
+        "chat",
         description="What the KL-to-base term reads. text: general English prose (the replay text); chat: the base "
         "model's own answers to the everyday prompts of chat replay, prompt and reply (falls back to text where "
         "the base finishes too few).",

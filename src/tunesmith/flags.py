@@ -82,8 +82,14 @@ FLAGS: dict[str, Flag] = {
         "train.replay_source",
         "What --replay mixes in: chat (the base model's answers to everyday prompts), text (prose) or both.",
     ),
-    "kl_to_base": Flag("--kl-to-base", "train.kl_to_base", "LoRA: weight of a KL-to-base term on general English."),
-    "kl_source": Flag("--kl-source", "train.kl_source", "What --kl-to-base reads: text (prose) or chat."),
+    "kl_to_base": Flag(
+        "--kl-to-base",
+        "train.kl_to_base",
+        "LoRA: weight of the KL-to-base term that holds everyday behaviour (default: 2 for LoRA SFT; 0 is off).",
+    ),
+    "kl_source": Flag(
+        "--kl-source", "train.kl_source", "What --kl-to-base reads: chat (the base's own answers, default) or text."
+    ),
     "forgetting_probe": Flag(
         "--forgetting-probe/--no-forgetting-probe",
         "train.forgetting_probe",

@@ -6,6 +6,14 @@ template, greedy, ``behaviour.MAX_NEW_TOKENS`` new tokens, and writes the ones i
 ``behaviour.answered``) to OUT (default: ``general_questions.json`` beside this file), with the model, the
 decoding and the dropped candidates recorded in the file. The same model gives the same file every time.
 
+Then it drops the fragile ones: items the model stops answering right under any of ``PERTURBATIONS`` small
+random changes of its weights (a LoRA adapter, rank 16 on every linear layer, its B matrices drawn from
+N(0, ``SIGMA``), fixed seeds), each about as far from the model as a KL-held training run ends (KL per token to
+the base on everyday answers ~0.01). Without this the probe measured noise: such a random change, which teaches
+nothing, lost 1-3 of the 41 items SmolLM2 answers greedily (5 x 5, "grass", "once upon a", the closest star),
+the items it gets right by a hair, and one lost item in ten counted as forgetting (BENCHMARKS.md, forgetting
+frontier, part 3).
+
 A candidate's accepted answers never appear in its own prompt (an echo of the question scores nothing), and
 single letters or words like "a" are avoided as answers (they would match almost any sentence).
 """
@@ -91,6 +99,29 @@ CANDIDATES: list[tuple[str, list[str]]] = [
     ("How many days are in a leap year?" + NUM, ["366"]),
 ]
 
+PERTURBATIONS, SIGMA = 8, 0.012
+
+
+def perturbed_right(model: object, tok: object, items: list, seed: int) -> list[bool]:
+    """Which ``items`` the model answers right with a random LoRA adapter (seed ``seed``) on top; the model
+    is left without it."""
+    import torch
+
+    from tunesmith.config import load_config
+    from tunesmith.eval import behaviour
+    from tunesmith.models.lora import add_lora
+
+    torch.manual_seed(seed)
+    peft = add_lora(model, load_config(None, {"lora": {"dropout": 0.0}}).lora)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, SIGMA)
+    peft.eval()
+    right = behaviour.right(peft, tok, items)
+    peft.unload()  # the base model, as it was
+    return right
+
 
 def make(model_name: str = "smollm2-135m") -> dict:
     """Ask ``model_name`` every candidate; the kept items, the dropped ones and how they were chosen."""
@@ -108,12 +139,21 @@ def make(model_name: str = "smollm2-135m") -> dict:
     for it, text in zip(candidates, texts, strict=True):
         entry = {"prompt": it.prompt, "answers": list(it.answers)}
         (kept if behaviour.answered(text, it.answers) else dropped).append({**entry, "reply": text})
+    right = [behaviour.Item(e["prompt"], tuple(e["answers"])) for e in kept]
+    held = [perturbed_right(model, tok, right, seed) for seed in range(PERTURBATIONS)]
+    fragile = [
+        {**e, "right_under_perturbations": sum(h[i] for h in held)}
+        for i, e in enumerate(kept)
+        if not all(h[i] for h in held)
+    ]
+    kept = [e for i, e in enumerate(kept) if all(h[i] for h in held)]
     return {
         "about": (
             f"Kept: the candidates of make_general_questions.py that {model_name} answers right, greedy, "
             f"{behaviour.MAX_NEW_TOKENS} new tokens, one user turn through its own chat template; the reply's "
             "questions dropped, then matched as whole words after lower-casing and turning non-alphanumerics "
-            "into spaces (eval/behaviour.py)."
+            "into spaces (eval/behaviour.py); and still right under each of "
+            f"{PERTURBATIONS} random LoRA perturbations (rank 16, B ~ N(0, {SIGMA}), seeds 0-{PERTURBATIONS - 1})."
         ),
         "model": model_name,
         "max_new_tokens": behaviour.MAX_NEW_TOKENS,
@@ -121,6 +161,7 @@ def make(model_name: str = "smollm2-135m") -> dict:
         "generation_s": round(seconds, 1),
         "items": [{"prompt": e["prompt"], "answers": e["answers"]} for e in kept],
         "dropped": dropped,
+        "fragile": fragile,
         "kept_replies": {e["prompt"]: e["reply"] for e in kept},
     }
 
@@ -134,7 +175,10 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     data = make(args.model)
     args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"{args.out}: kept {len(data['items'])} of {data['candidates']} ({data['generation_s']} s of generation)")
+    print(
+        f"{args.out}: kept {len(data['items'])} of {data['candidates']} ({len(data['fragile'])} right but fragile; "
+        f"{data['generation_s']} s of generation)"
+    )
 
 
 if __name__ == "__main__":

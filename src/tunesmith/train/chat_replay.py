@@ -130,11 +130,12 @@ def base_answers_if_used(
     """``base_answers`` where the run may use them (an SFT run with a replay share, set or left to the defaults,
     from the chat source, or a KL-to-base term on chat), else None. Called on the freshly loaded model, before
     set-up."""
-    from tunesmith.train.auto import REPLAY_SHARE
+    from tunesmith.train.auto import REPLAY_SHARE, default_kl_to_base
 
     share = REPLAY_SHARE if t.replay is None else t.replay
     replays_chat = share and t.replay_source != "text"
-    if objective != "sft" or not (replays_chat or (t.kl_to_base and t.kl_source == "chat")):
+    kl = default_kl_to_base(t.method, objective)[0] if t.kl_to_base is None else t.kl_to_base
+    if objective != "sft" or not (replays_chat or (kl and t.kl_source == "chat")):
         return None
     return base_answers(model, tokenizer, model_key)
 

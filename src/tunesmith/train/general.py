@@ -152,33 +152,36 @@ class Probe:
 
 @dataclass
 class KLToBase:
-    """``coef`` x KL(base || tuned), per token, on one row a step (a chunk of prose, or one of the base model's
-    everyday answers through the chat template); its gradient is added to the step's (before clipping). The
-    base is ``model`` with its adapter disabled, so it costs no memory."""
+    """``coef`` x KL(base || tuned), per token, on ``per_step`` rows a step (chunks of prose, or the base model's
+    everyday answers through the chat template, taken in turn); its gradient is added to the step's (before
+    clipping). The base is ``model`` with its adapter disabled, so it costs no memory."""
 
     coef: float
     rows: list[Rendered]
     pad_id: int
     bf16: bool = False
+    per_step: int = 1
 
     @classmethod
-    def for_tokenizer(cls, coef: float, tokenizer: Any, bf16: bool) -> KLToBase:
+    def for_tokenizer(cls, coef: float, tokenizer: Any, bf16: bool, per_step: int = 1) -> KLToBase:
         stream = replay_stream(tokenizer)
         chunks = [stream[i : i + KL_ROW_TOKENS] for i in range(0, len(stream) - 1, KL_ROW_TOKENS)]
         rows = [Rendered(c, list(c), source=REPLAY_SOURCE) for c in chunks if len(c) > 1]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        return cls(coef, rows, pad, bf16)
+        return cls(coef, rows, pad, bf16, per_step)
 
     def __call__(self, model: Any, step: int) -> float:
-        """Backward of the term on this step's chunk; returns the KL per token (before ``coef``)."""
-        row = self.rows[step % len(self.rows)]
+        """Backward of the term on this step's rows; returns the KL per token (before ``coef``)."""
+        k = self.per_step
+        rows = [self.rows[(step * k + i) % len(self.rows)] for i in range(k)]
         device = next(model.parameters()).device
-        batch = {k: v.to(device) for k, v in collate([row], self.pad_id).items()}
+        batch = {key: v.to(device) for key, v in collate(rows, self.pad_id).items()}
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        scored = batch["attention_mask"][:, 1:].bool()  # positions that predict a real next token
         with torch.no_grad(), model.disable_adapter(), autocast(self.bf16):
-            base = F.log_softmax(model(**inputs).logits[0, :-1].float(), -1)
+            base = F.log_softmax(model(**inputs).logits[:, :-1][scored].float(), -1)
         with autocast(self.bf16):
-            tuned = F.log_softmax(model(**inputs).logits[0, :-1].float(), -1)
+            tuned = F.log_softmax(model(**inputs).logits[:, :-1][scored].float(), -1)
         # KL(base || tuned) = sum_v p_base (log p_base - log p_tuned): zero while nothing moved.
         kl = F.kl_div(tuned, base, log_target=True, reduction="sum") / tuned.shape[0]
         (self.coef * kl).backward()
@@ -228,12 +231,18 @@ def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool, chat: Any
         how = f"{s.kl_to_base:g} x KL(base || tuned) per token"
         if s.kl_source == "chat" and chat is not None and chat.usable:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            kl = KLToBase(s.kl_to_base, chat.rows, pad, bf16)
-            reasons.append(f"KL to the base: {how} on one of {chat.said()} a step, prompt and reply")
+            kl = KLToBase(s.kl_to_base, chat.rows, pad, bf16, s.kl_rows)
+            reasons.append(f"KL to the base: {how} on {_rows(s.kl_rows)} of {chat.said()} a step, prompt and reply")
         else:
-            kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16)
-            reasons.append(f"KL to the base: {how} on {KL_ROW_TOKENS} tokens of general English prose a step")
+            kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16, s.kl_rows)
+            reasons.append(
+                f"KL to the base: {how} on {s.kl_rows} x {KL_ROW_TOKENS} tokens of general English prose a step"
+            )
     return General(probe, kl), reasons
+
+
+def _rows(n: int) -> str:
+    return "one" if n == 1 else str(n)
 
 
 def probe_record(loop: Any, budget: float | None) -> dict[str, Any] | None:
