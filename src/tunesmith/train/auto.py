@@ -217,7 +217,7 @@ def default_kl_to_base(method: str, objective: str | None) -> tuple[float, str]:
     if method != "lora":
         return 0.0, f"{off} full fine-tuning (its base would be a second copy of the model; --replay holds it)"
     if (objective or "sft") != "sft":
-        return 0.0, f"{off} {objective}, which holds the model near its start with --beta"
+        return 0.0, f"{off} {objective}: its own objective holds the model near its reference"
     if distributed.world() > 1:
         return 0.0, f"{off} a multi-process run (the term runs in one process for now)"
     return KL_TO_BASE, (
