@@ -130,7 +130,8 @@ def test_a_run_checkpointed_before_the_renovation_resumes_exactly(tmp_path: Path
     old_src = _old_source(tmp_path / "old")
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(24))
     # replay 0: the old loop had none, and its steps must be today's steps
-    cfg = make_cfg(tiny_model_dir, data, max_steps=8, save_every=4, epochs=3, replay=0.0)
+    # kl_to_base 0: the old code had no KL term, so only with it off can the two runs match
+    cfg = make_cfg(tiny_model_dir, data, max_steps=8, save_every=4, epochs=3, replay=0.0, kl_to_base=0.0)
     # No dropout: the old loop's GEMM probe drew from the global RNG between the LoRA init and step 1, so its
     # dropout masks differ from today's by design (today's probe has its own generator: a run's weights must not
     # depend on whether the machine's peak is cached). What is checked here is the checkpoint and loop state.
