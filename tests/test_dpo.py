@@ -11,7 +11,7 @@ import torch
 from tunesmith.data.formats import Conversation, Message
 from tunesmith.data.render import IGNORE, Renderer
 from tunesmith.models.load import load_model
-from tunesmith.models.lora import add_lora
+from tunesmith.models.lora import add_lora, randomize_b
 from tunesmith.train.objectives.dpo import DPO, PreferencePair
 
 BETA = 0.1
@@ -36,11 +36,8 @@ def lora_model(model_dir: Path):
     model, tok, _ = load_model(str(model_dir))
     from tunesmith.config import load_config
 
-    model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
-    with torch.no_grad():  # B starts at zero: give it values so the policy differs from the reference
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    # B starts at zero: give it values so the policy differs from the reference
+    model = randomize_b(add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora), 0.05)
     return model, tok
 
 

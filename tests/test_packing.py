@@ -9,7 +9,7 @@ from tunesmith.config import LoraSettings
 from tunesmith.data.formats import read_examples
 from tunesmith.data.render import IGNORE, Renderer
 from tunesmith.models.load import load_model
-from tunesmith.models.lora import add_lora
+from tunesmith.models.lora import add_lora, randomize_b
 from tunesmith.train.batches import collate, collate_packed, pack_best_fit
 from tunesmith.train.loss import linear_cross_entropy, token_loss_sum
 
@@ -18,11 +18,7 @@ from tunesmith.train.loss import linear_cross_entropy, token_loss_sum
 def lora_model(tiny_model_dir):
     torch.manual_seed(0)
     model, tok, _ = load_model(str(tiny_model_dir))
-    model = add_lora(model, LoraSettings(r=4, dropout=0.0))
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    model = randomize_b(add_lora(model, LoraSettings(r=4, dropout=0.0)), 0.05)
     return model, tok
 
 

@@ -12,7 +12,7 @@ from tunesmith.data.formats import read_examples
 from tunesmith.data.render import Renderer
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_model
-from tunesmith.models.lora import add_lora
+from tunesmith.models.lora import add_lora, randomize_b
 from tunesmith.train.loop import accumulate_gradients
 from tunesmith.train.pipeline import run_training
 
@@ -35,12 +35,8 @@ def make_cfg(model_dir: Path, data: Path, **train):
 def lora_grads(model_dir: Path, chat_file: Path, micro: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model, tok, _ = load_model(str(model_dir))
-    model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
     # B starts at zero, which would make A's gradient zero too: give B values so every gradient is real.
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.02)
+    model = randomize_b(add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora), 0.02)
     rows, _ = Renderer(tok).render_all(read_examples(chat_file).examples[:8])
     micro_batches = [[[e] for e in rows[i : i + micro]] for i in range(0, 8, micro)]
     accumulate_gradients(model, micro_batches, tok.pad_token_id, bf16=False)

@@ -16,7 +16,7 @@ from tunesmith.data.render import Rendered, Renderer
 from tunesmith.errors import UserError
 from tunesmith.eval import forgetting
 from tunesmith.models.load import load_model
-from tunesmith.models.lora import add_lora
+from tunesmith.models.lora import add_lora, randomize_b
 from tunesmith.train import auto, general
 from tunesmith.train.batches import plan_steps
 from tunesmith.train.loop import LoopState
@@ -148,11 +148,7 @@ def test_kl_on_several_rows_a_step_is_their_token_weighted_mean(tiny_model_dir: 
     tokens, as if each were read alone; the padding counts for nothing."""
     torch.manual_seed(0)
     model, tok, _ = load_model(str(tiny_model_dir))
-    model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    model = randomize_b(add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora), 0.05)
     ids = tok("The quick brown fox jumps over the lazy dog. " * 4, add_special_tokens=False)["input_ids"]
     rows = [Rendered(ids[:n], ids[:n]) for n in (30, 12)]
     alone = [general.KLToBase(1.0, [r], tok.pad_token_id or 0)(model, 0) for r in rows]
@@ -247,10 +243,7 @@ def test_a_resumed_run_without_a_recorded_start_measures_the_base(tiny_model_dir
     model = add_lora(base, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
     assert probe.measure_base(model, step=0) == pytest.approx(start, rel=1e-7)
     torch.manual_seed(0)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 1.0)
+    randomize_b(model, 1.0)
     # (a random tiny model is nearly uniform over its 49k tokens: any move is a small relative change)
     assert abs(probe.measure(model) / start - 1) > 1e-5, "the adapter moved the perplexity"
     assert probe.measure_base(model, step=5) == pytest.approx(start, rel=1e-7)

@@ -109,14 +109,10 @@ def perturbed_right(model: object, tok: object, items: list, seed: int) -> list[
 
     from tunesmith.config import load_config
     from tunesmith.eval import behaviour
-    from tunesmith.models.lora import add_lora
+    from tunesmith.models.lora import add_lora, randomize_b
 
     torch.manual_seed(seed)
-    peft = add_lora(model, load_config(None, {"lora": {"dropout": 0.0}}).lora)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, SIGMA)
+    peft = randomize_b(add_lora(model, load_config(None, {"lora": {"dropout": 0.0}}).lora), SIGMA)
     peft.eval()
     right = behaviour.right(peft, tok, items)
     peft.unload()  # the base model, as it was

@@ -53,3 +53,16 @@ def add_lora(model: Any, settings: LoraSettings) -> Any:
     )
     with quiet_peft():
         return get_peft_model(model, config)
+
+
+def randomize_b(model: Any, std: float) -> Any:
+    """Draw the adapter's B matrices from N(0, ``std``) (torch's global generator), in place; returns ``model``.
+    A fresh adapter's B is zero, so it changes nothing: this makes a random change of the weights of a known
+    size (the behavioural probe's fragility filter, and tests that need a moved adapter or nonzero gradients)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, std)
+    return model

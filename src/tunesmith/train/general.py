@@ -236,7 +236,7 @@ def general_setup(s: Any, tokenizer: Any, bf16: bool, validates: bool, chat: Any
         else:
             kl = KLToBase.for_tokenizer(s.kl_to_base, tokenizer, bf16, s.kl_rows)
             reasons.append(
-                f"KL to the base: {how} on {s.kl_rows} x {KL_ROW_TOKENS} tokens of general English prose a step"
+                f"KL to the base: {how} on {s.kl_rows * KL_ROW_TOKENS} tokens of general English prose a step"
             )
     return General(probe, kl), reasons
 
