@@ -93,6 +93,7 @@ def _run_training(
     # every rank: torchrun ends the job when one process exits).
     main = distributed.is_main()
     clock = Stopwatch()
+    t_start = time.time()  # wall_time_s is the whole call, the data check included (run.json's startup counts it)
     checked = None
     if not skip_check and main:
         # The dataset doctor runs before the run folder is touched or any compute is spent.
@@ -103,7 +104,6 @@ def _run_training(
     if main:
         rundir.prepare_run_dir(out, cfg, resume=resume, force=force)
     torch.manual_seed(cfg.train.seed)
-    t_start = time.time()
 
     data = rft[1] if rft is not None else data_prep.read_data(cfg, checked)
     if rft is None:
