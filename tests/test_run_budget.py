@@ -27,6 +27,20 @@ def test_a_short_run_with_a_small_validation_set_validates_on_a_sample_within_bu
     assert auto.MIN_VAL_ROWS <= plan.rows < 16  # 5 evaluations on all 16 rows would cost ~17%
 
 
+def test_a_run_too_short_for_five_probed_evaluations_validates_twice_and_says_it_is_over_budget() -> None:
+    """Issue 22's case with the forgetting probe on (the default): 18 steps of 160 rows of ~168 tokens. Five
+    evaluations on 8 rows plus the probe's ~3,200 tokens cost ~36% of the run, which the plan used to call "within
+    the 10% budget". Now it validates twice (best weights still choose) and the reason says it is over budget."""
+    plan = auto.plan_validation(None, 0.1, 18, 144 * 168, [168] * 16, per_eval_tokens=3217)
+    assert (plan.n_evals, plan.rows) == (auto.FEWEST_EVALS, auto.MIN_VAL_ROWS)
+    assert 0.1 < plan.share < 0.2
+    why = auto._validation_reason(plan, 16, False, 0.1, 3217)
+    assert "over the 10% budget" in why and "within" not in why
+    roomy = auto.plan_validation(None, 0.1, 180, 1440 * 168, [168] * 16, per_eval_tokens=3217)
+    assert roomy.n_evals >= auto.MIN_EVALS and roomy.share <= 0.1
+    assert "within the 10% budget" in auto._validation_reason(roomy, 16, False, 0.1, 3217)
+
+
 def test_a_cheap_validation_set_gets_about_ten_evaluations_on_every_row() -> None:
     plan = auto.plan_validation(None, 0.1, 18, 1000 * 110, [110] * 20)
     assert plan.rows == 20 and plan.n_evals == 9 and plan.eval_every == 2  # ceil(18 / 10): never every step
@@ -40,7 +54,9 @@ def test_the_forgetting_probe_counts_against_the_budget() -> None:
     without = auto.plan_validation(None, 0.1, 100, 1500 * 100, [100] * 30)
     with_probe = auto.plan_validation(None, 0.1, 100, 1500 * 100, [100] * 30, per_eval_tokens=3000)
     assert without.n_evals == 10 and with_probe.n_evals < 10 and with_probe.share <= 0.1
-    assert with_probe.share == pytest.approx(with_probe.n_evals * (30 * 100 + 3000) / (auto.TRAIN_TOKEN_COST * 1.5e5))
+    # every evaluation reads the rows and the probe's text; the probe also reads it once before the first step
+    spent = with_probe.n_evals * (30 * 100 + 3000) + 3000
+    assert with_probe.share == pytest.approx(spent / (auto.TRAIN_TOKEN_COST * 1.5e5))
     reasons = auto.resolve(TrainSettings(), 2000, 100, [100] * 30, train_tokens=2000 * 100, probe_tokens=3000).reasons
     assert any("forgetting probe's 3000 tokens" in r for r in reasons)
 
@@ -84,7 +100,7 @@ def test_a_run_validates_as_planned_and_says_what_it_costs(tmp_path: Path, tiny_
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [x for x in lines if "val_loss" in x]
     every = load_config(tmp_path / "run" / "config.yaml").train.eval_every
-    assert len(evals) == auto.evaluations(12, every) >= auto.MIN_EVALS and every > 1
+    assert len(evals) == auto.evaluations(12, every) >= auto.FEWEST_EVALS and every > 1
 
 
 def test_start_up_is_broken_down_in_run_json_and_the_gemm_peak_is_measured_once_per_machine(

@@ -52,9 +52,11 @@ KL_EXTRA_EPOCHS = 1
 MICRO_BATCH_TOKENS = 4096
 
 
-# Validation: aim for ~10 evaluations a run, never fewer than enough for early stopping to act (patience 3
-# needs 4 after the best), and never on fewer than a handful of rows.
-TARGET_EVALS, MIN_EVALS, MIN_VAL_ROWS = 10, 5, 8
+# Validation: aim for ~10 evaluations a run, no fewer than enough for early stopping to act (patience 3
+# needs 4 after the best), and never on fewer than a handful of rows. A run so short that even that costs more than
+# its budget (18 steps of 160 short rows, with the forgetting probe's ~3,200 tokens each time: ~32%) validates
+# FEWEST_EVALS times instead (the middle and the end: best weights still have a choice), and says so.
+TARGET_EVALS, MIN_EVALS, MIN_VAL_ROWS, FEWEST_EVALS = 10, 5, 8, 2
 # A trained token costs a forward and a backward pass, about three forward passes' worth; a validation
 # token costs one. The budget is a share of compute, so it is counted in forward tokens.
 TRAIN_TOKEN_COST = 3
@@ -84,12 +86,12 @@ def evaluations(total_steps: int, every: int) -> int:
     return total_steps // every + (1 if total_steps % every else 0)
 
 
-def _cadence(total_steps: int, wanted: int) -> int:
-    """The most frequent cadence that validates at most ``wanted`` times, unless that falls short of
-    ``MIN_EVALS``: then the least frequent one that still reaches it."""
+def _cadence(total_steps: int, wanted: int, least: int = MIN_EVALS) -> int:
+    """The most frequent cadence that validates at most ``wanted`` times, unless that falls short of ``least``:
+    then the least frequent one that still reaches it."""
     every = next(e for e in range(1, total_steps + 1) if evaluations(total_steps, e) <= wanted)
-    if evaluations(total_steps, every) < min(MIN_EVALS, total_steps):
-        every = max(e for e in range(1, total_steps + 1) if evaluations(total_steps, e) >= MIN_EVALS)
+    if evaluations(total_steps, every) < min(least, total_steps):
+        every = max(e for e in range(1, total_steps + 1) if evaluations(total_steps, e) >= least)
     return every
 
 
@@ -103,21 +105,28 @@ def plan_validation(
 ) -> ValidationPlan:
     """How often, and on how many rows, validation runs so that it costs at most ``budget`` of the run's
     compute: ~10 evaluations on every row when that fits; else fewer evaluations (down to 5); else 5 on a
-    fixed sample of the rows. An ``eval_every`` that was given is kept, on every row. ``per_eval_tokens``:
-    forward tokens every evaluation spends besides its rows (the forgetting probe's text)."""
+    fixed sample of the rows; else, for a run too short even for that, ``FEWEST_EVALS`` on the sample (the one
+    case whose share may exceed the budget: the plan says so). An ``eval_every`` that was given is kept, on every
+    row. ``per_eval_tokens``: forward tokens every evaluation spends besides its rows (the forgetting probe's
+    text), which it also spends once before the first step."""
     n_val = len(val_lengths)
     mean_len = sum(val_lengths) / max(1, n_val)
     allowed = budget * TRAIN_TOKEN_COST * train_tokens  # forward tokens validation may spend in the run
     rows = n_val
     if eval_every is None:
-        affordable = int(allowed // max(1.0, mean_len * n_val + per_eval_tokens))
+        affordable = int((allowed - per_eval_tokens) // max(1.0, mean_len * n_val + per_eval_tokens))
         eval_every = _cadence(total_steps, wanted=min(TARGET_EVALS, max(MIN_EVALS, affordable)))
         if affordable < MIN_EVALS:
+            rows = min(n_val, MIN_VAL_ROWS)
+            at_least = int((allowed - per_eval_tokens) // max(1.0, rows * mean_len + per_eval_tokens))
+            least = max(FEWEST_EVALS, min(MIN_EVALS, at_least))
+            eval_every = _cadence(total_steps, wanted=least, least=least)
             n = evaluations(total_steps, eval_every)
-            rows = min(n_val, max(MIN_VAL_ROWS, int((allowed / n - per_eval_tokens) // max(1.0, mean_len))))
+            fit = int(((allowed - per_eval_tokens) / n - per_eval_tokens) // max(1.0, mean_len))
+            rows = min(n_val, max(MIN_VAL_ROWS, fit))
     n_evals = evaluations(total_steps, eval_every)
-    share = n_evals * (rows * mean_len + per_eval_tokens) / max(1.0, TRAIN_TOKEN_COST * train_tokens)
-    return ValidationPlan(eval_every, rows, n_evals, share)
+    spent = n_evals * (rows * mean_len + per_eval_tokens) + per_eval_tokens
+    return ValidationPlan(eval_every, rows, n_evals, spent / max(1.0, TRAIN_TOKEN_COST * train_tokens))
 
 
 def default_epochs(n: int, held: bool = False) -> tuple[int, str]:
@@ -314,7 +323,15 @@ def resolve(
 def _validation_reason(v: ValidationPlan, n_val: int, given: bool, budget: float, probe_tokens: int = 0) -> str:
     on = f"all {n_val} validation rows" if v.rows == n_val else f"a fixed sample of {v.rows} of the {n_val} rows"
     on += f" and the forgetting probe's {probe_tokens} tokens" if probe_tokens else ""
-    how = "as configured" if given else f"within the {budget:.0%} budget"
+    if given:
+        how = "as configured"
+    elif v.share <= budget + 1e-9:
+        how = f"within the {budget:.0%} budget"
+    else:  # the fewest evaluations on the fewest rows still cost more: a very short run
+        how = (
+            f"over the {budget:.0%} budget: {v.n_evals} evaluations on {v.rows} rows is the least validation that "
+            f"still picks best weights (early stopping needs {MIN_EVALS}; --val-budget or --eval-every to change)"
+        )
     return (
         f"validation every {v.eval_every} steps on {on} ({v.n_evals} times): ~{v.share:.0%} of the run's compute, {how}"
     )
