@@ -157,6 +157,17 @@ def test_kl_on_several_rows_a_step_is_their_token_weighted_mean(tiny_model_dir: 
     assert abs(alone[0] - alone[1]) > 1e-4 * max(alone), "the rows differ, so a plain mean would differ"
 
 
+def test_the_kl_term_builds_no_kv_cache(tiny_model_dir: Path) -> None:
+    """With a cache, compiled decoder layers guard on its per-layer state and recompile for each layer until
+    dynamo's limit (the "[0/8]" warning of long SmolLM2 runs): the term's forwards must not ask for one."""
+    model, tok, _ = load_model(str(tiny_model_dir))
+    model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
+    caches: list = []
+    model.base_model.model.register_forward_hook(lambda m, args, out: caches.append(out.past_key_values))
+    general.KLToBase.for_tokenizer(1.0, tok, bf16=False)(model, 0)
+    assert len(caches) == 2 and caches == [None, None]  # the base's pass and the tuned pass
+
+
 def test_a_run_with_kl_to_base_logs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
     run_training(make_cfg(tiny_model_dir, data, kl_to_base=0.5, max_steps=3, eval_every=3), tmp_path / "run")

@@ -176,7 +176,9 @@ class KLToBase:
         rows = [self.rows[(step * k + i) % len(self.rows)] for i in range(k)]
         device = next(model.parameters()).device
         batch = {key: v.to(device) for key, v in collate(rows, self.pad_id).items()}
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        # use_cache=False: no KV cache is needed here, and with one the compiled layers guard on its per-layer
+        # state, so the term's passes recompiled layer after layer until dynamo's limit (the "[0/8]" warning).
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
         scored = batch["attention_mask"][:, 1:].bool()  # positions that predict a real next token
         with torch.no_grad(), model.disable_adapter(), autocast(self.bf16):
             base = F.log_softmax(model(**inputs).logits[:, :-1][scored].float(), -1)
