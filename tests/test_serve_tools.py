@@ -28,6 +28,7 @@ from .tool_fixtures import (
     ROME_ARGS,
     TOOLS,
     tiny_base,
+    tool_rows,
     train_tool_model,
 )
 
@@ -255,3 +256,21 @@ def test_parallel_false_keeps_the_first_call_and_a_named_choice_its_function() -
 def test_unknown_roles_still_refused(server: str) -> None:
     with pytest.raises(openai.UnprocessableEntityError):
         client(server).chat.completions.create(model="weather", messages=[{"role": "function", "content": "x"}])
+
+
+def test_the_tool_loop_benchmark_runs_a_users_agent_loop(server: str, tmp_path: Path) -> None:
+    """`benchmarks/tool_loop.py`, as the README runs it against a served tool run: the exact call on every row
+    that answers with one, plain and streamed, and the whole loop where the row goes on to a final answer."""
+    import subprocess
+    import sys
+
+    data, out = tmp_path / "test.jsonl", tmp_path / "loop.json"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tool_rows()), encoding="utf-8")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tool_loop.py"
+    args = [str(data), "--url", f"{server}/v1", "--model", "weather", "--api-key", KEY, "--json", str(out)]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert report["rows"] == 3  # the hello row needs no call
+    for mode in ("plain", "streamed"):
+        got = report[mode]
+        assert (got["exact_call"], got["loops"], got["loops_with_the_reference_answer"]) == (3, 1, 1), got
