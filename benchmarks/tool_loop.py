@@ -19,14 +19,17 @@ from typing import Any
 
 from openai import OpenAI
 
+from tunesmith.eval.metrics import same_calls
 
-def _same_call(got: Any, want: dict[str, Any]) -> bool:
-    """One returned call equals the reference: same function, arguments equal as parsed JSON."""
+
+def _exact(calls: list[Any], want: dict[str, Any]) -> bool:
+    """The SDK's returned calls are the reference call, by eval's own rule (``metrics.same_calls``)."""
     try:
-        args = json.loads(got.function.arguments)
+        got = [(c.function.name, json.loads(c.function.arguments)) for c in calls]
     except (TypeError, ValueError):
         return False
-    return got.function.name == want["function"]["name"] and args == json.loads(want["function"]["arguments"])
+    reference = {"name": want["function"]["name"], "arguments": json.loads(want["function"]["arguments"])}
+    return same_calls(got, [reference])
 
 
 def _ask(client: OpenAI, model: str, messages: list, tools: list, stream: bool) -> Any:
@@ -46,7 +49,7 @@ def run_row(client: OpenAI, model: str, row: dict[str, Any], stream: bool) -> di
     want = messages[turn]["tool_calls"][0]
     reply = _ask(client, model, messages[:turn], row["tools"], stream).choices[0]
     calls = reply.message.tool_calls or []
-    exact = reply.finish_reason == "tool_calls" and len(calls) == 1 and _same_call(calls[0], want)
+    exact = reply.finish_reason == "tool_calls" and _exact(calls, want)
     if len(messages) <= turn + 2 or not exact:
         return {"exact_call": exact, "final_answer": None if len(messages) <= turn + 2 else False}
     result = {"role": "tool", "tool_call_id": calls[0].id, "content": messages[turn + 1]["content"]}

@@ -259,14 +259,19 @@ def _canonical(name: str, args: dict[str, Any]) -> str:
     return name + json.dumps(args, sort_keys=True, ensure_ascii=False)
 
 
+def same_calls(got: Sequence[tuple[str, Any]], reference: Sequence[dict[str, Any]]) -> bool:
+    """The exact-call rule: ``got`` ((name, parsed arguments) pairs) are the reference's calls, functions and
+    arguments equal as parsed JSON, in any order. eval scores by it, and so does benchmarks/tool_loop.py."""
+    want = Counter(_canonical(r["name"], r["arguments"]) for r in reference)
+    return Counter(_canonical(name, args) for name, args in got) == want
+
+
 def score_call(prediction: str, reference: Sequence[dict[str, Any]]) -> CallScore:
     """``reference``: [{"name": ..., "arguments": {...}}]. Arguments are matched per function, in order;
     a missing argument, or one with another value or type, is wrong."""
     from tunesmith.data.tools import parse_tool_calls
 
     calls = parse_tool_calls(prediction).calls
-    got = Counter(_canonical(c.name, c.arguments) for c in calls)
-    want = Counter(_canonical(r["name"], r["arguments"]) for r in reference)
     unused = list(calls)
     args: dict[str, bool] = {}
     for ref in reference:
@@ -278,7 +283,8 @@ def score_call(prediction: str, reference: Sequence[dict[str, Any]]) -> CallScor
             value_got = have.get(key, _MISSING)
             args[f"{ref['name']}.{key}"] = type(value_got) is type(value) and value_got == value
     names = Counter(c.name for c in calls) == Counter(r["name"] for r in reference)
-    return CallScore(bool(calls), names, got == want, args)
+    exact = same_calls([(c.name, c.arguments) for c in calls], reference)
+    return CallScore(bool(calls), names, exact, args)
 
 
 def called_a_tool(prediction: str) -> bool:
