@@ -168,6 +168,38 @@ def test_the_kl_term_builds_no_kv_cache(tiny_model_dir: Path) -> None:
     assert len(caches) == 2 and caches == [None, None]  # the base's pass and the tuned pass
 
 
+@pytest.mark.slow
+def test_a_compiled_run_stays_within_dynamos_recompile_limit(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every decoder layer shares one compiled frame, and each kind of pass is its own variant of it (training's
+    first layer and the others, validation and the probe without grad, the KL term's passes, one row or several,
+    with a mask or without): a default run needs ~10, past dynamo's default limit of 8, and the rest ran eager
+    behind the "[0/8] recompile_limit" warning. The aot_eager backend traces as inductor does, without its C++."""
+    import functools
+    import logging
+
+    import torch._dynamo
+
+    from tunesmith.train import setup
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # dynamo's default, whatever ran before
+    monkeypatch.setattr(setup, "compile_layers", functools.partial(setup.compile_layers, backend="aot_eager"))
+    warnings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("torch._dynamo").addHandler(handler)
+    torch._dynamo.reset()
+    try:
+        data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+        cfg = make_cfg(tiny_model_dir, data, kl_to_base=0.5, max_steps=4, eval_every=2, compile=True)
+        run_training(cfg, tmp_path / "run")
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(handler)
+        torch._dynamo.reset()
+    assert not [w for w in warnings if "recompile_limit" in w]
+
+
 def test_a_run_with_kl_to_base_logs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
     run_training(make_cfg(tiny_model_dir, data, kl_to_base=0.5, max_steps=3, eval_every=3), tmp_path / "run")
