@@ -44,6 +44,9 @@ def test_a_reinforcement_job_through_the_official_client(jobs_server: tuple[str,
     metrics = [e.data for e in events if e.type == "metrics"]
     assert metrics and all("train_reward_mean" in m and "train_zero_variance_groups" in m for m in metrics)
     assert any("valid_reward_mean" in m for m in metrics)
+    assert sorted(m["step"] for m in metrics) == [1, 2]  # the start's validation stays in the run's metrics.jsonl
+    lines = [json.loads(x) for x in (job_dir(home, job.id) / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["step"] == 0 and "val_grade" in lines[0]
 
 
 @pytest.mark.parametrize(

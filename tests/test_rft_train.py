@@ -71,7 +71,7 @@ def test_rft_run_logs_rewards_and_validates_on_the_grade(
     lines = [json.loads(x) for x in (tmp_path / "run" / runs.METRICS).read_text().splitlines()]
     steps = [x for x in lines if "reward_mean" in x]
     vals = [x for x in lines if "val_grade" in x]
-    assert len(steps) == 4 and len(vals) == 2
+    assert len(steps) == 4 and [v["step"] for v in vals] == [0, 2, 4]  # the start is validated too
     keys = {"reward_mean", "reward_std", "zero_variance_groups", "completion_len", "sample_s", "grade_s", "train_s"}
     assert keys <= steps[0].keys()
     assert steps[0]["trained_tokens"] == 4 * 4 * 8  # 4 prompts x K 4 x 8 tokens (a random model never stops)
@@ -91,6 +91,36 @@ def test_rft_run_logs_rewards_and_validates_on_the_grade(
     assert report["tuned"]["mean_grade"] == pytest.approx(sum(r["tuned"] for r in report["rows"]) / 5)
     assert all(0 <= r["base"] <= 1 and isinstance(r["tuned_reply"], str) for r in report["rows"])
     assert "| 5 |" in (tmp_path / "run" / "eval" / "grades.md").read_text()
+
+
+def test_the_start_is_kept_when_no_step_beats_its_grade(
+    tmp_path: Path, tiny_model_dir: Path, capsys, monkeypatch
+) -> None:
+    """The start's held-out grade is the bar: when every later validation grades lower, the run ends on the
+    start's weights (a fresh adapter: LoRA's B matrices all zero), and says so. The grades are scripted (a
+    random model's own are noise); the loop's bookkeeping and the weights kept are what is tested."""
+    from safetensors.torch import load_file
+
+    from tunesmith.train.objectives.rft import GRPO
+
+    grades = iter([0.9, 0.5, 0.4, 0.3])
+
+    def scripted(self, model, prompts):  # the start 0.9, then lower at every validation
+        g = next(grades)
+        return {"loss": -g, "grade": g}
+
+    monkeypatch.setattr(GRPO, "evaluate", scripted)
+    monkeypatch.setenv("TUNESMITH_QUIET", "0")
+    args = train_args(tmp_path, tiny_model_dir, fuzzy(), prompt_rows(20), "--max-steps", 3, "--eval-every", 1,
+                      "--lr", 0.05)  # fmt: skip
+    code, out, err = cli(capsys, *args)
+    assert code == 0, out + err
+    assert "best validation grade 0.9000 at step 0 (no step beat the start" in out + err
+    tensors = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    b = [t for name, t in tensors.items() if "lora_B" in name]
+    assert b and all(float(t.abs().max()) == 0.0 for t in b), "the trained weights were kept, not the start's"
+    steps = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(x.get("grad_norm", 0) > 0 for x in steps), "the steps did train"
 
 
 def test_the_probe_stops_a_start_that_never_passes(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:

@@ -69,6 +69,8 @@ def metric_points(lines: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """metrics.jsonl lines (one per step, plus validation lines) -> OpenAI-named metrics per step."""
     points: dict[int, dict[str, Any]] = {}
     for rec in lines:
+        if rec["step"] < 1:  # the start's validation (RFT's bar): OpenAI's metrics are per training step, from 1
+            continue
         point = points.setdefault(rec["step"], {"step": rec["step"]})
         for ours, theirs in _NAMES.items():
             if ours in rec:

@@ -100,6 +100,15 @@ def train(
 
     model.train()
     with Progress(total_steps, state.step, engine.is_main, metrics_path, open_trackers) as progress:
+        start_is_bar = getattr(engine.objective, "validates_start", False)
+        if (
+            start_is_bar
+            and state.step == 0
+            and val_data
+            and settings.eval_every
+            and validator(state, progress, total_steps)
+        ):
+            best = snapshot(params)  # the start is the bar: kept unless a later validation beats it
         while state.step < total_steps and not state.stopped_early:
             if stop_after is not None and state.step >= stop_after:
                 break

@@ -90,7 +90,7 @@ class Progress:
     def say(self, text: str) -> None:
         """A progress line where no bar is shown (logs, CI), with the step's tokens/s."""
         if not self.show:
-            console.info(f"{text}  {self.last_tps:.0f} tok/s")
+            console.info(f"{text}  {self.last_tps:.0f} tok/s" if self.last_tps else text)  # (none before a step)
 
     def update(self, step: int, loss: float, val: float | None, tokens_per_s: float) -> None:
         self.log_file.flush()

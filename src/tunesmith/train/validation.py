@@ -47,7 +47,8 @@ class Validator:
         shown = f"grade {val['grade']:.4f}" if "grade" in val else f"{state.last_val:.4f}"
         if probe:
             shown += f"  general ppl {probe['probe_perplexity']:.2f} ({probe['probe_change']:+.0%})"
-        progress.say(f"step {state.step}/{total_steps}  loss {state.last_loss:.4f}  val {shown}")
+        loss = "the start" if state.last_loss is None else f"loss {state.last_loss:.4f}"
+        progress.say(f"step {state.step}/{total_steps}  {loss}  val {shown}")
         return best
 
 
@@ -92,7 +93,8 @@ def measure_probe(general: General, model: Any, state: LoopState) -> dict[str, f
     """The forgetting probe at a validation, as metrics.jsonl fields (none when the run has no probe)."""
     if general.probe is None or state.probe_base is None:
         return {}
-    state.last_probe = general.probe.measure(model)
+    if state.step > 0:  # (at step 0 the start's reading is the base one, just taken)
+        state.last_probe = general.probe.measure(model)
     return {
         "probe_perplexity": round(state.last_probe, 4),
         "probe_change": round(state.last_probe / state.probe_base - 1.0, 6),

@@ -42,6 +42,9 @@ MAX_ERROR_EVENTS = 5  # grader failures reported one by one; the rest are counte
 
 class GRPO:
     name = "rft"
+    # The start (usually an SFT run) already does the task: its grade is the bar a step must beat, and its
+    # weights are kept when none does (loop.py validates it before the first step).
+    validates_start = True
 
     def __init__(self, k: int = 4, temperature: float = 1.0, max_new_tokens: int = 128, beta: float = 0.0) -> None:
         self.k, self.temperature, self.max_new_tokens, self.beta = k, temperature, max_new_tokens, beta
