@@ -111,8 +111,13 @@ def prepare_model(model: Any, method: str, lora: LoraSettings, bf16: bool) -> An
 
         if bf16:
             # The frozen base only feeds activations forward and gradients back, so bf16 storage loses
-            # nothing that autocast would not round away anyway, and saves a cast per layer per step.
+            # nothing that autocast would not round away anyway, and saves a cast per layer per step. A
+            # continued adapter keeps its fp32 weights: cast with the rest, it would start rounded to bf16.
+            adapter = {n: p.data for n, p in model.named_parameters() if "lora_" in n}
             model = model.to(torch.bfloat16)
+            for name, p in model.named_parameters():
+                if name in adapter:
+                    p.data = adapter[name]
         # A LoRA run given as the model keeps training its own adapter; anything else gets a fresh one.
         model = continue_lora(model) if hasattr(model, "peft_config") else add_lora(model, lora)
         if bf16:
