@@ -10,7 +10,8 @@ names the email's product (tunesmith: a string_check ilike grader; TRL: the same
 the base model sometimes does, so the start probe lets it train); the smoke mode's random model never does, so
 there it is 1 when the completion holds the letter "q".
 
-Every run is a fresh subprocess (so peak RSS is per run), runs are interleaved A/B/B/A. Reported: median
+Every result records the machine (CPU model, AMX / AVX-512 BF16, the measured GEMM peaks). Every run is a
+fresh subprocess (so peak RSS is per run), runs are interleaved A/B/B/A. Reported: median
 optimizer steps per second over the training loop (tunesmith: the loop's wall time, its start probe excluded;
 TRL: trainer.train()), split into sampling (generation), grading and training (everything else: log-probs,
 loss, backward, optimizer), and median peak RSS.
@@ -30,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import whole_command
 from trl_common import benchmark_parser, child_result, interleaved, lora_config, peak_rss_mb, trl_cpu_args
 
 HERE = Path(__file__).resolve().parent
@@ -214,6 +216,8 @@ def main() -> None:
     if args.child:
         run_child(args)
         return
+    where = whole_command.machine_record()
+    print(f"machine: {whole_command.describe(where)}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if args.smoke:
@@ -232,7 +236,8 @@ def main() -> None:
     print(table)
     if args.json:
         settings = SETTINGS | {"k": args.k, "steps": args.steps, "max_completion": args.max_completion, "model": model}
-        args.json.write_text(json.dumps({"settings": settings, "medians": medians, "runs": runs}, indent=2))
+        record = {"date": time.strftime("%Y-%m-%d"), "machine": where, "settings": settings}
+        args.json.write_text(json.dumps(record | {"medians": medians, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

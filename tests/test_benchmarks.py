@@ -73,6 +73,7 @@ def test_grpo_benchmark_smoke(tmp_path: Path, default_model_dir: Path) -> None:
         m = result["medians"][tool]
         assert m["steps_per_s"] > 0 and m["sampling_s"] > 0 and m["training_s"] > 0 and m["peak_rss_mb"] > 0
     assert "steps/s" in proc.stdout and "sampling s/step" in proc.stdout
+    assert result["machine"]["model"] and result["machine"]["gemm_peak_tflops"]  # where it ran, recorded
 
 
 def test_forgetting_frontier_quick_grid(tmp_path: Path, tiny_model_dir: Path) -> None:
