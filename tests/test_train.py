@@ -146,10 +146,9 @@ def test_a_continued_adapter_keeps_its_fp32_weights_in_bf16(tmp_path: Path, tiny
     torch.manual_seed(0)
     base, _, _ = load_model(str(tiny_model_dir))
     randomize_b(add_lora(base, load_config(None, {"lora": {"r": 4}}).lora), 0.02).save_pretrained(tmp_path / "ad")
-    saved = {n: p.detach().clone() for n, p in PeftModel.from_pretrained(
-        load_model(str(tiny_model_dir))[0], str(tmp_path / "ad")).named_parameters() if "lora_" in n}  # fmt: skip
-    assert any(bool((t.bfloat16().float() != t).any()) for t in saved.values()), "the check needs fp32 values"
     loaded = PeftModel.from_pretrained(load_model(str(tiny_model_dir))[0], str(tmp_path / "ad"))
+    saved = {n: p.detach().clone() for n, p in loaded.named_parameters() if "lora_" in n}
+    assert any(bool((t.bfloat16().float() != t).any()) for t in saved.values()), "the check needs fp32 values"
     model = prepare_model(loaded, "lora", load_config(None, {}).lora, bf16=True)
     params = dict(model.named_parameters())
     assert all(torch.equal(params[n], t) and params[n].requires_grad for n, t in saved.items())
