@@ -147,9 +147,9 @@ def train_command(
     assert s is not None  # rank 0 of a finished run
     best = f", best validation loss {s.best_val_loss:.4f} at step {s.best_step}" if s.best_val_loss else ""
     if s.objective == "rft" and s.best_val_loss is not None:  # RFT validates on its mean grade (loss = -grade)
-        best = f", best validation grade {-s.best_val_loss:.4f} at step {s.best_step}"
+        best = f", kept step {s.best_step}'s weights (validation grade {-s.best_val_loss:.4f})"
         if s.best_step == 0:
-            best += " (no step beat the start: the start's weights are kept)"
+            best += " (every later validation graded clearly worse: the start's weights are kept)"
     console.info(
         f"[green]done[/green] in {s.wall_time_s:.0f}s: {s.steps} steps, "
         f"{s.tokens_per_s} tok/s{best}{' (stopped early)' if s.stopped_early else ''}"

@@ -108,7 +108,7 @@ def train(
             and settings.eval_every
             and validator(state, progress, total_steps)
         ):
-            best = snapshot(params)  # the start is the bar: kept unless a later validation beats it
+            best = snapshot(params)  # the start's grade: kept if every later one is clearly worse
         while state.step < total_steps and not state.stopped_early:
             if stop_after is not None and state.step >= stop_after:
                 break

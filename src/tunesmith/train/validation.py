@@ -7,6 +7,7 @@ evaluation is the best so far (with early stopping), and the best weights kept i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,10 @@ class Validator:
         model, engine = self.model, self.engine
         own = getattr(engine.objective, "evaluate", None)  # RFT: the mean grade, not a loss
         val = own(model, self.data) if own else validate(model, self.data, self.micro, self.pad_id, self.bf16, engine)
+        rows = val.pop("rows", None)  # RFT: each prompt's loss, for the paired comparison
         probe = measure_probe(self.general, model, state)
         progress.log({"step": state.step, **{f"val_{k}": round(v, 6) for k, v in val.items()}, **probe})
-        best = note_validation(state, val["loss"], self.patience, self.general)
+        best = note_validation(state, val["loss"], self.patience, self.general, rows)
         shown = f"grade {val['grade']:.4f}" if "grade" in val else f"{state.last_val:.4f}"
         if probe:
             shown += f"  general ppl {probe['probe_perplexity']:.2f} ({probe['probe_change']:+.0%})"
@@ -101,13 +103,24 @@ def measure_probe(general: General, model: Any, state: LoopState) -> dict[str, f
     }
 
 
-def note_validation(state: LoopState, val_loss: float, patience: int | None, general: General | None = None) -> bool:
-    """Record a validation loss (and the probe's perplexity, where measured); True when it is the best so far
-    (the caller snapshots the weights).
+def note_validation(
+    state: LoopState,
+    val_loss: float,
+    patience: int | None,
+    general: General | None = None,
+    rows: list[float] | None = None,
+) -> bool:
+    """Record a validation loss (and the probe's perplexity, where measured); True when its weights are the
+    ones to keep so far (the caller snapshots them).
+
+    Without ``rows`` the kept weights are those with the lowest loss. With ``rows`` (each held-out row's
+    loss, in the same order at every validation: RFT's per-prompt grades, whose mean over a few dozen
+    prompts moves in coarse, noisy steps) they are the latest whose rows are not clearly worse than those of
+    the lowest mean so far (``clearly_worse``): a tie or a drop within noise keeps the more-trained weights.
 
     With a forgetting budget, an evaluation whose probe rose by more than the budget is never preferred to
     one within it: the best is the lowest validation loss among those within, and only while none is within,
-    the lowest overall. An evaluation that is not the best counts toward early stopping, so a run that has
+    the lowest overall. An evaluation that is not kept counts toward early stopping, so a run that has
     left the budget stops after ``patience`` evaluations."""
     state.last_val = val_loss
     point = {"step": state.step, "val_loss": val_loss}
@@ -118,14 +131,41 @@ def note_validation(state: LoopState, val_loss: float, patience: int | None, gen
         if probe.budget is not None:
             within = state.last_probe / state.probe_base - 1.0 <= probe.budget
     state.history.append(point)
-    lower = state.best_val is None or val_loss < state.best_val
-    if (within and (lower or not state.best_within)) or (not within and not state.best_within and lower):
+    if rows is None:
+        keep = _preferred(val_loss, within, state.best_val, state.best_within)
+    else:
+        if _preferred(val_loss, within, state.top_val, state.top_within):
+            state.top_val, state.top_rows, state.top_within = val_loss, list(rows), within
+        keep = (within or not state.best_within) and not clearly_worse(rows, state.top_rows or rows)
+    if keep:
         state.best_val, state.best_step, state.bad_evals, state.best_within = val_loss, state.step, 0, within
         return True
     state.bad_evals += 1
     if patience is not None and state.bad_evals >= patience:
         state.stopped_early = True
     return False
+
+
+def _preferred(loss: float, within: bool, best: float | None, best_within: bool) -> bool:
+    """Whether an evaluation with ``loss`` (``within`` the forgetting budget) beats the one so far."""
+    lower = best is None or loss < best
+    return (within and (lower or not best_within)) or (not within and not best_within and lower)
+
+
+NOISE_Z = 2.0  # "clearly worse": a mean paired difference beyond two of its standard errors
+
+
+def clearly_worse(rows: list[float], than: list[float], z: float = NOISE_Z) -> bool:
+    """Whether per-row losses ``rows`` are worse than ``than`` (the same rows, in order) beyond noise: their
+    mean paired difference is positive and more than ``z`` standard errors of it. Rows that did not change
+    add no noise, so a drop spread over many rows counts and one row that flipped does not."""
+    diffs = [a - b for a, b in zip(rows, than, strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / max(1, n)
+    if mean <= 0:
+        return False
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+    return mean > z * math.sqrt(var / n)
 
 
 # ---- the best weights, kept in memory -------------------------------------------------------------------

@@ -42,8 +42,8 @@ MAX_ERROR_EVENTS = 5  # grader failures reported one by one; the rest are counte
 
 class GRPO:
     name = "rft"
-    # The start (usually an SFT run) already does the task: its grade is the bar a step must beat, and its
-    # weights are kept when none does (loop.py validates it before the first step).
+    # The start (usually an SFT run) already does the task: loop.py validates it before the first step, and
+    # its weights are kept when every later validation grades clearly worse (validation.py, note_validation).
     validates_start = True
 
     def __init__(self, k: int = 4, temperature: float = 1.0, max_new_tokens: int = 128, beta: float = 0.0) -> None:
@@ -127,14 +127,16 @@ class GRPO:
     @torch.no_grad()
     def evaluate(self, model: Any, prompts: Sequence[RftPrompt]) -> dict[str, float]:
         """Validation: the mean grade of greedy completions (up to max_new_tokens). "loss" is minus the grade,
-        so that the loop's lower-is-better bookkeeping (best weights, early stopping) reads it."""
+        so that the loop's lower-is-better bookkeeping (best weights, early stopping) reads it; "rows" is
+        each prompt's, which that bookkeeping compares pairwise to tell a real drop from noise."""
         outs = ro.sample(
             model, prompts, 1, stops=self.stops, pad=self.pad_id, max_new_tokens=self.max_new_tokens,
             temperature=0.0, batch_size=self._sample_batch(), bf16=self.bf16,
         )  # fmt: skip
         grades = self._grade(prompts, outs)
-        mean = sum(g[0].score for g in grades) / max(1, len(grades))
-        return {"loss": -mean, "grade": mean}
+        scores = [g[0].score for g in grades]
+        mean = sum(scores) / max(1, len(scores))
+        return {"loss": -mean, "grade": mean, "rows": [-s for s in scores]}
 
     # -- helpers ------------------------------------------------------------------------------------------
 
