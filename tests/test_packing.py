@@ -195,3 +195,31 @@ def test_bf16_and_checkpointing_keep_the_loss(tmp_path, tiny_model_dir) -> None:
     if "bf16" in losses:
         assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
         assert losses["bf16"] != losses["fp32"], "bf16 really ran (its rounding shows)"
+
+
+def test_padding_to_a_width_multiple_changes_only_the_shape(lora_model, chat_file) -> None:
+    """SFT pads each micro-batch's width up to a multiple of WIDTH_MULTIPLE (fewer distinct shapes for
+    oneDNN to build kernels for); the extra positions are masked, so loss and gradients are unchanged, padded
+    or packed."""
+    from tunesmith.train.batches import WIDTH_MULTIPLE
+    from tunesmith.train.objectives.sft import SFT
+
+    model, tok = lora_model
+    rows, _ = Renderer(tok).render_all(read_examples(chat_file).examples[:5])
+    pad = tok.pad_token_id
+    packed_rows = [[rows[i] for i in r] for r in pack_best_fit([len(e.input_ids) for e in rows], capacity=120)]
+    for layout in ([[e] for e in rows], packed_rows):
+        tight = (
+            collate([r[0] for r in layout], pad) if all(len(r) == 1 for r in layout) else collate_packed(layout, pad)
+        )
+        wide = SFT().collate(layout, pad)
+        assert wide["input_ids"].shape[1] % WIDTH_MULTIPLE == 0
+        assert wide["input_ids"].shape[1] > tight["input_ids"].shape[1], "the test data must need padding"
+        loss_tight, n_tight = token_loss_sum(model, tight)
+        g_tight = grads_of(model, loss_tight)
+        loss_wide, n_wide = token_loss_sum(model, wide)
+        g_wide = grads_of(model, loss_wide)
+        assert n_wide == n_tight
+        torch.testing.assert_close(loss_wide, loss_tight, atol=1e-4, rtol=0)
+        for name, g in g_tight.items():
+            torch.testing.assert_close(g_wide[name], g, atol=1e-4, rtol=0, msg=name)

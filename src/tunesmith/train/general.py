@@ -30,7 +30,7 @@ from tunesmith.data.render import IGNORE, Rendered
 from tunesmith.errors import UserError
 from tunesmith.eval import forgetting
 from tunesmith.train import distributed
-from tunesmith.train.batches import StepPlan, collate, layout_step
+from tunesmith.train.batches import WIDTH_MULTIPLE, StepPlan, collate, layout_step
 from tunesmith.train.precision import autocast
 
 REPLAY_TEXT = "general_replay.txt"
@@ -175,7 +175,7 @@ class KLToBase:
         k = self.per_step
         rows = [self.rows[(step * k + i) % len(self.rows)] for i in range(k)]
         device = next(model.parameters()).device
-        batch = {key: v.to(device) for key, v in collate(rows, self.pad_id).items()}
+        batch = {key: v.to(device) for key, v in collate(rows, self.pad_id, WIDTH_MULTIPLE).items()}
         # use_cache=False: no KV cache is needed here, and with one the compiled layers guard on its per-layer
         # state, so the term's passes recompiled layer after layer until dynamo's limit (the "[0/8]" warning).
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}

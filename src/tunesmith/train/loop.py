@@ -28,7 +28,7 @@ from tunesmith import console, runs
 from tunesmith.config import TrainSettings
 from tunesmith.errors import UserError
 from tunesmith.train import signals
-from tunesmith.train.batches import StepPlan
+from tunesmith.train.batches import StepPlan, padded_width
 from tunesmith.train.engine import Engine
 from tunesmith.train.general import General, replay_tokens
 from tunesmith.train.loop_state import LoopState
@@ -196,7 +196,10 @@ class _StepRunner:
             extra["kl_to_base"] = round(self.general.kl(self.engine.model, state.step), 6)
         if rollout is None and (replayed := replay_tokens(examples)):  # (the user's rows: trained_tokens)
             extra["replay_tokens"] = replayed
-        padded = sum(len(mb) * max(sum(lengths[i] for i in row) for row in mb) for mb in mine[:live])
+        multiple = self.objective.width_multiple
+        padded = sum(
+            len(mb) * padded_width(max(sum(lengths[i] for i in row) for row in mb), multiple) for mb in mine[:live]
+        )
         names = sorted(sums)
         loss_total, padded, *summed = self.engine.all_sum(loss_total, padded, *(sums[k] for k in names))
         sums = dict(zip(names, summed, strict=True))

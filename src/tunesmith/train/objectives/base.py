@@ -24,6 +24,7 @@ def add_sums(a: Sums, b: Sums) -> Sums:
 
 class Objective(Protocol):
     name: str
+    width_multiple: int  # ``collate`` pads a micro-batch's width up to a multiple of this (1: to its longest)
 
     def length(self, example: Any) -> int:
         """Positions the example occupies in a batch (planning, padding and tokens/s use it)."""

@@ -84,6 +84,7 @@ def render_pairs(renderer: Renderer, convs: Sequence[Conversation]) -> tuple[lis
 
 class DPO:
     name = "dpo"
+    width_multiple = 1
     default_beta = DEFAULT_BETA
 
     def __init__(self, beta: float = DEFAULT_BETA, nll: float = 0.0) -> None:

@@ -42,6 +42,7 @@ MAX_ERROR_EVENTS = 5  # grader failures reported one by one; the rest are counte
 
 class GRPO:
     name = "rft"
+    width_multiple = 1
     # The start (usually an SFT run) already does the task: loop.py validates it before the first step, and
     # its weights are kept when every later validation grades clearly worse (validation.py, note_validation).
     validates_start = True

@@ -13,13 +13,14 @@ from typing import Any
 import torch
 
 from tunesmith.data.render import Rendered
-from tunesmith.train.batches import to_batch
+from tunesmith.train.batches import WIDTH_MULTIPLE, to_batch
 from tunesmith.train.loss import token_loss_and_accuracy
 from tunesmith.train.objectives.base import Sums
 
 
 class SFT:
     name = "sft"
+    width_multiple = WIDTH_MULTIPLE  # (batches.py says why)
 
     def length(self, example: Rendered) -> int:
         return len(example.input_ids)
@@ -28,7 +29,7 @@ class SFT:
         return sum(e.n_trained for e in examples)
 
     def collate(self, rows: list[list[Rendered]], pad_id: int) -> dict[str, torch.Tensor]:
-        return to_batch(rows, pad_id)
+        return to_batch(rows, pad_id, self.width_multiple)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Sums]:
         loss, _, correct = token_loss_and_accuracy(model, batch)
