@@ -52,8 +52,14 @@ KL_TO_BASE = 2.0
 # The term holds the model near its base, so the task takes a pass longer: on the demo, 2.0 x KL reached 96.7% in
 # 4 epochs (KL 1.0: 94.0% in 3, 97.0% in 4). A run with the term and the usual epoch count gets one more.
 KL_EXTRA_EPOCHS = 1
-# Tokens per forward pass: bounds activation memory whatever the row length.
-MICRO_BATCH_TOKENS = 4096
+# Tokens per forward pass: bounds activation memory whatever the row length. The activations kept for the
+# backward pass set the peak RSS (~1 MB a token for SmolLM2-135M): on the long-reply set, ~2k tokens instead
+# of ~4k cut it 4474 -> 3413 MB for ~5% more wall time (2-vCPU AMX Xeon, 2026-12-06, single runs;
+# BENCHMARKS.md). Rows of up to ~250 tokens (the demo) keep micro-batches of 8 either way.
+MICRO_BATCH_TOKENS = 2048
+# RFT's forward passes were measured at ~4k tokens (its README figures and its benchmark against TRL); ~2k
+# is not measured there yet.
+RFT_MICRO_BATCH_TOKENS = 4096
 
 
 # Validation: aim for ~10 evaluations a run, no fewer than enough for early stopping to act (patience 3
@@ -211,8 +217,10 @@ def _rft_defaults(s: TrainSettings, n: int, p95_prompt: int) -> list[str]:
             "(every step samples K completions of each)"
         )
     if s.micro_batch_size is None:
-        s.micro_batch_size = max(1, MICRO_BATCH_TOKENS // max(1, p95_prompt + s.max_completion_len))
-        reasons.append(f"micro-batch {s.micro_batch_size} completions: ~{MICRO_BATCH_TOKENS} tokens per forward pass")
+        s.micro_batch_size = max(1, RFT_MICRO_BATCH_TOKENS // max(1, p95_prompt + s.max_completion_len))
+        reasons.append(
+            f"micro-batch {s.micro_batch_size} completions: ~{RFT_MICRO_BATCH_TOKENS} tokens per forward pass"
+        )
     if s.learning_rate is None:
         s.learning_rate = default_learning_rate(s.method, "rft")
         reasons.append(f"learning rate {s.learning_rate:g}: the RFT {s.method} default, 10x below SFT's")

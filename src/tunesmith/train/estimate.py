@@ -46,7 +46,7 @@ from tunesmith.train.loop import accumulate_gradients
 from tunesmith.train.optim import make_optimizer
 
 PROBE_STEPS = 2  # optimizer steps per method; the second (warm) one is the measurement when there is time
-PROBE_TOKENS = 4096  # padded tokens per probe micro-batch at most (auto micro-batches aim at this size too)
+PROBE_TOKENS = 2048  # padded tokens per probe micro-batch at most (auto.MICRO_BATCH_TOKENS: the same size)
 PROBE_BUDGET_S = 10.0  # no second step for a method whose first step took longer than this
 
 
