@@ -57,9 +57,9 @@ KL_EXTRA_EPOCHS = 1
 # of ~4k cut it 4474 -> 3413 MB for ~5% more wall time (2-vCPU AMX Xeon, 2026-12-06, single runs;
 # BENCHMARKS.md). Rows of up to ~250 tokens (the demo) keep micro-batches of 8 either way.
 MICRO_BATCH_TOKENS = 2048
-# RFT's forward passes were measured at ~4k tokens (its README figures and its benchmark against TRL); ~2k
-# is not measured there yet.
-RFT_MICRO_BATCH_TOKENS = 4096
+# DPO's and RFT's figures (README; their benchmarks against TRL) were measured at ~4k tokens per forward
+# pass; ~2k is not measured for them yet, so they keep it.
+MICRO_BATCH_TOKENS_DPO_RFT = 4096
 
 
 # Validation: aim for ~10 evaluations a run, no fewer than enough for early stopping to act (patience 3
@@ -217,9 +217,9 @@ def _rft_defaults(s: TrainSettings, n: int, p95_prompt: int) -> list[str]:
             "(every step samples K completions of each)"
         )
     if s.micro_batch_size is None:
-        s.micro_batch_size = max(1, RFT_MICRO_BATCH_TOKENS // max(1, p95_prompt + s.max_completion_len))
+        s.micro_batch_size = max(1, MICRO_BATCH_TOKENS_DPO_RFT // max(1, p95_prompt + s.max_completion_len))
         reasons.append(
-            f"micro-batch {s.micro_batch_size} completions: ~{RFT_MICRO_BATCH_TOKENS} tokens per forward pass"
+            f"micro-batch {s.micro_batch_size} completions: ~{MICRO_BATCH_TOKENS_DPO_RFT} tokens per forward pass"
         )
     if s.learning_rate is None:
         s.learning_rate = default_learning_rate(s.method, "rft")
@@ -307,9 +307,10 @@ def resolve(
         s.batch_size, why = default_batch_size(n_train)
         reasons.append(why)
     if s.micro_batch_size is None:
-        fit = max(1, MICRO_BATCH_TOKENS // max(1, p95_len))
+        tokens = MICRO_BATCH_TOKENS if (s.objective or "sft") == "sft" else MICRO_BATCH_TOKENS_DPO_RFT
+        fit = max(1, tokens // max(1, p95_len))
         s.micro_batch_size = max(d for d in range(1, s.batch_size + 1) if s.batch_size % d == 0 and d <= fit)
-        reasons.append(f"micro-batch {s.micro_batch_size}: ~{MICRO_BATCH_TOKENS} tokens per forward pass")
+        reasons.append(f"micro-batch {s.micro_batch_size}: ~{tokens} tokens per forward pass")
     if s.objective == "dpo":
         reasons += _dpo_defaults(s)
     if s.learning_rate is None:
