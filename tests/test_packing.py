@@ -10,7 +10,7 @@ from tunesmith.data.formats import read_examples
 from tunesmith.data.render import IGNORE, Renderer
 from tunesmith.models.load import load_model
 from tunesmith.models.lora import add_lora, randomize_b
-from tunesmith.train.batches import collate, collate_packed, pack_best_fit
+from tunesmith.train.batches import collate, collate_packed, pack_best_fit, to_batch
 from tunesmith.train.loss import linear_cross_entropy, token_loss_sum
 
 
@@ -209,9 +209,7 @@ def test_padding_to_a_width_multiple_changes_only_the_shape(lora_model, chat_fil
     pad = tok.pad_token_id
     packed_rows = [[rows[i] for i in r] for r in pack_best_fit([len(e.input_ids) for e in rows], capacity=120)]
     for layout in ([[e] for e in rows], packed_rows):
-        tight = (
-            collate([r[0] for r in layout], pad) if all(len(r) == 1 for r in layout) else collate_packed(layout, pad)
-        )
+        tight = to_batch(layout, pad)  # (to its longest row)
         wide = SFT().collate(layout, pad)
         assert wide["input_ids"].shape[1] % WIDTH_MULTIPLE == 0
         assert wide["input_ids"].shape[1] > tight["input_ids"].shape[1], "the test data must need padding"

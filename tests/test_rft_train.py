@@ -93,9 +93,11 @@ def test_rft_run_logs_rewards_and_validates_on_the_grade(
     assert "| 5 |" in (tmp_path / "run" / "eval" / "grades.md").read_text()
 
 
-def _scripted_validation(monkeypatch, grades: list[list[float]]) -> None:
-    """Each validation of the run (the start's first) returns the next per-prompt grades: a random model's
-    own are noise, and the loop's bookkeeping and the weights kept are what is tested."""
+def _run_with_scripted_grades(
+    tmp_path: Path, model: Path, capsys, monkeypatch, grades: list[list[float]], steps: int, every: int
+) -> str:
+    """An RFT run whose validations (the start's first) return the next per-prompt grades: a random model's
+    own are noise, and the loop's bookkeeping and the weights kept are what is tested. Returns its output."""
     from tunesmith.train.objectives.rft import GRPO
 
     script = iter(grades)
@@ -107,6 +109,12 @@ def _scripted_validation(monkeypatch, grades: list[list[float]]) -> None:
         return {"loss": -mean, "grade": mean, "rows": [-g for g in rows]}
 
     monkeypatch.setattr(GRPO, "evaluate", scripted)
+    monkeypatch.setenv("TUNESMITH_QUIET", "0")
+    args = train_args(tmp_path, model, fuzzy(), prompt_rows(20), "--max-steps", steps, "--eval-every", every,
+                      "--lr", 0.05)  # fmt: skip
+    code, out, err = cli(capsys, *args)
+    assert code == 0, out + err
+    return out + err
 
 
 def _lora_b_is_zero(run: Path) -> bool:
@@ -123,13 +131,9 @@ def test_the_start_is_kept_when_every_step_grades_clearly_worse(
 ) -> None:
     """The start's held-out grade is measured first: when every later validation is clearly worse (on every
     prompt here), the run ends on the start's weights (LoRA's B matrices all zero), and says so."""
-    _scripted_validation(monkeypatch, [[1.0, 1.0, 0.8, 0.8], [0.5] * 4, [0.4] * 4, [0.3] * 4])
-    monkeypatch.setenv("TUNESMITH_QUIET", "0")
-    args = train_args(tmp_path, tiny_model_dir, fuzzy(), prompt_rows(20), "--max-steps", 3, "--eval-every", 1,
-                      "--lr", 0.05)  # fmt: skip
-    code, out, err = cli(capsys, *args)
-    assert code == 0, out + err
-    assert "kept step 0's weights (validation grade 0.9000) (every later validation graded clearly worse" in out + err
+    grades = [[1.0, 1.0, 0.8, 0.8], [0.5] * 4, [0.4] * 4, [0.3] * 4]
+    said = _run_with_scripted_grades(tmp_path, tiny_model_dir, capsys, monkeypatch, grades, steps=3, every=1)
+    assert "kept step 0's weights (validation grade 0.9000) (every later validation graded clearly worse" in said
     assert _lora_b_is_zero(tmp_path / "run"), "the trained weights were kept, not the start's"
     steps = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(x.get("grad_norm", 0) > 0 for x in steps), "the steps did train"
@@ -141,13 +145,9 @@ def test_a_drop_within_noise_keeps_the_trained_weights(
     """A few dozen prompts grade in coarse steps: one prompt that flips is noise, not a reason to throw the
     training away. The last validation is a little below the start's (one prompt of four lost a quarter),
     so the run ends on its weights, not the start's."""
-    _scripted_validation(monkeypatch, [[1.0, 1.0, 0.75, 0.5], [1.0, 1.0, 0.75, 0.25]])
-    monkeypatch.setenv("TUNESMITH_QUIET", "0")
-    args = train_args(tmp_path, tiny_model_dir, fuzzy(), prompt_rows(20), "--max-steps", 2, "--eval-every", 2,
-                      "--lr", 0.05)  # fmt: skip
-    code, out, err = cli(capsys, *args)
-    assert code == 0, out + err
-    assert "kept step 2's weights (validation grade 0.7500)" in out + err
+    grades = [[1.0, 1.0, 0.75, 0.5], [1.0, 1.0, 0.75, 0.25]]
+    said = _run_with_scripted_grades(tmp_path, tiny_model_dir, capsys, monkeypatch, grades, steps=2, every=2)
+    assert "kept step 2's weights (validation grade 0.7500)" in said
     assert not _lora_b_is_zero(tmp_path / "run"), "the start's weights were kept over a drop within noise"
 
 
@@ -254,5 +254,5 @@ def test_the_kept_grade_is_the_latest_within_noise_of_the_highest() -> None:
         if state.stopped_early:
             break
     # 16 and 15 of 24 are within noise of the highest (18 at step 10): kept; 8 and 9 are clearly below it
-    assert kept == [0, 10, 20, 30] and state.best_step == 30 and state.top_val == sum(losses(18)) / 24
+    assert kept == [0, 10, 20, 30] and state.best_step == 30 and state.top_rows == losses(18)
     assert state.stopped_early and state.step == 50

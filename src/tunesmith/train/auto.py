@@ -34,7 +34,8 @@ RFT_MAX_COMPLETION = 128
 RFT_EVALS = 5  # validations a run: each one generates a completion of every held-out prompt
 # Prompt visits an RFT run aims for (epochs x prompts, 1..3 epochs). On the shipped triage example (96 training
 # prompts after an SFT run on 40 rows) 2 epochs raised the held-out grade +4.2 and +2.5 points over two seeds,
-# 3 epochs (288 visits) +10.4 on both; one epoch over 228 prompts did not move it (README, reinforcement).
+# 3 epochs (288 visits) +10.4 on both; one epoch over 228 prompts never beat its start on validation (README,
+# reinforcement).
 RFT_TARGET_VISITS = 280
 # Replay of general rows in SFT steps (train/general.py, train/chat_replay.py): the share of each step's trained
 # tokens. On the demo task at lr 1e-3 (BENCHMARKS.md, "Forgetting frontier", parts 1 and 2): prose replay held
@@ -54,8 +55,8 @@ KL_TO_BASE = 2.0
 KL_EXTRA_EPOCHS = 1
 # Tokens per forward pass: bounds activation memory whatever the row length. The activations kept for the
 # backward pass set the peak RSS (~1 MB a token for SmolLM2-135M): on the long-reply set, ~2k tokens instead
-# of ~4k cut it 4474 -> 3413 MB for ~5% more wall time (2-vCPU AMX Xeon, 2026-12-06, single runs;
-# BENCHMARKS.md). Rows of up to ~250 tokens (the demo) keep micro-batches of 8 either way.
+# of ~4k cut it 4474 -> 3413 MB for ~5% more wall time (2-vCPU AMX Xeon, 2026-12-06: one benchmark pair
+# against one single run; BENCHMARKS.md). Rows of up to ~250 tokens (the demo) keep micro-batches of 8 either way.
 MICRO_BATCH_TOKENS = 2048
 # DPO's and RFT's figures (README; their benchmarks against TRL) were measured at ~4k tokens per forward
 # pass; ~2k is not measured for them yet, so they keep it.

@@ -41,12 +41,13 @@ import torch
 from tunesmith.config import RunConfig
 from tunesmith.data.formats import Conversation
 from tunesmith.data.render import Rendered, Renderer
+from tunesmith.train.auto import MICRO_BATCH_TOKENS
 from tunesmith.train.batches import Row, StepPlan, plan_steps
 from tunesmith.train.loop import accumulate_gradients
 from tunesmith.train.optim import make_optimizer
 
 PROBE_STEPS = 2  # optimizer steps per method; the second (warm) one is the measurement when there is time
-PROBE_TOKENS = 2048  # padded tokens per probe micro-batch at most (auto.MICRO_BATCH_TOKENS: the same size)
+PROBE_TOKENS = MICRO_BATCH_TOKENS  # padded tokens per probe micro-batch at most: the size auto micro-batches aim at
 PROBE_BUDGET_S = 10.0  # no second step for a method whose first step took longer than this
 
 

@@ -25,8 +25,7 @@ class LoopState:
     probe_base: float | None = None  # the forgetting probe's perplexity before the first step
     last_probe: float | None = None
     best_within: bool = False  # the best weights so far are within the forgetting budget
-    # With per-row validation (RFT's grades): the lowest mean loss so far and its rows, which later
+    # With per-row validation (RFT's grades): the rows of the lowest mean loss so far, which later
     # validations are compared with (validation.py, note_validation); best_* are then the weights kept.
-    top_val: float | None = None
     top_rows: list[float] | None = None
     top_within: bool = False

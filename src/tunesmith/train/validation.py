@@ -134,9 +134,10 @@ def note_validation(
     if rows is None:
         keep = _preferred(val_loss, within, state.best_val, state.best_within)
     else:
-        if _preferred(val_loss, within, state.top_val, state.top_within):
-            state.top_val, state.top_rows, state.top_within = val_loss, list(rows), within
-        keep = (within or not state.best_within) and not clearly_worse(rows, state.top_rows or rows)
+        top = sum(state.top_rows) / len(state.top_rows) if state.top_rows else None
+        if _preferred(val_loss, within, top, state.top_within):  # (the first validation always is)
+            state.top_rows, state.top_within = list(rows), within
+        keep = (within or not state.best_within) and not clearly_worse(rows, state.top_rows)
     if keep:
         state.best_val, state.best_step, state.bad_evals, state.best_within = val_loss, state.step, 0, within
         return True
