@@ -163,7 +163,7 @@ def test_the_kl_term_builds_no_kv_cache(tiny_model_dir: Path) -> None:
     model, tok, _ = load_model(str(tiny_model_dir))
     model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
     caches: list = []
-    model.base_model.model.register_forward_hook(lambda m, args, out: caches.append(out.past_key_values))
+    model.get_base_model().get_decoder().register_forward_hook(lambda m, args, out: caches.append(out.past_key_values))
     general.KLToBase.for_tokenizer(1.0, tok, bf16=False)(model, 0)
     assert len(caches) == 2 and caches == [None, None]  # the base's pass and the tuned pass
 
@@ -172,10 +172,11 @@ def test_the_kl_term_builds_no_kv_cache(tiny_model_dir: Path) -> None:
 def test_a_compiled_run_stays_within_dynamos_recompile_limit(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every decoder layer shares one compiled frame, and each kind of pass is its own variant of it (training's
-    first layer and the others, validation and the probe without grad, the KL term's passes, one row or several,
-    with a mask or without): a default run needs ~10, past dynamo's default limit of 8, and the rest ran eager
-    behind the "[0/8] recompile_limit" warning. The aot_eager backend traces as inductor does, without its C++."""
+    """Every decoder layer shares one compiled frame, and each kind of pass is its own variant of it. A default
+    run once needed ~10 (training's first layer and the others, validation and the probe without grad, the KL
+    term's passes, one row or several, with a mask or without), past dynamo's default limit of 8, and the rest
+    ran eager behind the "[0/8] recompile_limit" warning; each variant also costs its tracing at every start.
+    The aot_eager backend traces as inductor does, without its C++."""
     import functools
     import logging
 
@@ -190,14 +191,19 @@ def test_a_compiled_run_stays_within_dynamos_recompile_limit(
     handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
     logging.getLogger("torch._dynamo").addHandler(handler)
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     try:
         data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
         cfg = make_cfg(tiny_model_dir, data, kl_to_base=0.5, max_steps=4, eval_every=2, compile=True)
         run_training(cfg, tmp_path / "run")
+        variants = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     finally:
         logging.getLogger("torch._dynamo").removeHandler(handler)
         torch._dynamo.reset()
     assert not [w for w in warnings if "recompile_limit" in w]
+    # One batch layout for every pass and a first layer whose input needs grad as the others' do: training
+    # (several rows, one row), no-grad validation and probe, the KL term's base. It was 7 before.
+    assert variants <= 4
 
 
 def test_a_run_with_kl_to_base_logs_it(tiny_model_dir: Path, tmp_path: Path) -> None:

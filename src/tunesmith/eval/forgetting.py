@@ -21,7 +21,7 @@ import torch
 
 from tunesmith.data.render import Rendered
 from tunesmith.eval import behaviour as bh
-from tunesmith.train.batches import collate
+from tunesmith.train.batches import to_batch
 from tunesmith.train.loss import token_loss_sum
 
 TEXT_NAME = "general_english.txt"
@@ -50,7 +50,7 @@ def rows_perplexity(model: Any, rows: list[Rendered], pad_id: int) -> tuple[floa
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, len(rows), 4):  # a few chunks per forward keeps memory flat on long texts
-        batch = {k: v.to(device) for k, v in collate(rows[start : start + 4], pad_id).items()}
+        batch = {k: v.to(device) for k, v in to_batch([[r] for r in rows[start : start + 4]], pad_id).items()}
         loss, n = token_loss_sum(model, batch)
         total, count = total + float(loss), count + n
     return math.exp(total / count), count

@@ -107,10 +107,11 @@ def padded_width(width: int, multiple: int = 1) -> int:
 
 
 def to_batch(rows: list[list[Rendered]], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
-    """Tensors for one micro-batch: padded if every row holds one example, else packed; ``multiple``: the
-    width is padded up to a multiple of it."""
-    if all(len(r) == 1 for r in rows):
-        return collate([r[0] for r in rows], pad_id, multiple)
+    """Tensors for one micro-batch of rows of one example or several, always in the packed layout (a 4-D mask,
+    position ids); ``multiple``: the width is padded up to a multiple of it. One layout for every pass: a
+    compiled decoder layer compiles a variant of itself per kind of mask it is handed (a 2-D mask turned
+    4-D by transformers, none where a row has no padding, ours), and the training, validation, probe and KL
+    passes of one run mixed all three."""
     return collate_packed(rows, pad_id, multiple)
 
 

@@ -30,7 +30,8 @@ from tunesmith.data.render import IGNORE, Rendered
 from tunesmith.errors import UserError
 from tunesmith.eval import forgetting
 from tunesmith.train import distributed
-from tunesmith.train.batches import WIDTH_MULTIPLE, StepPlan, collate, layout_step
+from tunesmith.train.batches import WIDTH_MULTIPLE, StepPlan, layout_step, to_batch
+from tunesmith.train.loss import causal_lm_parts
 from tunesmith.train.precision import autocast
 
 REPLAY_TEXT = "general_replay.txt"
@@ -175,19 +176,32 @@ class KLToBase:
         k = self.per_step
         rows = [self.rows[(step * k + i) % len(self.rows)] for i in range(k)]
         device = next(model.parameters()).device
-        batch = {key: v.to(device) for key, v in collate(rows, self.pad_id, WIDTH_MULTIPLE).items()}
-        # use_cache=False: no KV cache is needed here, and with one the compiled layers guard on its per-layer
-        # state, so the term's passes recompiled layer after layer until dynamo's limit (the "[0/8]" warning).
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-        scored = batch["attention_mask"][:, 1:].bool()  # positions that predict a real next token
+        # The rows go in as training's micro-batches do (batches.to_batch) and through the same decoder call,
+        # so the compiled layers reuse training's variants instead of tracing their own (setup.compile_layers).
+        batch = {key: v.to(device) for key, v in to_batch([[r] for r in rows], self.pad_id, WIDTH_MULTIPLE).items()}
+        lengths = torch.tensor([len(r.input_ids) for r in rows], device=device)
+        scored = torch.arange(batch["input_ids"].shape[1] - 1, device=device)[None, :] < lengths[:, None] - 1
         with torch.no_grad(), model.disable_adapter(), autocast(self.bf16):
-            base = F.log_softmax(model(**inputs).logits[:, :-1][scored].float(), -1)
+            base = F.log_softmax(_scored_logits(model, batch, scored).float(), -1)
         with autocast(self.bf16):
-            tuned = F.log_softmax(model(**inputs).logits[:, :-1][scored].float(), -1)
+            tuned = F.log_softmax(_scored_logits(model, batch, scored).float(), -1)
         # KL(base || tuned) = sum_v p_base (log p_base - log p_tuned): zero while nothing moved.
         kl = F.kl_div(tuned, base, log_target=True, reduction="sum") / tuned.shape[0]
         (self.coef * kl).backward()
         return float(kl.detach())
+
+
+def _scored_logits(model: Any, batch: dict[str, torch.Tensor], scored: torch.Tensor) -> torch.Tensor:
+    """Logits at the ``scored`` positions only (those that predict a real next token). use_cache=False: with
+    a KV cache the compiled layers guard on its per-layer state and recompile layer after layer."""
+    decoder, head = causal_lm_parts(model)
+    hidden = decoder(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    ).last_hidden_state
+    return head(hidden[:, :-1][scored])
 
 
 @dataclass

@@ -173,10 +173,22 @@ def compile_layers(model: Any, backend: str = "inductor") -> None:
 
     from tunesmith.train.loss import causal_lm_parts
 
-    # Every layer runs one shared frame, and each kind of pass is its own compiled variant of it: training's
-    # first layer (input without grad) and the others, validation and the probe without grad, the KL term's
-    # rows, one row or several, a mask or none. A default run needs ~10; past dynamo's default limit of 8 the
-    # rest ran eager (measured: the long-reply set's loop 441 -> 518 tok/s with the limit raised).
+    # Every layer runs one shared frame, and each kind of pass is its own compiled variant of it, traced anew
+    # at every start (~1.5 s each for SmolLM2 on 2 vCPUs). Runs once needed ~14 (a mask or none, training's
+    # first layer, the KL term's own arguments); past dynamo's default limit of 8 the rest ran eager. Now one
+    # batch layout (batches.to_batch) and the hook below leave 4: training with several rows or one,
+    # validation and the probe without grad, the KL term's base. The limit stays raised for other models.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-    for layer in causal_lm_parts(model)[0].layers:
+    decoder = causal_lm_parts(model)[0]
+    # The first layer's input would be the only one without grad in a training pass: one variant more for
+    # each kind of training pass. Marking it as needing grad makes every layer alike, for the first layer's
+    # input-gradient matmuls (1/30 of the backward's for SmolLM2; the embedding itself stays frozen).
+    decoder.get_input_embeddings().register_forward_hook(_input_needs_grad)
+    for layer in decoder.layers:
         layer.compile(dynamic=True, backend=backend)
+
+
+def _input_needs_grad(module: Any, args: Any, output: Any) -> Any:
+    if torch.is_grad_enabled() and not output.requires_grad:
+        output.requires_grad_(True)
+    return output
