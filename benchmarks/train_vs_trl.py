@@ -254,11 +254,11 @@ def compare_whole(model: str, datasets: dict[str, Path], repeats: int, max_len: 
         runs = interleaved(
             repeats,
             lambda tool, train=train: _whole_run(tool, model, train, max_len),
-            lambda r: f"{r['wall_s']:.1f} s",
+            lambda r: f"{r['wall_s']:.1f} s, {r['peak_rss_mb']:.0f} MB",
             name=f"{name} ",
         )
         med = {t: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "peak_rss_mb")} for t, rs in runs.items()}
-        summary[name] = med
+        summary[name] = {t: {**m, "runs": runs[t]} for t, m in med.items()}  # every run, in the order run
         ts, trl = med["tunesmith"], med["trl"]
         table.append(
             f"| {name} | wall time (s) | {ts['wall_s']:.1f} | {trl['wall_s']:.1f} | "
