@@ -174,7 +174,7 @@ def compile_layers(model: Any, backend: str = "inductor") -> None:
     from tunesmith.train.loss import causal_lm_parts
 
     # Every layer runs one shared frame, and each kind of pass is its own compiled variant of it, traced anew
-    # at every start (~1.5 s each for SmolLM2 on 2 vCPUs). Runs once needed ~14 (a mask or none, training's
+    # at every start (~0.8 s each for SmolLM2 on 2 vCPUs). Runs once needed ~14 (a mask or none, training's
     # first layer, the KL term's own arguments); past dynamo's default limit of 8 the rest ran eager. Now one
     # batch layout (batches.to_batch) and the hook below leave 4: training with several rows or one,
     # validation and the probe without grad, the KL term's base. The limit stays raised for other models.
