@@ -129,11 +129,18 @@ def test_a_run_checkpointed_before_the_renovation_resumes_exactly(
 ) -> None:
     """The old loop writes step 4 of 8 and stops (as a crash would); today's loop resumes it and ends with
     the same weights and metrics as today's loop running all 8 steps straight."""
+    from tunesmith.train.batches import collate, collate_packed
     from tunesmith.train.objectives.sft import SFT
 
-    # The old loop padded each micro-batch to its longest row; today's pads to a multiple of 32, which
-    # rounds the weight gradients' sums differently (~1e-7). Both runs here pad as the old one did.
-    monkeypatch.setattr(SFT, "width_multiple", 1)
+    # The old loop padded each micro-batch to its longest row, with a 2-D mask where every row held one example;
+    # today's pads to a multiple of 32 and always hands the packed layout's 4-D mask, which rounds the weight
+    # gradients' sums differently (~1e-7). Both runs here lay batches out as the old one did.
+    def old_layout(self, rows, pad_id):  # type: ignore[no-untyped-def]
+        if all(len(r) == 1 for r in rows):
+            return collate([r[0] for r in rows], pad_id)
+        return collate_packed(rows, pad_id)
+
+    monkeypatch.setattr(SFT, "collate", old_layout)
     old_src = _old_source(tmp_path / "old")
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(24))
     # replay 0: the old loop had none, and its steps must be today's steps
