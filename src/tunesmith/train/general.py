@@ -31,7 +31,7 @@ from tunesmith.errors import UserError
 from tunesmith.eval import forgetting
 from tunesmith.train import distributed
 from tunesmith.train.batches import WIDTH_MULTIPLE, StepPlan, layout_step, to_batch
-from tunesmith.train.loss import causal_lm_parts
+from tunesmith.train.loss import decoder_hidden
 from tunesmith.train.precision import autocast
 
 REPLAY_TEXT = "general_replay.txt"
@@ -192,15 +192,8 @@ class KLToBase:
 
 
 def _scored_logits(model: Any, batch: dict[str, torch.Tensor], scored: torch.Tensor) -> torch.Tensor:
-    """Logits at the ``scored`` positions only (those that predict a real next token). use_cache=False: with
-    a KV cache the compiled layers guard on its per-layer state and recompile layer after layer."""
-    decoder, head = causal_lm_parts(model)
-    hidden = decoder(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    ).last_hidden_state
+    """Logits at the ``scored`` positions only (those that predict a real next token)."""
+    hidden, head = decoder_hidden(model, batch)
     return head(hidden[:, :-1][scored])
 
 

@@ -36,6 +36,20 @@ def causal_lm_parts(model: Any) -> tuple[Any, Any]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
+def decoder_hidden(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+    """(last hidden states, output projection): the one decoder call every pass makes, so that compiled layers
+    see the same arguments from training, validation, the probe and the KL term (setup.compile_layers).
+    use_cache=False: with a KV cache the compiled layers guard on its per-layer state and recompile."""
+    decoder, head = causal_lm_parts(model)
+    hidden = decoder(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch.get("position_ids"),
+        use_cache=False,
+    ).last_hidden_state
+    return hidden, head
+
+
 def _ce_sum(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(hidden)
     if logits.dtype in (torch.bfloat16, torch.float16):
@@ -147,13 +161,7 @@ def token_loss_and_accuracy(model: Any, batch: dict[str, torch.Tensor]) -> tuple
     ``batch`` may be padded (2-D attention mask) or packed (4-D block-diagonal mask + position ids that
     restart at 0 for each example); labels never cross an example boundary in either layout, because the
     first label of every packed example is -100."""
-    decoder, head = causal_lm_parts(model)
-    hidden = decoder(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch.get("position_ids"),
-        use_cache=False,
-    ).last_hidden_state
+    hidden, head = decoder_hidden(model, batch)
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     loss, correct = linear_cross_entropy(head, hidden[:, :-1][keep], targets[keep])
@@ -215,13 +223,7 @@ def token_logps(
     positions reach the output projection, so no batch x length x vocab tensor exists. ``temperature``
     divides the logits (reinforcement fine-tuning scores completions at the temperature they were sampled
     at, as TRL does); for a linear head without bias that is the hidden state divided by it."""
-    decoder, head = causal_lm_parts(model)
-    hidden = decoder(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch.get("position_ids"),
-        use_cache=False,
-    ).last_hidden_state
+    hidden, head = decoder_hidden(model, batch)
     if "target_index" in batch:
         h = hidden.reshape(-1, hidden.shape[-1])[batch["target_index"]]
         t, owner, n = batch["target_id"], batch["target_seq"], int(batch["n_seqs"])
