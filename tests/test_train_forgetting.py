@@ -192,11 +192,13 @@ def test_a_compiled_run_stays_within_dynamos_recompile_limit(
     logging.getLogger("torch._dynamo").addHandler(handler)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
+    torch._dynamo.utils.compilation_time_metrics.clear()
     try:
         data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
         cfg = make_cfg(tiny_model_dir, data, kl_to_base=0.5, max_steps=4, eval_every=2, compile=True)
         run_training(cfg, tmp_path / "run")
         variants = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        attempts = set(torch._dynamo.utils.compilation_time_metrics)
     finally:
         logging.getLogger("torch._dynamo").removeHandler(handler)
         torch._dynamo.reset()
@@ -204,6 +206,8 @@ def test_a_compiled_run_stays_within_dynamos_recompile_limit(
     # One batch layout for every pass and a first layer whose input needs grad as the others' do: training
     # (several rows, one row), no-grad validation and probe, the KL term's base. It was 7 before.
     assert variants <= 4
+    # Floats specialised from the start: no variant's tracing was thrown away and begun again.
+    assert "compile_attempt_0" in attempts and "compile_attempt_1" not in attempts
 
 
 def test_a_run_with_kl_to_base_logs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
