@@ -185,6 +185,7 @@ def test_a_compiled_run_stays_within_dynamos_recompile_limit(
     from tunesmith.train import setup
 
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # dynamo's default, whatever ran before
+    monkeypatch.setattr(torch._dynamo.config, "specialize_float", False)  # likewise: compile_layers must set it
     monkeypatch.setattr(setup, "compile_layers", functools.partial(setup.compile_layers, backend="aot_eager"))
     warnings: list[str] = []
     handler = logging.Handler()

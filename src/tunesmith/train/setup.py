@@ -181,7 +181,7 @@ def compile_layers(model: Any, backend: str = "inductor") -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     # Python floats (RMSNorm's epsilon, LoRA's scaling) are constants of a run. Traced as symbols, dynamo's first
     # attempt at the first variant ends in a restart that specialises them anyway: that attempt (its tracing and
-    # an AOT autograd graph no cache ever holds) was ~6-8 s of every compiled run's start (BENCHMARKS.md).
+    # an AOT autograd graph no cache ever holds) was ~6-9 s of every compiled run's start (BENCHMARKS.md).
     torch._dynamo.config.specialize_float = True
     decoder = causal_lm_parts(model)[0]
     # The first layer's input would be the only one without grad in a training pass: one variant more for
