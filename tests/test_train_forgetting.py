@@ -107,6 +107,25 @@ def test_a_run_with_replay_logs_its_share_and_the_probe(tiny_model_dir: Path, tm
     assert any("replay: 20%" in c or "forgetting probe" in c for c in result.reasons)
 
 
+def test_the_base_perplexity_is_measured_once_per_model(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's value before the first step is the base model's: kept per model, a second run reads it."""
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+    cfg = make_cfg(tiny_model_dir, data, kl_to_base=0, max_steps=2, eval_every=2)
+    run_training(cfg, tmp_path / "first")
+    measured = runs.read_run(tmp_path / "first").forgetting_probe["base_perplexity"]
+    (cache,) = (tmp_path / "home" / "probe").glob("*.json")
+    assert json.loads(cache.read_text())["perplexity"] == measured
+    cache.write_text(json.dumps({"perplexity": 1234.5}))  # a value no measurement gives: the run must read it
+    run_training(cfg, tmp_path / "second")
+    assert runs.read_run(tmp_path / "second").forgetting_probe["base_perplexity"] == 1234.5
+    other = make_cfg(tiny_model_dir, data, kl_to_base=0, max_steps=2, eval_every=2, method="full")
+    run_training(other, tmp_path / "full")  # another method, another key: measured, not read
+    assert runs.read_run(tmp_path / "full").forgetting_probe["base_perplexity"] != 1234.5
+
+
 @pytest.mark.parametrize("why", ["turned off", "no validation"])
 def test_no_probe_when_turned_off_or_never_validating(tiny_model_dir: Path, tmp_path: Path, why: str) -> None:
     data = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))

@@ -175,7 +175,10 @@ def collate_packed(rows: list[list[Rendered]], pad_id: int, multiple: int = 1) -
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     same_doc = (doc[:, :, None] == doc[:, None, :]) & (doc[:, :, None] >= 0)
     mask = (same_doc & causal) | torch.eye(width, dtype=torch.bool)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None]}
+    # ``segments`` (each token's example in its row, -1 for padding) lets the decoder skip the padding
+    # (segments.py); the mask serves a model that cannot.
+    batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None]}
+    return {**batch, "segments": doc}
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

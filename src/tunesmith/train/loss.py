@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tunesmith.data.render import IGNORE
+from tunesmith.train import segments
 
 CHUNK_ROWS = 1024  # x vocab 49k x 4 bytes = ~200 MB of fp32 logits per chunk for SmolLM2 (unfused heads)
 # fp32 logits per fused chunk. glibc serves blocks under 32 MB from its heap once one has been freed, and
@@ -39,8 +40,17 @@ def causal_lm_parts(model: Any) -> tuple[Any, Any]:
 def decoder_hidden(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
     """(last hidden states, output projection): the one decoder call every pass makes, so that compiled layers
     see the same arguments from training, validation, the probe and the KL term (setup.compile_layers).
-    use_cache=False: with a KV cache the compiled layers guard on its per-layer state and recompile."""
+    use_cache=False: with a KV cache the compiled layers guard on its per-layer state and recompile.
+
+    A packed batch runs padding-free where the model allows it (segments.py); its hidden states come back in
+    the batch's rows x width layout all the same (zeros at padding), so every caller indexes them as before."""
     decoder, head = causal_lm_parts(model)
+    if segments.usable(model, batch):
+        args, real = segments.flat_inputs(batch)
+        flat = decoder(**args, use_cache=False).last_hidden_state[0, : real.numel()]
+        rows, width = batch["input_ids"].shape
+        hidden = flat.new_zeros(rows * width, flat.shape[-1]).index_copy(0, real, flat).view(rows, width, -1)
+        return hidden, head
     hidden = decoder(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],

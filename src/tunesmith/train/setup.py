@@ -15,7 +15,7 @@ import torch
 
 from tunesmith.config import LoraSettings, RunConfig, TrainSettings
 from tunesmith.models.load import inference_dtype
-from tunesmith.train import auto, distributed
+from tunesmith.train import auto, distributed, segments
 
 
 @dataclass
@@ -59,6 +59,8 @@ def prepare(
     bf16, why = choose_precision(s.precision, s.method)
     reasons = [*resolved.reasons, why]
     model = prepare_model(model, s.method, cfg.lora, bf16)
+    if segments.enable(model):
+        reasons.append("padding-free passes: packed rows run as one sequence of their real tokens (segments.py)")
     coverage = None
     if s.method == "lora":
         from tunesmith.models.coverage import describe, lora_coverage
