@@ -95,15 +95,16 @@ def test_eager_attention_and_long_windows_stay_padded(tiny_model_dir, packed) ->
     assert not segments.usable(model, packed)
 
 
-def _attend(monkeypatch, query, key, value, gather, back, matmul: bool):
+def _attend(monkeypatch, query, key, value, gather, back, matmul: bool, scale: float):
     monkeypatch.setattr(segments, "MATMUL_LONGEST", 256 if matmul else 0)
     q, k, v = (x.detach().clone().requires_grad_() for x in (query, key, value))
-    out, _ = segments.attention(None, q, k, v, None, scaling=0.125, segment_gather=gather, segment_back=back)
+    out, _ = segments.attention(None, q, k, v, None, scaling=scale, segment_gather=gather, segment_back=back)
     out.backward(torch.ones_like(out) * torch.linspace(-1, 1, out.shape[-1]))
     return [t.detach().double() for t in (out, q.grad, k.grad, v.grad)]
 
 
-def test_matmul_attention_matches_the_flash_kernel(monkeypatch) -> None:
+@pytest.mark.parametrize("scale", [0.25, 0.2])  # a power of two goes onto the queries; another onto the scores
+def test_matmul_attention_matches_the_flash_kernel(monkeypatch, scale: float) -> None:
     """bf16 examples up to MATMUL_LONGEST tokens attend by matmuls (grouped query heads, probabilities kept for
     backward): outputs and gradients as close to fp64 as the flash kernel's are, with the same heads in order."""
     torch.manual_seed(0)
@@ -116,11 +117,13 @@ def test_matmul_attention_matches_the_flash_kernel(monkeypatch) -> None:
     }
     args, _ = segments.flat_inputs(batch)
     gather, back, total = args["segment_gather"], args["segment_back"], args["input_ids"].shape[1]
-    query, key, value = (torch.randn(1, h, total, 16) for h in (6, 2, 2))  # 3 query heads per key head
-    exact = _attend(monkeypatch, query.double(), key.double(), value.double(), gather, back, matmul=False)
-    flash = _attend(monkeypatch, *(x.bfloat16() for x in (query, key, value)), gather, back, matmul=False)
-    matmul = _attend(monkeypatch, *(x.bfloat16() for x in (query, key, value)), gather, back, matmul=True)
+    # 3 query heads per key head; queries large enough for peaked attention, where scores rounded to bf16
+    # (a bf16 matmul's output) lost ~1.5x the flash kernel's accuracy
+    query, key, value = (torch.randn(1, h, total, 16) * s for h, s in ((6, 6.0), (2, 1.0), (2, 1.0)))
+    exact = _attend(monkeypatch, query.double(), key.double(), value.double(), gather, back, False, scale)
+    flash = _attend(monkeypatch, *(x.bfloat16() for x in (query, key, value)), gather, back, False, scale)
+    matmul = _attend(monkeypatch, *(x.bfloat16() for x in (query, key, value)), gather, back, True, scale)
     for name, e, f, m in zip(("out", "dq", "dk", "dv"), exact, flash, matmul, strict=True):
         err_flash = float((f - e).norm() / e.norm())
         err_matmul = float((m - e).norm() / e.norm())
-        assert err_matmul < max(1.5 * err_flash, 1e-2), (name, err_matmul, err_flash)
+        assert err_matmul < 1.25 * err_flash, (name, err_matmul, err_flash)
