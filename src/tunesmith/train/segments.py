@@ -5,8 +5,9 @@ longest row. Short-row data pays for that padding in every matmul: the demo's fi
 tokens, so a micro-batch of 8 runs ~1,790 positions for ~1,350 real tokens. Here the linear layers, norms and
 rotary embeddings see only the real tokens (rounded up to ``WIDTH_MULTIPLE``, so that oneDNN's primitive cache
 stays small, see batches.py), and attention alone regroups them, one example per row, to run causally with no
-mask (a cheaper kernel than a block-diagonal mask over padded rows). Results equal the padded pass's: the same
-products over the same tokens (tests/test_segments.py).
+mask: the flash kernel by example, or, for short examples in eager bf16, two matmuls (``_MatmulCausalAttention``;
+the CPU flash kernel runs those at a third of the matmul speed). In fp32 the results are the padded pass's to
+rounding; in bf16 the matmul attention is as accurate as the flash kernel (tests/test_segments.py).
 
 It plugs into transformers' attention interface: ``enable`` switches a model whose attention is ``sdpa`` to
 ``ATTENTION``, which is sdpa itself for every call that does not carry segments (generation, DPO's
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from tunesmith.train.batches import WIDTH_MULTIPLE, padded_width
 
 ATTENTION = "tunesmith_segments"
-# Examples up to this long attend by two bf16 matmuls instead of the flash kernel (MatmulCausalAttention).
+# Examples up to this long attend by two bf16 matmuls instead of the flash kernel (_MatmulCausalAttention).
 MATMUL_LONGEST = 256
 
 
@@ -160,10 +161,12 @@ class _MatmulCausalAttention(torch.autograd.Function):
     """Causal attention as two batched matmuls, keeping only the probabilities (bf16) for backward.
 
     On a CPU the flash kernel runs short examples at a fraction of the matmul peak (~0.1 TFLOP/s on a Zen 4
-    EPYC, forward and backward); plain bf16 matmuls reach ~3x that, and for examples up to ``MATMUL_LONGEST``
-    tokens the probabilities they keep are small (8 examples of 224 tokens, 9 heads: 7 MB a layer). Softmax
-    and its backward read and write bf16 but sum in fp32; errors against fp64 are the flash kernel's in bf16
-    (tests/test_segments.py).
+    EPYC, forward and backward); this took 1.0-1.5x less time for 8 examples of 130-210 tokens and ~3x less for
+    16 of 100 (BENCHMARKS.md), and for examples up to ``MATMUL_LONGEST`` tokens the probabilities it keeps are
+    small (8 examples of 224 tokens, 9 heads: 7 MB a layer). Scores and softmax are fp32 (``_fp32_product``),
+    the probabilities kept in bf16; softmax's backward reads bf16 and sums in fp32. Errors against fp64 are the
+    flash kernel's in bf16 (tests/test_segments.py).
+
     ``query`` holds each key head's group of query heads as one matrix: examples x kv heads x (group x
     longest) x dim."""
 
@@ -197,10 +200,9 @@ class _MatmulCausalAttention(torch.autograd.Function):
 
 
 def _fp32_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b for bf16 ``a`` and ``b``, in fp32: their products are exact in bf16 arithmetic and oneDNN sums
-    them in fp32, so its bf16 mode for fp32 matmuls loses nothing and runs at ~1.3x a bf16 matmul's time
-    (a bf16 matmul would round the result to bf16, and scores that large lose ~1.5x the flash kernel's
-    accuracy)."""
+    """a @ b for bf16 ``a`` and ``b``, in fp32. The product of two bf16 numbers is exact in fp32 and oneDNN
+    sums in fp32, so its bf16 mode for fp32 matmuls loses nothing here, at ~1.3x a bf16 matmul's time. A bf16
+    matmul would round the result to bf16: with peaked attention, 1.5x the flash kernel's error."""
     saved = torch.backends.mkldnn.matmul.fp32_precision
     torch.backends.mkldnn.matmul.fp32_precision = "bf16"
     try:
