@@ -121,6 +121,10 @@ def test_the_base_perplexity_is_measured_once_per_model(
     cache.write_text(json.dumps({"perplexity": 1234.5}))  # a value no measurement gives: the run must read it
     run_training(cfg, tmp_path / "second")
     assert runs.read_run(tmp_path / "second").forgetting_probe["base_perplexity"] == 1234.5
+    cache.write_text("{half a fi")  # a damaged cache is measured again and rewritten, not a crash
+    run_training(cfg, tmp_path / "third")
+    assert runs.read_run(tmp_path / "third").forgetting_probe["base_perplexity"] == pytest.approx(measured)
+    assert json.loads(cache.read_text())["perplexity"] == pytest.approx(measured)
     other = make_cfg(tiny_model_dir, data, kl_to_base=0, max_steps=2, eval_every=2, method="full")
     run_training(other, tmp_path / "full")  # another method, another key: measured, not read
     assert runs.read_run(tmp_path / "full").forgetting_probe["base_perplexity"] != 1234.5
