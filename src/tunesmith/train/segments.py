@@ -161,11 +161,11 @@ class _MatmulCausalAttention(torch.autograd.Function):
     """Causal attention as two batched matmuls, keeping only the probabilities (bf16) for backward.
 
     On a CPU the flash kernel runs short examples at a fraction of the matmul peak (~0.1 TFLOP/s on a Zen 4
-    EPYC, forward and backward); this took 1.0-1.5x less time for 8 examples of 130-210 tokens and ~3x less for
-    16 of 100 (BENCHMARKS.md), and for examples up to ``MATMUL_LONGEST`` tokens the probabilities it keeps are
-    small (8 examples of 224 tokens, 9 heads: 7 MB a layer). Scores and softmax are fp32 (``_fp32_product``),
-    the probabilities kept in bf16; softmax's backward reads bf16 and sums in fp32. Errors against fp64 are the
-    flash kernel's in bf16 (tests/test_segments.py).
+    EPYC, forward and backward); in one same-run comparison this took 1.2x less time for 8 examples of 130-210
+    tokens and 2.8x less for 16 of 100 (BENCHMARKS.md). For examples up to ``MATMUL_LONGEST`` tokens the
+    probabilities it keeps are small (8 examples of 224 tokens, 9 heads: 7 MB a layer). Scores and softmax are
+    fp32 (``_fp32_product``), the probabilities kept in bf16; softmax's backward reads bf16 and sums in fp32.
+    Errors against fp64 are the flash kernel's in bf16 (tests/test_segments.py).
 
     ``query`` holds each key head's group of query heads as one matrix: examples x kv heads x (group x
     longest) x dim."""
