@@ -182,3 +182,14 @@ def test_a_runs_weights_do_not_depend_on_whether_the_gemm_peak_is_cached(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # Started by the test runner, not by `tunesmith`: pytest's age is no run's start-up.
     assert "interpreter, imports, arguments" not in cold.startup
+
+
+def test_an_fp32_run_sizes_its_micro_batches_for_fp32_activations() -> None:
+    """fp32 activations take twice bf16's memory: the same rows get half the tokens per forward pass."""
+    bf16 = auto.resolve(TrainSettings(), 160, 224, [], train_tokens=160 * 168)
+    fp32 = auto.resolve(TrainSettings(), 160, 224, [], train_tokens=160 * 168, fp32=True)
+    assert (bf16.settings.batch_size, bf16.settings.micro_batch_size) == (8, 8)
+    assert fp32.settings.micro_batch_size == 4
+    assert any("micro-batch 4: ~1024 tokens" in r and "fp32" in r for r in fp32.reasons), fp32.reasons
+    pinned = auto.resolve(TrainSettings(micro_batch_size=8), 160, 224, [], fp32=True)
+    assert pinned.settings.micro_batch_size == 8, "a micro-batch the user set is kept"

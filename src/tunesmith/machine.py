@@ -45,4 +45,7 @@ def key(*parts: object) -> str:
     import torch
 
     info = cpu_info()
-    return "|".join(str(p) for p in (info["model"], torch.__version__, torch.get_num_threads(), *parts))
+    # The flags too: a cloud VM can name every generation alike ("AMD EPYC" on a Zen 3 without AVX-512 and on
+    # a Zen 4 with AVX-512 BF16), and their measurements differ several times over.
+    flags = "+".join(info["flags"])  # type: ignore[arg-type]
+    return "|".join(str(p) for p in (info["model"], flags, torch.__version__, torch.get_num_threads(), *parts))

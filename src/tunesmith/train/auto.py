@@ -293,9 +293,11 @@ def resolve(
     val_lengths: list[int],
     train_tokens: int | None = None,
     probe_tokens: int = 0,
+    fp32: bool = False,
 ) -> Resolved:
     """Every automatic choice for ``n_train`` rows (``train_tokens`` tokens in an epoch) and a validation set
-    of ``val_lengths``; ``probe_tokens``: what the forgetting probe reads at each validation (0: no probe)."""
+    of ``val_lengths``; ``probe_tokens``: what the forgetting probe reads at each validation (0: no probe);
+    ``fp32``: the run computes in fp32 (its activations take twice bf16's memory)."""
     s = settings.model_copy()
     reasons: list[str] = _rft_defaults(s, n_train, p95_len) if s.objective == "rft" else []
     if s.kl_to_base is None:
@@ -309,9 +311,13 @@ def resolve(
         reasons.append(why)
     if s.micro_batch_size is None:
         tokens = MICRO_BATCH_TOKENS if (s.objective or "sft") == "sft" else MICRO_BATCH_TOKENS_DPO_RFT
+        why = ""
+        if fp32:
+            tokens //= 2
+            why = " (fp32: half bf16's tokens, as each one's activations take twice the memory)"
         fit = max(1, tokens // max(1, p95_len))
         s.micro_batch_size = max(d for d in range(1, s.batch_size + 1) if s.batch_size % d == 0 and d <= fit)
-        reasons.append(f"micro-batch {s.micro_batch_size}: ~{tokens} tokens per forward pass")
+        reasons.append(f"micro-batch {s.micro_batch_size}: ~{tokens} tokens per forward pass{why}")
     if s.objective == "dpo":
         reasons += _dpo_defaults(s)
     if s.learning_rate is None:

@@ -52,11 +52,18 @@ def prepare(
     precision, LoRA or full, gradient checkpointing and (``compile``) torch.compile. ``method`` overrides
     the config's (the estimate probes both). ``probe_tokens``: the forgetting probe's cost per validation."""
     settings = cfg.train if method is None else cfg.train.model_copy(update={"method": method})
+    # Precision first: fp32 activations take twice the memory, and the micro-batch is sized for it.
+    bf16, why = choose_precision(settings.precision, settings.method)
     resolved = auto.resolve(
-        settings, len(lengths), p95(lengths), val_lengths, train_tokens=sum(lengths), probe_tokens=probe_tokens
+        settings,
+        len(lengths),
+        p95(lengths),
+        val_lengths,
+        train_tokens=sum(lengths),
+        probe_tokens=probe_tokens,
+        fp32=not bf16,
     )
     s = resolved.settings
-    bf16, why = choose_precision(s.precision, s.method)
     reasons = [*resolved.reasons, why]
     model = prepare_model(model, s.method, cfg.lora, bf16)
     if segments.enable(model):
