@@ -193,3 +193,17 @@ def test_an_fp32_run_sizes_its_micro_batches_for_fp32_activations() -> None:
     assert any("micro-batch 4: ~1024 tokens" in r and "fp32" in r for r in fp32.reasons), fp32.reasons
     pinned = auto.resolve(TrainSettings(micro_batch_size=8), 160, 224, [], fp32=True)
     assert pinned.settings.micro_batch_size == 8, "a micro-batch the user set is kept"
+
+
+def test_a_machines_measurements_are_kept_apart_from_another_cpu_of_the_same_name(monkeypatch) -> None:
+    """Cloud VMs name a Zen 3 (AVX2 only) and a Zen 4 (AVX-512 BF16) both "AMD EPYC"; a GEMM peak measured on
+    one must not be read back on the other."""
+    from tunesmith import machine
+
+    zen3 = {"model": "AMD EPYC", "flags": ["avx2"], "cores": 2}
+    zen4 = {"model": "AMD EPYC", "flags": ["avx512_bf16", "avx512f", "avx2"], "cores": 2}
+    monkeypatch.setattr(machine, "cpu_info", lambda: zen3)
+    first = machine.key(torch.float32)
+    assert machine.key(torch.float32) == first, "the same machine finds its own measurement again"
+    monkeypatch.setattr(machine, "cpu_info", lambda: zen4)
+    assert machine.key(torch.float32) != first

@@ -57,6 +57,8 @@ KL_EXTRA_EPOCHS = 1
 # backward pass set the peak RSS (~1 MB a token for SmolLM2-135M): on the long-reply set, ~2k tokens instead
 # of ~4k cut it 4474 -> 3413 MB for ~5% more wall time (2-vCPU AMX Xeon, 2026-12-06: one benchmark pair
 # against one single run; BENCHMARKS.md). Rows of up to ~250 tokens (the demo) keep micro-batches of 8 either way.
+# A run in fp32 (no native bf16) takes half as many (resolve's ``fp32``): its activations are twice the bytes;
+# on a Zen 3 EPYC the short set's RSS went 4533 -> 3663 MB for ~4% more time (BENCHMARKS.md, "Zen 3").
 MICRO_BATCH_TOKENS = 2048
 # DPO's and RFT's figures (README; their benchmarks against TRL) were measured at ~4k tokens per forward
 # pass; ~2k is not measured for them yet, so they keep it.
