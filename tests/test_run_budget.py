@@ -207,3 +207,16 @@ def test_a_machines_measurements_are_kept_apart_from_another_cpu_of_the_same_nam
     assert machine.key(torch.float32) == first, "the same machine finds its own measurement again"
     monkeypatch.setattr(machine, "cpu_info", lambda: zen4)
     assert machine.key(torch.float32) != first
+
+
+def test_set_up_sizes_the_micro_batch_for_the_precision_it_chose(tiny_model_dir: Path) -> None:
+    """The precision is chosen before the micro-batch, and the micro-batch follows it (a run asked for fp32
+    gets fp32's size on any machine)."""
+    from tunesmith.models.load import load_model
+    from tunesmith.train import setup
+
+    model, _, _ = load_model(str(tiny_model_dir))
+    cfg = load_config(None, {"model": {"name": str(tiny_model_dir)}, "train": {"precision": "fp32"}})
+    prepared = setup.prepare(cfg, model, [224] * 160, val_lengths=[], compile=False)
+    assert not prepared.bf16 and prepared.settings.micro_batch_size == 4
+    assert any("~1024 tokens per forward pass (fp32" in r for r in prepared.reasons), prepared.reasons

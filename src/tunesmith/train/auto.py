@@ -61,7 +61,7 @@ KL_EXTRA_EPOCHS = 1
 # on a Zen 3 EPYC the short set's RSS went 4533 -> 3663 MB for ~4% more time (BENCHMARKS.md, "Zen 3").
 MICRO_BATCH_TOKENS = 2048
 # DPO's and RFT's figures (README; their benchmarks against TRL) were measured at ~4k tokens per forward
-# pass; ~2k is not measured for them yet, so they keep it.
+# pass in bf16; ~2k is not measured for them yet, so they keep it (halved in fp32 too: not measured there).
 MICRO_BATCH_TOKENS_DPO_RFT = 4096
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tunesmith import machine, paths
+from tunesmith import machine, paths, runs
 
 PEAK_CACHE = "peak_flops.json"  # under $TUNESMITH_HOME: one GEMM probe per machine, torch build and threads
 
@@ -65,9 +65,7 @@ def peak_flops(dtype: torch.dtype) -> tuple[float, str]:
     cached[name] = {"flops": value, "when": time.strftime("%Y-%m-%d")}
     try:
         where.parent.mkdir(parents=True, exist_ok=True)
-        tmp = where.with_suffix(f".{time.time_ns()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
-        tmp.replace(where)  # atomic: two runs starting at once never read half a file
+        runs.write_text_atomic(where, json.dumps(cached, indent=1))  # two runs starting at once: no half file
     except OSError:
         pass  # a read-only home only costs the next run its own probe
     return value, "GEMM probe at start-up"
