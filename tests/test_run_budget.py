@@ -220,3 +220,26 @@ def test_set_up_sizes_the_micro_batch_for_the_precision_it_chose(tiny_model_dir:
     prepared = setup.prepare(cfg, model, [224] * 160, val_lengths=[], compile=False)
     assert not prepared.bf16 and prepared.settings.micro_batch_size == 4
     assert any("~1024 tokens per forward pass (fp32" in r for r in prepared.reasons), prepared.reasons
+
+
+def test_over_budget_the_probe_reads_at_the_last_evaluation_only_unless_something_picks_by_it() -> None:
+    """The issue's short run: two evaluations on 8 rows cost ~2,700 tokens, the probe's 3,217 at each ~6,400.
+    Read once (at the end), the share falls from ~17% to ~13%. With a forgetting budget (which picks weights by
+    the probe), a cadence the user gave, or a plan within budget, it reads at every evaluation as before."""
+    args = (None, 0.1, 18, 144 * 168, [168] * 16, 3217)
+    every = auto.plan_validation(*args)
+    thin = auto.plan_validation(*args, probe_may_thin=True)
+    assert (thin.n_evals, thin.rows) == (every.n_evals, every.rows) == (2, 8)
+    assert not every.probe_last_only and thin.probe_last_only
+    assert thin.share == pytest.approx((2 * 8 * 168 + 2 * 3217) / (3 * 144 * 168))
+    assert every.share == pytest.approx((2 * (8 * 168 + 3217) + 3217) / (3 * 144 * 168))
+    assert not auto.plan_validation(2, *args[1:], probe_may_thin=True).probe_last_only  # a given cadence
+    roomy = auto.plan_validation(None, 0.1, 180, 1440 * 168, [168] * 16, 3217, probe_may_thin=True)
+    assert not roomy.probe_last_only
+    settings = TrainSettings(batch_size=8, epochs=1)
+    plain = auto.resolve(settings, 144, 168, [168] * 16, train_tokens=144 * 168, probe_tokens=3217)
+    assert plain.probe_last_only
+    assert any("the probe at the last one only" in r for r in plain.reasons), plain.reasons
+    budget = settings.model_copy(update={"forgetting_budget": 0.1})
+    picked = auto.resolve(budget, 144, 168, [168] * 16, train_tokens=144 * 168, probe_tokens=3217)
+    assert not picked.probe_last_only

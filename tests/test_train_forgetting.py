@@ -333,3 +333,59 @@ def test_replay_is_opt_in_for_sft_and_never_for_dpo() -> None:
     assert given.settings.replay == 0.05
     dpo = auto.resolve(TrainSettings(objective="dpo"), 270, 200, [])
     assert not dpo.settings.replay and not any(r.startswith("replay") for r in dpo.reasons)
+
+
+@pytest.mark.parametrize("lr", [5e-3, 30.0])
+def test_a_run_over_its_validation_budget_reads_the_probe_at_the_last_evaluation_only(
+    tiny_model_dir: Path, tmp_path: Path, lr: float
+) -> None:
+    """Issue 22's short run validates twice and is still over budget; the probe's ~3,200 tokens were most of
+    it. With no forgetting budget nothing picks weights by the probe, so it reads at the last evaluation only,
+    and on the kept weights when they are earlier ones, so run.json's figure at the best step is always
+    measured there. (lr 30 diverges after the middle: the later steps are skipped as non-finite, the end ties
+    the middle and the middle's weights are kept.)"""
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(32))
+    result = run_training(make_cfg(tiny_model_dir, data, kl_to_base=0, learning_rate=lr), tmp_path / "run")
+    assert any("the probe at the last one only" in r for r in result.reasons), result.reasons
+    vals = [m for m in metrics(tmp_path / "run") if "val_loss" in m]
+    assert [m["step"] for m in vals] == [3, 6]
+    assert "probe_perplexity" not in vals[0] and vals[1]["probe_perplexity"] > 1
+    probe = runs.read_run(tmp_path / "run").forgetting_probe
+    at = {h["step"]: h["perplexity"] for h in probe["history"]}  # (the points it read at)
+    assert probe["best_perplexity"] is not None and probe["best_perplexity"] == at[result.loop.best_step]
+    assert at[6] == pytest.approx(vals[1]["probe_perplexity"], abs=1e-3)
+    assert result.loop.best_step == (3 if lr > 1 else 6)
+    assert (3 in at) == (lr > 1)  # measured after the run, on the kept weights, only when they are the middle's
+    with_budget = make_cfg(tiny_model_dir, data, kl_to_base=0, learning_rate=lr, forgetting_budget=0.1)
+    run_training(with_budget, tmp_path / "budget")  # the probe picks weights: it reads at every evaluation
+    assert all(m["probe_perplexity"] > 1 for m in metrics(tmp_path / "budget") if "val_loss" in m)
+
+
+def test_the_kept_weights_are_probed_when_the_last_evaluation_was_not_theirs(tiny_model_dir: Path) -> None:
+    """probe_kept_weights: the perplexity of the weights as they are now (restored to the best step's) goes
+    into that step's point; a probe that reads at every evaluation, or a point already read, is left alone."""
+    from tunesmith.train.validation import probe_kept_weights
+
+    base, tok, _ = load_model(str(tiny_model_dir))
+    model = add_lora(base, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
+    torch.manual_seed(0)
+    randomize_b(model, 1.0)
+    probe = general.Probe.for_tokenizer(tok, bf16=False, budget=None)
+    expected = probe.measure(model)
+
+    def state() -> LoopState:
+        points = [{"step": 3, "val_loss": 1.0}, {"step": 6, "val_loss": 2.0, "probe_perplexity": 999.0}]
+        return LoopState(step=6, best_step=3, probe_base=expected * 0.9, history=points)
+
+    every = state()
+    probe_kept_weights(general.General(probe), model, every)
+    assert "probe_perplexity" not in every.history[0]
+    probe.last_only = True
+    kept = state()
+    probe_kept_weights(general.General(probe), model, kept)
+    assert kept.history[0]["probe_perplexity"] == pytest.approx(expected, rel=1e-6)
+    assert kept.history[1]["probe_perplexity"] == 999.0 and kept.last_probe == kept.history[0]["probe_perplexity"]
+    last = state()
+    last.best_step = 6
+    probe_kept_weights(general.General(probe), model, last)
+    assert "probe_perplexity" not in last.history[0] and last.history[1]["probe_perplexity"] == 999.0

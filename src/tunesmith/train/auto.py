@@ -84,6 +84,7 @@ class Resolved:
     warmup_steps: int
     val_rows: int = 0  # how many validation rows each evaluation uses (a fixed sample when fewer than all)
     n_evals: int = 0
+    probe_last_only: bool = False  # the forgetting probe reads at the last evaluation only (ValidationPlan)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class ValidationPlan:
     rows: int
     n_evals: int
     share: float  # of the run's compute
+    # Over budget, with nothing choosing by the probe (no forgetting budget): it reads its text at the last
+    # evaluation only (and on the kept weights, if those are earlier ones), not at every one.
+    probe_last_only: bool = False
 
 
 def evaluations(total_steps: int, every: int) -> int:
@@ -115,17 +119,19 @@ def plan_validation(
     train_tokens: int,
     val_lengths: list[int],
     per_eval_tokens: int = 0,
+    probe_may_thin: bool = False,
 ) -> ValidationPlan:
     """How often, and on how many rows, validation runs so that it costs at most ``budget`` of the run's
     compute: ~10 evaluations on every row when that fits; else fewer evaluations (down to 5); else 5 on a
     fixed sample of the rows; else, for a run too short even for that, ``FEWEST_EVALS`` on the sample (the one
     case whose share may exceed the budget: the plan says so). An ``eval_every`` that was given is kept, on every
     row. ``per_eval_tokens``: forward tokens every evaluation spends besides its rows (the forgetting probe's
-    text), which it also spends once before the first step."""
+    text), which it also spends once before the first step. ``probe_may_thin``: nothing selects weights by the
+    probe, so a plan over budget may read it at the last evaluation only."""
     n_val = len(val_lengths)
     mean_len = sum(val_lengths) / max(1, n_val)
     allowed = budget * TRAIN_TOKEN_COST * train_tokens  # forward tokens validation may spend in the run
-    rows = n_val
+    rows, given = n_val, eval_every is not None
     if eval_every is None:
         affordable = int((allowed - per_eval_tokens) // max(1.0, mean_len * n_val + per_eval_tokens))
         eval_every = _cadence(total_steps, wanted=min(TARGET_EVALS, max(MIN_EVALS, affordable)))
@@ -138,8 +144,13 @@ def plan_validation(
             fit = int(((allowed - per_eval_tokens) / n - per_eval_tokens) // max(1.0, mean_len))
             rows = min(n_val, max(MIN_VAL_ROWS, fit))
     n_evals = evaluations(total_steps, eval_every)
-    spent = n_evals * (rows * mean_len + per_eval_tokens) + per_eval_tokens
-    return ValidationPlan(eval_every, rows, n_evals, spent / max(1.0, TRAIN_TOKEN_COST * train_tokens))
+
+    def share(probed: int) -> float:
+        spent = n_evals * rows * mean_len + (probed + 1) * per_eval_tokens
+        return spent / max(1.0, TRAIN_TOKEN_COST * train_tokens)
+
+    thin = probe_may_thin and not given and per_eval_tokens > 0 and n_evals > 1 and share(n_evals) > budget + 1e-9
+    return ValidationPlan(eval_every, rows, n_evals, share(1 if thin else n_evals), thin)
 
 
 def default_epochs(n: int, held: bool = False) -> tuple[int, str]:
@@ -332,6 +343,7 @@ def resolve(
         total = min(total, s.max_steps)
     warmup = math.ceil(total * s.warmup_ratio) if s.warmup_ratio else 0
     val_rows = n_evals = 0
+    last_only = False
     if val_lengths and s.objective == "rft":
         s.eval_every, why = _rft_validation(s, total, len(val_lengths))
         val_rows, n_evals = len(val_lengths), evaluations(total, s.eval_every)
@@ -339,12 +351,13 @@ def resolve(
     elif val_lengths:
         tokens = (train_tokens or n_train * p95_len) * total / max(1, steps_per_epoch)  # trained in the run
         given = s.eval_every
-        v = plan_validation(given, s.val_budget, total, round(tokens), val_lengths, probe_tokens)
-        s.eval_every, val_rows, n_evals = v.eval_every, v.rows, v.n_evals
+        thin = s.forgetting_budget is None
+        v = plan_validation(given, s.val_budget, total, round(tokens), val_lengths, probe_tokens, thin)
+        s.eval_every, val_rows, n_evals, last_only = v.eval_every, v.rows, v.n_evals, v.probe_last_only
         reasons.append(_validation_reason(v, len(val_lengths), given is not None, s.val_budget, probe_tokens))
     if s.save_every is None:
         s.save_every = s.eval_every or max(1, total // 5)
-    return Resolved(s, reasons, steps_per_epoch, total, warmup, val_rows, n_evals)
+    return Resolved(s, reasons, steps_per_epoch, total, warmup, val_rows, n_evals, last_only)
 
 
 def _validation_reason(v: ValidationPlan, n_val: int, given: bool, budget: float, probe_tokens: int = 0) -> str:
@@ -359,6 +372,7 @@ def _validation_reason(v: ValidationPlan, n_val: int, given: bool, budget: float
             f"over the {budget:.0%} budget: {v.n_evals} evaluations on {v.rows} rows is the least validation that "
             f"still picks best weights (early stopping needs {MIN_EVALS}; --val-budget or --eval-every to change)"
         )
-    return (
-        f"validation every {v.eval_every} steps on {on} ({v.n_evals} times): ~{v.share:.0%} of the run's compute, {how}"
-    )
+    times = f"{v.n_evals} times"
+    if v.probe_last_only:
+        times += "; the probe at the last one only, as nothing picks weights by it (--forgetting-budget would)"
+    return f"validation every {v.eval_every} steps on {on} ({times}): ~{v.share:.0%} of the run's compute, {how}"

@@ -125,6 +125,7 @@ class Probe:
     pad_id: int
     bf16: bool = False
     budget: float | None = None  # the most relative rise the best weights may have; None: not used to select
+    last_only: bool = False  # reads at the last validation only (auto.ValidationPlan.probe_last_only)
     # Where the base model's perplexity is kept (use_cache): a constant of the model, its precision and the text.
     cache: Path | None = None
 

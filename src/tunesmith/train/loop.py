@@ -38,7 +38,7 @@ from tunesmith.train.optim import make_optimizer
 from tunesmith.train.precision import autocast
 from tunesmith.train.progress import Progress, trim_metrics
 from tunesmith.train.trackers import Tracker
-from tunesmith.train.validation import Validator, restore, snapshot
+from tunesmith.train.validation import Validator, probe_kept_weights, restore, snapshot
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -133,6 +133,8 @@ def train(
                 raise signals.Interrupted(stop_signal, state.step, total_steps)
     if stop_after is None and best is not None and state.best_step != state.step:
         restore(params, best)  # keep the weights with the best validation loss, not the last ones
+    if stop_after is None:
+        probe_kept_weights(general, model, state)
     return state
 
 

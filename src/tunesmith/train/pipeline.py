@@ -136,6 +136,8 @@ def _run_training(
         rundir.record_start(out, cfg, inputs, resume=resume, force=force)
     s = prep.settings
     general, plan, train_rows, general_reasons = _steps_with_general(s, answers, tokenizer, prep.bf16, rows, lengths)
+    if general.probe is not None:
+        general.probe.last_only = prep.resolved.probe_last_only
     if general.probe is not None and start is None:
         general.probe.use_cache(model_key, s.method)
     reasons = _choices(cfg, data, prep, rows, start) + general_reasons

@@ -43,9 +43,9 @@ class Validator:
         own = getattr(engine.objective, "evaluate", None)  # RFT: the mean grade, not a loss
         val = own(model, self.data) if own else validate(model, self.data, self.micro, self.pad_id, self.bf16, engine)
         rows = val.pop("rows", None)  # RFT: each prompt's loss, for the paired comparison
-        probe = measure_probe(self.general, model, state)
+        probe = measure_probe(self.general, model, state, last=state.step == total_steps)
         progress.log({"step": state.step, **{f"val_{k}": round(v, 6) for k, v in val.items()}, **probe})
-        best = note_validation(state, val["loss"], self.patience, self.general, rows)
+        best = note_validation(state, val["loss"], self.patience, self.general, rows, probed=bool(probe))
         shown = f"grade {val['grade']:.4f}" if "grade" in val else f"{state.last_val:.4f}"
         if probe:
             shown += f"  general ppl {probe['probe_perplexity']:.2f} ({probe['probe_change']:+.0%})"
@@ -91,9 +91,10 @@ def evaluate(model: Any, data: list[Any], micro: int, pad_id: int, bf16: bool) -
     return validate(model, data, micro, pad_id, bf16)["loss"]
 
 
-def measure_probe(general: General, model: Any, state: LoopState) -> dict[str, float]:
-    """The forgetting probe at a validation, as metrics.jsonl fields (none when the run has no probe)."""
-    if general.probe is None or state.probe_base is None:
+def measure_probe(general: General, model: Any, state: LoopState, last: bool = True) -> dict[str, float]:
+    """The forgetting probe at a validation, as metrics.jsonl fields (none when the run has no probe, or when
+    it reads at the ``last`` validation only and this is an earlier one)."""
+    if general.probe is None or state.probe_base is None or (general.probe.last_only and not last):
         return {}
     if state.step > 0:  # (at step 0 the start's reading is the base one, just taken)
         state.last_probe = general.probe.measure(model)
@@ -109,6 +110,7 @@ def note_validation(
     patience: int | None,
     general: General | None = None,
     rows: list[float] | None = None,
+    probed: bool = True,
 ) -> bool:
     """Record a validation loss (and the probe's perplexity, where measured); True when its weights are the
     ones to keep so far (the caller snapshots them).
@@ -121,12 +123,13 @@ def note_validation(
     With a forgetting budget, an evaluation whose probe rose by more than the budget is never preferred to
     one within it: the best is the lowest validation loss among those within, and only while none is within,
     the lowest overall. An evaluation that is not kept counts toward early stopping, so a run that has
-    left the budget stops after ``patience`` evaluations."""
+    left the budget stops after ``patience`` evaluations. ``probed``: the probe read at this evaluation (one
+    that reads at the last only skips the others, whose points then have no perplexity)."""
     state.last_val = val_loss
     point = {"step": state.step, "val_loss": val_loss}
     probe = general.probe if general is not None else None
     within = True
-    if probe is not None and state.probe_base is not None and state.last_probe is not None:
+    if probed and probe is not None and state.probe_base is not None and state.last_probe is not None:
         point["probe_perplexity"] = state.last_probe
         if probe.budget is not None:
             within = state.last_probe / state.probe_base - 1.0 <= probe.budget
@@ -167,6 +170,17 @@ def clearly_worse(rows: list[float], than: list[float], z: float = NOISE_Z) -> b
         return False
     var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
     return mean > z * math.sqrt(var / n)
+
+
+def probe_kept_weights(general: General, model: Any, state: LoopState) -> None:
+    """A probe that reads at the last validation only, measured once more on the weights the run keeps when
+    it did not read them (earlier best weights, or a run stopped early), so run.json's figure is theirs."""
+    probe = general.probe
+    if probe is None or not probe.last_only or state.probe_base is None:
+        return
+    point = next((h for h in state.history if h["step"] == state.best_step), None)
+    if point is not None and "probe_perplexity" not in point:
+        state.last_probe = point["probe_perplexity"] = probe.measure(model)
 
 
 # ---- the best weights, kept in memory -------------------------------------------------------------------
