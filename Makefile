@@ -32,10 +32,11 @@ chromium:
 demo: $(STAMP)
 	$(BIN)/tunesmith demo
 
+# --durations: the slowest tests, listed at the end (the suite aims at under 30 minutes on a quiet 2-core runner).
 test: $(STAMP) chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # Side-by-side benchmarks against the usual stack (minutes; results go into BENCHMARKS.md by hand).
 bench: $(STAMP)
