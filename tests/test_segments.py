@@ -5,11 +5,11 @@ import torch
 
 from tunesmith.config import LoraSettings
 from tunesmith.data.formats import read_examples
-from tunesmith.data.render import Renderer
+from tunesmith.data.render import Rendered, Renderer
 from tunesmith.models.load import load_model
 from tunesmith.models.lora import add_lora, randomize_b
 from tunesmith.train import segments
-from tunesmith.train.batches import collate_packed, pack_best_fit
+from tunesmith.train.batches import collate_packed, pack_best_fit, padded_width
 from tunesmith.train.loss import decoder_hidden, token_loss_sum
 
 
@@ -60,19 +60,73 @@ def test_padding_free_pass_equals_the_padded_one(lora_model, packed) -> None:
 
 
 def test_flat_inputs_skip_the_padding_and_keep_examples_apart(packed) -> None:
-    args, real = segments.flat_inputs(packed)
-    n = int((packed["segments"] >= 0).sum())
-    assert real.numel() == n
+    args, real, take = segments.flat_inputs(packed)
+    n_real = int((packed["segments"] >= 0).sum())
+    shared = int((packed["prefix_source"] >= 0).sum())
+    assert shared > 0, "the chat template's system prompt starts every row: later examples take it"
+    n = n_real - shared
+    assert real.numel() == n_real and take.numel() == n_real
     total = args["input_ids"].shape[1]
-    assert total % 32 == 0 and n < total <= n + 32  # the real tokens and a tail, to the width multiple
-    assert torch.equal(args["input_ids"][0, :n], packed["input_ids"].reshape(-1)[real])
+    assert total % 32 == 0 and n < total <= n + 32  # the running tokens and a tail, to the width multiple
+    ids, positions = args["input_ids"][0], args["position_ids"][0]
+    # Every real token of the batch has a running token with its id and position.
+    assert torch.equal(ids[take], packed["input_ids"].reshape(-1)[real])
+    assert torch.equal(positions[take], packed["position_ids"].reshape(-1)[real])
     gather, back = args["segment_gather"], args["segment_back"]
-    # Every real token of an example is gathered into one row of the grid, in order, and comes back to itself.
+    # Every running token comes back to itself from its example's row of the grid.
     assert torch.equal(gather.reshape(-1)[back], torch.arange(total))
     examples = int(sum(int(s.max()) + 1 for s in packed["segments"]))
     assert gather.shape[0] == examples + 1  # the tail of padding is one more
-    positions = args["position_ids"][0]
+    # Each example's row of the grid reads its whole sequence in order, shared prefix first.
+    grid_ids = packed["input_ids"].reshape(-1)
+    for row in range(packed["segments"].shape[0]):
+        for doc in range(int(packed["segments"][row].max()) + 1):
+            own = grid_ids.view(packed["segments"].shape)[row][packed["segments"][row] == doc]
+            assert any(torch.equal(ids[g[: own.numel()]], own) for g in gather), (row, doc)
     assert torch.equal(positions[gather[:, 0]], torch.zeros(gather.shape[0], dtype=torch.long))  # each starts at 0
+
+
+def _rows_of(*sequences: list[int]) -> list[Rendered]:
+    return [Rendered(list(ids), list(ids)) for ids in sequences]
+
+
+def test_shared_prefixes_run_once_and_change_nothing(lora_model) -> None:
+    """Examples that start alike take their leading tokens from one example's pass: the hidden states, loss and
+    gradients are the padded pass's, for an example sharing the whole prefix, one sharing part of it, one
+    sharing nothing, one that is all prefix (it keeps its last token), and one packed beside another."""
+    model, _ = lora_model
+    g = torch.Generator().manual_seed(1)
+    prefix = torch.randint(3, 1000, (20,), generator=g).tolist()
+
+    def rest(n: int) -> list[int]:
+        return torch.randint(3, 1000, (n,), generator=g).tolist()
+
+    a, b, c, d, e = _rows_of(prefix + rest(9), prefix + rest(30), prefix[:7] + rest(12), rest(15), prefix[:10])
+    f = _rows_of(prefix + rest(4))[0]
+    batch = collate_packed([[a], [b], [c, d], [e, f]], 0, multiple=32)
+    source = batch["prefix_source"]
+    # a computes; b and f take 20 tokens, c 7, e 9 (its last one runs), d none
+    assert [int((source[r] >= 0).sum()) for r in range(4)] == [0, 20, 7, 9 + 20]
+    hidden_padded, _ = decoder_hidden(model, batch)
+    loss_padded, n_padded, grads_padded = _loss_and_grads(model, batch)
+    assert segments.enable(model)
+    args, _, _ = segments.flat_inputs(batch)
+    assert args["input_ids"].shape[1] == padded_width(int((batch["segments"] >= 0).sum()) - 56 + 1, 32)
+    hidden_flat, _ = decoder_hidden(model, batch)
+    loss_flat, n_flat, grads_flat = _loss_and_grads(model, batch)
+    real = batch["segments"] >= 0
+    torch.testing.assert_close(hidden_flat[real], hidden_padded[real], atol=1e-5, rtol=1e-5)
+    assert n_flat == n_padded
+    torch.testing.assert_close(loss_flat, loss_padded, atol=1e-4, rtol=1e-6)
+    for name, grad in grads_padded.items():
+        torch.testing.assert_close(grads_flat[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_batch_without_a_common_start_shares_nothing() -> None:
+    batch = collate_packed([_rows_of([5, 6, 7]), _rows_of([8, 6, 7]), _rows_of([9])], 0, multiple=8)
+    assert (batch["prefix_source"] == -1).all()
+    alone = collate_packed([_rows_of([5, 6, 7])], 0, multiple=8)
+    assert (alone["prefix_source"] == -1).all()
 
 
 def test_generation_is_unchanged_once_enabled(lora_model, tokenizer) -> None:
@@ -115,7 +169,7 @@ def test_matmul_attention_matches_the_flash_kernel(monkeypatch, scale: float) ->
         "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
         "segments": segment_ids[None],
     }
-    args, _ = segments.flat_inputs(batch)
+    args, _, _ = segments.flat_inputs(batch)
     gather, back, total = args["segment_gather"], args["segment_back"], args["input_ids"].shape[1]
     # 3 query heads per key head; queries large enough for peaked attention, where scores rounded to bf16
     # (a bf16 matmul's output) lost ~1.5x the flash kernel's accuracy

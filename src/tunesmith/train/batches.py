@@ -175,10 +175,45 @@ def collate_packed(rows: list[list[Rendered]], pad_id: int, multiple: int = 1) -
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     same_doc = (doc[:, :, None] == doc[:, None, :]) & (doc[:, :, None] >= 0)
     mask = (same_doc & causal) | torch.eye(width, dtype=torch.bool)
-    # ``segments`` (each token's example in its row, -1 for padding) lets the decoder skip the padding
-    # (segments.py); the mask serves a model that cannot.
+    # ``segments`` (each token's example in its row, -1 for padding) lets the decoder skip the padding, and
+    # ``prefix_source`` the leading tokens examples share (segments.py); the mask serves a model that cannot.
     batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None]}
-    return {**batch, "segments": doc}
+    return {**batch, "segments": doc, "prefix_source": _prefix_source(rows, width)}
+
+
+# Examples whose leading tokens could come from another example's pass: the first few of a micro-batch are
+# tried as the one they come from (a chat template's system prompt is the same in every row).
+PREFIX_OWNERS_TRIED = 8
+
+
+def _prefix_source(rows: list[list[Rendered]], width: int) -> torch.Tensor:
+    """rows x width: for each token that another example of the micro-batch already has at the same place
+    (same leading tokens, so the same position ids and, causally, the same hidden states), the flat index
+    (row x width + column) of that token in the one example that computes them; -1 for every other position.
+
+    One example (of the first ``PREFIX_OWNERS_TRIED``, the one sharing the most) computes its whole sequence;
+    every other one takes the longest prefix it shares with it, keeping at least its own last token. The
+    demo's chat template starts every row with the same 24 tokens of system prompt: 15% of a short row."""
+    starts, examples = [], []
+    for r, row in enumerate(rows):
+        offset = 0
+        for e in row:
+            starts.append(r * width + offset)
+            examples.append(e.input_ids)
+            offset += len(e.input_ids)
+    source = torch.full((len(rows) * width,), -1, dtype=torch.long)
+    if len(examples) < 2:
+        return source.view(len(rows), width)
+
+    def shared(owner: int, i: int) -> int:
+        return 0 if i == owner else min(common_prefix(examples[owner], examples[i]), len(examples[i]) - 1)
+
+    candidates = range(min(PREFIX_OWNERS_TRIED, len(examples)))
+    owner = max(candidates, key=lambda o: (sum(shared(o, i) for i in range(len(examples))), -o))
+    for i, start in enumerate(starts):
+        if k := shared(owner, i):
+            source[start : start + k] = torch.arange(starts[owner], starts[owner] + k)
+    return source.view(len(rows), width)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -46,8 +46,8 @@ def decoder_hidden(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     the batch's rows x width layout all the same (zeros at padding), so every caller indexes them as before."""
     decoder, head = causal_lm_parts(model)
     if segments.usable(model, batch):
-        args, real = segments.flat_inputs(batch)
-        flat = decoder(**args, use_cache=False).last_hidden_state[0, : real.numel()]
+        args, real, take = segments.flat_inputs(batch)
+        flat = decoder(**args, use_cache=False).last_hidden_state[0].index_select(0, take)
         rows, width = batch["input_ids"].shape
         hidden = flat.new_zeros(rows * width, flat.shape[-1]).index_copy(0, real, flat).view(rows, width, -1)
         return hidden, head

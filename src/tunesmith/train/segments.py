@@ -9,6 +9,10 @@ mask: the flash kernel by example, or, for short examples in eager bf16, two mat
 the CPU flash kernel runs those at a third of the matmul speed). In fp32 the results are the padded pass's to
 rounding; in bf16 the matmul attention is as accurate as the flash kernel (tests/test_segments.py).
 
+Examples that start alike (a chat template's system prompt heads every row: 24 of the demo's ~165 tokens)
+run their common start once: the others attend to that one copy and take its hidden states, which are theirs
+to rounding, as the tokens and positions are the same (batches.py, ``prefix_source``).
+
 It plugs into transformers' attention interface: ``enable`` switches a model whose attention is ``sdpa`` to
 ``ATTENTION``, which is sdpa itself for every call that does not carry segments (generation, DPO's
 shared-prefix pairs), so nothing else changes.
@@ -61,44 +65,60 @@ def usable(model: Any, batch: dict[str, torch.Tensor]) -> bool:
     return window is None or int(batch["input_ids"].shape[1]) <= window
 
 
-def flat_inputs(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def flat_inputs(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """(the decoder's arguments for one sequence of the batch's real tokens, where each of them sits in the
-    batch's rows x width layout).
+    batch's rows x width layout, and for each of those the sequence position whose hidden state it has).
 
-    ``segment_gather`` (examples x longest) lists each example's token positions in the sequence;
-    ``segment_back`` maps each position back into that grid. A tail of padding up to the next multiple of
-    ``WIDTH_MULTIPLE`` (one token at least) is an example of its own, so it attends to nothing real."""
+    A token that ``prefix_source`` (batches.py) says another example already has at the same place does not
+    run again: its example attends to the other example's copy, and takes that copy's hidden state. The
+    hidden states are the same, so only the work changes; the gradients of the copies add up in the one.
+
+    ``segment_gather`` (examples x longest) lists each example's token positions in the sequence, its
+    shared prefix first; ``segment_back`` maps each position back into that grid. A tail of padding up to
+    the next multiple of ``WIDTH_MULTIPLE`` (one token at least) is an example of its own, so it attends to
+    nothing real."""
     rows, width = batch["segments"].shape
     device = batch["input_ids"].device
     example = batch["segments"] + torch.arange(rows, device=device)[:, None] * width  # unique per row and example
     real = (batch["segments"] >= 0).reshape(-1).nonzero().squeeze(1)
-    n = real.numel()
+    source = batch.get("prefix_source")
+    source = source.reshape(-1)[real] if source is not None else torch.full_like(real, -1)
+    own = real[source < 0]  # the tokens that run, in order; each example's are consecutive
+    n = own.numel()
     # At least one token of tail, so that there are always two examples or more: dynamo specialises a dimension
     # of size 1, and one example alone (the KL term's row) would be a compiled variant of its own.
     total = padded_width(n + 1, WIDTH_MULTIPLE)
-    ids = batch["input_ids"].reshape(-1)[real]
-    positions = batch["position_ids"].reshape(-1)[real]
-    keys = example.reshape(-1)[real]
     tail = total - n  # pad tokens, positions from 0, one example of their own
-    ids = torch.cat([ids, ids.new_zeros(tail)])  # any token: nothing reads these positions
-    positions = torch.cat([positions, torch.arange(tail, device=device)])
-    keys = torch.cat([keys, keys.new_full((tail,), -1)])
+    ids = torch.cat([batch["input_ids"].reshape(-1)[own], own.new_zeros(tail)])  # any token: nothing reads these
+    positions = torch.cat([batch["position_ids"].reshape(-1)[own], torch.arange(tail, device=device)])
+    keys = torch.cat([example.reshape(-1)[own], own.new_full((tail,), -1)])
+    at = torch.full((rows * width,), -1, dtype=torch.long, device=device)
+    at[own] = torch.arange(n, device=device)  # each running token's place in the sequence
+    take = torch.where(source < 0, at[real], at[source.clamp(min=0)])
     starts = torch.ones(total, dtype=torch.bool, device=device)
     starts[1:] = keys[1:] != keys[:-1]
     which = starts.cumsum(0) - 1  # each position's example number
-    first = starts.nonzero().squeeze(1)  # each example's first position
-    longest = int(torch.diff(torch.cat([first, first.new_tensor([total])])).max())
-    offset = torch.arange(total, device=device) - first[which]
-    gather = (first[:, None] + torch.arange(longest, device=device)).clamp(max=total - 1)
+    first = starts.nonzero().squeeze(1)  # each example's first running position
+    # Each example's shared tokens: how many, and where its source's copy starts (all come from one example).
+    shared_keys = example.reshape(-1)[real][source >= 0]
+    prefix = torch.zeros_like(first)
+    if shared_keys.numel():
+        prefix = (keys[first][:, None] == shared_keys[None]).sum(1)
+    origin = at[source[source >= 0].min()] if shared_keys.numel() else 0
+    length = torch.diff(torch.cat([first, first.new_tensor([total])])) + prefix
+    longest = int(length.max())
+    col = torch.arange(longest, device=device)[None, :]
+    gather = torch.where(col < prefix[:, None], origin + col, first[:, None] + col - prefix[:, None])
+    offset = torch.arange(total, device=device) - first[which] + prefix[which]
     args = {
         "input_ids": ids[None],
         "position_ids": positions[None],
         # A 4-D mask is passed through as it is, so transformers builds none; ``attention`` ignores it.
         "attention_mask": torch.ones((1, 1, 1, 1), dtype=torch.bool, device=device),
-        "segment_gather": gather,
+        "segment_gather": gather.clamp(max=total - 1),
         "segment_back": which * longest + offset,
     }
-    return args, real
+    return args, real, take
 
 
 def attention(
