@@ -146,7 +146,11 @@ def test_kl_to_base_is_zero_at_start_and_positive_after_weights_move(tiny_model_
     model, tok, _ = load_model(str(tiny_model_dir))
     model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
     term = general.KLToBase.for_tokenizer(1.0, tok, bf16=False)
-    assert term(model, 0) == pytest.approx(0.0, abs=1e-6)
+    passes: list = []
+    hook = model.get_base_model().get_decoder().register_forward_hook(lambda *_: passes.append(1))
+    assert term(model, 0) == 0.0 and passes == [], "a fresh adapter at the first step: nothing to compute"
+    assert term(model, 1) == pytest.approx(0.0, abs=1e-6) and len(passes) == 2  # computed, it is zero too
+    hook.remove()
     lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert all(p.grad is None or p.grad.abs().max() < 1e-6 for p in lora.values()), "no pull while nothing moved"
     with torch.no_grad():
@@ -187,7 +191,7 @@ def test_the_kl_term_builds_no_kv_cache(tiny_model_dir: Path) -> None:
     model = add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora)
     caches: list = []
     model.get_base_model().get_decoder().register_forward_hook(lambda m, args, out: caches.append(out.past_key_values))
-    general.KLToBase.for_tokenizer(1.0, tok, bf16=False)(model, 0)
+    general.KLToBase.for_tokenizer(1.0, tok, bf16=False)(model, 1)
     assert len(caches) == 2 and caches == [None, None]  # the base's pass and the tuned pass
 
 

@@ -203,6 +203,10 @@ class KLToBase:
 
     def __call__(self, model: Any, step: int) -> float:
         """Backward of the term on this step's rows; returns the KL per token (before ``coef``)."""
+        if step == 0 and _adapter_is_a_no_op(model):
+            # A fresh adapter (every B zero) leaves the tuned model exactly the base: the KL and its gradient are
+            # exactly 0, and its passes would cost a step ~12% more for nothing (2-vCPU EPYC, measured).
+            return 0.0
         k = self.per_step
         rows = [self.rows[(step * k + i) % len(self.rows)] for i in range(k)]
         device = next(model.parameters()).device
@@ -219,6 +223,14 @@ class KLToBase:
         kl = F.kl_div(tuned, base, log_target=True, reduction="sum") / tuned.shape[0]
         (self.coef * kl).backward()
         return float(kl.detach())
+
+
+def _adapter_is_a_no_op(model: Any) -> bool:
+    """Whether every LoRA B matrix is zero (a plain adapter as PEFT starts it), so the adapter adds exactly
+    nothing. Not for DoRA: its rescaled weight equals the base's only up to rounding."""
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    variant = any("lora_magnitude_vector" in name for name, _ in model.named_parameters())
+    return bool(lora_b) and not variant and not any(bool(p.detach().any()) for p in lora_b)
 
 
 def _scored_logits(model: Any, batch: dict[str, torch.Tensor], scored: torch.Tensor) -> torch.Tensor:
