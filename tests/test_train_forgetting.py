@@ -184,6 +184,45 @@ def test_kl_on_several_rows_a_step_is_their_token_weighted_mean(tiny_model_dir: 
     assert abs(alone[0] - alone[1]) > 1e-4 * max(alone), "the rows differ, so a plain mean would differ"
 
 
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_kl_rows_carried_by_a_micro_batch_equal_their_own_pass(
+    tiny_model_dir: Path, tmp_path: Path, padding_free: bool
+) -> None:
+    """An SFT step carries the KL term's rows in its last micro-batch: the same step loss, KL and gradients as
+    the term's own pass after the step's (padded, or padding-free with the chat template's start shared)."""
+    from tunesmith.train import segments
+    from tunesmith.train.loop import accumulate_gradients
+
+    torch.manual_seed(0)
+    model, tok, _ = load_model(str(tiny_model_dir))
+    model = randomize_b(add_lora(model, load_config(None, {"lora": {"dropout": 0.0, "r": 4}}).lora), 0.05)
+    if padding_free:
+        assert segments.enable(model)
+
+    def rendered(n: int, seed: int, name: str) -> list[Rendered]:
+        return Renderer(tok).render_all(read_examples(write_jsonl(tmp_path / name, chat_rows(n, seed))).examples)[0]
+
+    data = rendered(6, 0, "train.jsonl")
+    # chat rows, as --kl-source chat reads: they share the template's start with the step's rows
+    term = general.KLToBase(0.7, rendered(4, 9, "kl.jsonl"), tok.pad_token_id or 0, per_step=2)
+    micro_batches = [[[e] for e in data[i : i + 3]] for i in range(0, 6, 3)]
+
+    def step(carried: bool) -> tuple[float, float, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        targets = term.targets(model, 1) if carried else None
+        loss, _ = accumulate_gradients(model, micro_batches, tok.pad_token_id, False, kl=targets)
+        kl = targets.kl if targets is not None else term(model, 1)
+        return loss, kl, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    loss_apart, kl_apart, grads_apart = step(False)
+    loss_carried, kl_carried, grads_carried = step(True)
+    assert kl_apart > 1e-4
+    assert loss_carried == pytest.approx(loss_apart, rel=1e-6)
+    assert kl_carried == pytest.approx(kl_apart, rel=1e-5)
+    for name, g in grads_apart.items():
+        torch.testing.assert_close(grads_carried[name], g, atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_the_kl_term_builds_no_kv_cache(tiny_model_dir: Path) -> None:
     """With a cache, compiled decoder layers guard on its per-layer state and recompile for each layer until
     dynamo's limit (the "[0/8]" warning of long SmolLM2 runs): the term's forwards must not ask for one."""

@@ -51,8 +51,11 @@ class Engine:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Sums]:
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch = self.to_device(batch)
         if self.module is None:
             return self.objective.loss(self.model, batch)
         return self.module(batch)

@@ -202,27 +202,67 @@ class KLToBase:
         return cls(coef, rows, pad, bf16, per_step)
 
     def __call__(self, model: Any, step: int) -> float:
-        """Backward of the term on this step's rows; returns the KL per token (before ``coef``)."""
+        """Backward of the term on this step's rows in a pass of their own; returns the KL per token (before
+        ``coef``). SFT steps carry the rows in their last micro-batch instead (``targets``, loop.py)."""
+        targets = self.targets(model, step)
+        if targets is None:
+            return 0.0
+        batch = targets.batch(next(model.parameters()).device)
+        with autocast(self.bf16):
+            hidden, head = decoder_hidden(model, batch)
+            term = targets.term(hidden, head)
+        term.backward()
+        return targets.kl
+
+    def targets(self, model: Any, step: int) -> KLTargets | None:
+        """This step's rows and the base's log-probabilities at their scored positions (the adapter disabled,
+        no grad); None where the term is exactly zero."""
         if step == 0 and _adapter_is_a_no_op(model):
             # A fresh adapter (every B zero) leaves the tuned model exactly the base: the KL and its gradient are
             # exactly 0, and its passes would cost a step ~12% more for nothing (2-vCPU EPYC, measured).
-            return 0.0
+            return None
         k = self.per_step
         rows = [self.rows[(step * k + i) % len(self.rows)] for i in range(k)]
-        device = next(model.parameters()).device
-        # The rows go in as training's micro-batches do (batches.to_batch) and through the same decoder call,
-        # so the compiled layers reuse training's variants instead of tracing their own (setup.compile_layers).
-        batch = {key: v.to(device) for key, v in to_batch([[r] for r in rows], self.pad_id, WIDTH_MULTIPLE).items()}
-        lengths = torch.tensor([len(r.input_ids) for r in rows], device=device)
-        scored = torch.arange(batch["input_ids"].shape[1] - 1, device=device)[None, :] < lengths[:, None] - 1
+        targets = KLTargets(self.coef, [Rendered(r.input_ids, [IGNORE] * len(r.input_ids)) for r in rows], self.pad_id)
+        batch = targets.batch(next(model.parameters()).device)
         with torch.no_grad(), model.disable_adapter(), autocast(self.bf16):
-            base = F.log_softmax(_scored_logits(model, batch, scored).float(), -1)
-        with autocast(self.bf16):
-            tuned = F.log_softmax(_scored_logits(model, batch, scored).float(), -1)
+            hidden, head = decoder_hidden(model, batch)
+            scored = targets.scored(hidden.shape[1]).to(hidden.device)
+            targets.base = F.log_softmax(head(hidden[:, :-1][scored]).float(), -1)
+        return targets
+
+
+@dataclass
+class KLTargets:
+    """One step's KL rows (their labels all ignored: only the term reads them) and the base's log-probabilities
+    at their scored positions. The rows go through the decoder as training's micro-batches do
+    (batches.to_batch) and through the same decoder call, so compiled layers reuse training's variants
+    (setup.compile_layers); in an SFT step they are rows of its last micro-batch, sharing its pass."""
+
+    coef: float
+    rows: list[Rendered]
+    pad_id: int
+    base: torch.Tensor | None = None
+    kl: float = 0.0  # the KL per token, once ``term`` has run
+
+    def batch(self, device: torch.device) -> dict[str, torch.Tensor]:
+        batch = to_batch([[r] for r in self.rows], self.pad_id, WIDTH_MULTIPLE)
+        return {key: v.to(device) for key, v in batch.items()}
+
+    def scored(self, width: int) -> torch.Tensor:
+        """rows x (width - 1): the positions that predict a real next token."""
+        lengths = torch.tensor([len(r.input_ids) for r in self.rows])
+        return torch.arange(width - 1)[None, :] < lengths[:, None] - 1
+
+    def term(self, hidden: torch.Tensor, head: Any) -> torch.Tensor:
+        """``coef`` x KL(base || tuned) per token, from the tuned hidden states of the rows (the last
+        ``len(rows)`` rows of ``hidden``: rows x width x dim)."""
+        own = hidden[-len(self.rows) :, :-1]
+        tuned = F.log_softmax(head(own[self.scored(hidden.shape[1]).to(own.device)]).float(), -1)
         # KL(base || tuned) = sum_v p_base (log p_base - log p_tuned): zero while nothing moved.
-        kl = F.kl_div(tuned, base, log_target=True, reduction="sum") / tuned.shape[0]
-        (self.coef * kl).backward()
-        return float(kl.detach())
+        kl = F.kl_div(tuned, self.base, log_target=True, reduction="sum") / tuned.shape[0]
+        self.kl = float(kl.detach())
+        return self.coef * kl
 
 
 def _adapter_is_a_no_op(model: Any) -> bool:
@@ -231,12 +271,6 @@ def _adapter_is_a_no_op(model: Any) -> bool:
     lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
     variant = any("lora_magnitude_vector" in name for name, _ in model.named_parameters())
     return bool(lora_b) and not variant and not any(bool(p.detach().any()) for p in lora_b)
-
-
-def _scored_logits(model: Any, batch: dict[str, torch.Tensor], scored: torch.Tensor) -> torch.Tensor:
-    """Logits at the ``scored`` positions only (those that predict a real next token)."""
-    hidden, head = decoder_hidden(model, batch)
-    return head(hidden[:, :-1][scored])
 
 
 @dataclass

@@ -30,8 +30,9 @@ from tunesmith.errors import UserError
 from tunesmith.train import signals
 from tunesmith.train.batches import StepPlan, padded_width
 from tunesmith.train.engine import Engine
-from tunesmith.train.general import General, replay_tokens
+from tunesmith.train.general import General, KLTargets, replay_tokens
 from tunesmith.train.loop_state import LoopState
+from tunesmith.train.loss import decoder_hidden
 from tunesmith.train.objectives import Objective, Sums
 from tunesmith.train.objectives.base import add_sums
 from tunesmith.train.optim import make_optimizer
@@ -184,6 +185,11 @@ class _StepRunner:
             mine, live = self.engine.shard(step_plan.micro_batches, self.lengths)
             micro_batches = [[[self.data[i] for i in row] for row in mb] for mb in mine]
         t_train = time.perf_counter()
+        kl = self.general.kl if self.general is not None else None
+        # The KL-to-base term adds its gradient to the step's, so clipping sees both. An SFT step carries its
+        # rows in its last micro-batch, whose pass they share (and the chat template's start, segments.py).
+        carry = kl is not None and rollout is None and _can_carry(self)
+        packed = kl.targets(self.engine.model, state.step) if carry else None
         loss_total, sums = accumulate_gradients(
             self.engine.model,
             micro_batches,
@@ -192,10 +198,11 @@ class _StepRunner:
             engine=self.engine,
             weight=weight,
             live=live,
+            kl=packed,
         )
-        if self.general is not None and self.general.kl is not None:
-            # The KL-to-base term adds its gradient to the step's, so clipping sees both.
-            extra["kl_to_base"] = round(self.general.kl(self.engine.model, state.step), 6)
+        if kl is not None:
+            value = (packed.kl if packed is not None else 0.0) if carry else kl(self.engine.model, state.step)
+            extra["kl_to_base"] = round(value, 6)
         if rollout is None and (replayed := replay_tokens(examples)):  # (the user's rows: trained_tokens)
             extra["replay_tokens"] = replayed
         multiple = self.objective.width_multiple
@@ -256,6 +263,12 @@ def _ordered(record: dict[str, Any]) -> dict[str, Any]:
     return head | {k: v for k, v in record.items() if k not in head}
 
 
+def _can_carry(runner: Any) -> bool:
+    """Whether a step's micro-batches can carry the KL term's rows: an objective that scores a pass's hidden
+    states (SFT), in one process."""
+    return hasattr(runner.objective, "loss_from") and runner.engine.world == 1
+
+
 def accumulate_gradients(
     model: Any,
     micro_batches: list[list[list[Any]]],
@@ -265,6 +278,7 @@ def accumulate_gradients(
     engine: Engine | None = None,
     weight: float | None = None,
     live: int | None = None,
+    kl: KLTargets | None = None,
 ) -> tuple[float, Sums]:
     """Backward over every micro-batch (a list of rows of examples) of one optimizer step; returns the
     summed loss and the summed metric numerators.
@@ -272,7 +286,8 @@ def accumulate_gradients(
     Each micro-batch's summed loss is divided by the weight of the *whole step*, so the accumulated gradient
     equals that of one big batch however the step is cut (8x1 == 2x4). With several processes,
     ``micro_batches`` are this rank's share, ``weight`` is the whole step's on every rank, and micro-batches
-    from index ``live`` on are placeholders with weight 0 (see distributed.py)."""
+    from index ``live`` on are placeholders with weight 0 (see distributed.py). ``kl``: the KL-to-base term's
+    rows and targets (general.py), carried by the last micro-batch (SFT in one process: ``_can_carry``)."""
     engine = engine or Engine(model)
     objective = engine.objective
     if weight is None:
@@ -280,10 +295,20 @@ def accumulate_gradients(
     live = len(micro_batches) if live is None else live
     total, sums = 0.0, {}
     for k, mb in enumerate(micro_batches):
-        with engine.sync(last=k == len(micro_batches) - 1):
+        last = k == len(micro_batches) - 1
+        term = None
+        with engine.sync(last=last):
             with autocast(bf16):
-                loss_sum, mb_sums = engine.forward(objective.collate(mb, pad_id))
-            (loss_sum * (engine.grad_scale if k < live else 0.0) / max(1, weight)).backward()
+                if last and kl is not None:
+                    # The KL rows join this pass as rows of their own (labels ignored), read by the term alone.
+                    batch = engine.to_device(objective.collate(mb + [[r] for r in kl.rows], pad_id))
+                    hidden, head = decoder_hidden(engine.model, batch)
+                    loss_sum, mb_sums = objective.loss_from(hidden, head, batch)
+                    term = kl.term(hidden, head)
+                else:
+                    loss_sum, mb_sums = engine.forward(objective.collate(mb, pad_id))
+            scaled = loss_sum * (engine.grad_scale if k < live else 0.0) / max(1, weight)
+            (scaled if term is None else scaled + term).backward()
         if k < live:
             total += float(loss_sum.detach())
             sums = add_sums(sums, mb_sums)

@@ -171,7 +171,13 @@ def token_loss_and_accuracy(model: Any, batch: dict[str, torch.Tensor]) -> tuple
     ``batch`` may be padded (2-D attention mask) or packed (4-D block-diagonal mask + position ids that
     restart at 0 for each example); labels never cross an example boundary in either layout, because the
     first label of every packed example is -100."""
-    hidden, head = decoder_hidden(model, batch)
+    return trained_token_loss(*decoder_hidden(model, batch), batch)
+
+
+def trained_token_loss(
+    hidden: torch.Tensor, head: Any, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, int, int]:
+    """``token_loss_and_accuracy`` from the decoder's hidden states of ``batch``."""
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     loss, correct = linear_cross_entropy(head, hidden[:, :-1][keep], targets[keep])

@@ -14,7 +14,7 @@ import torch
 
 from tunesmith.data.render import Rendered
 from tunesmith.train.batches import WIDTH_MULTIPLE, to_batch
-from tunesmith.train.loss import token_loss_and_accuracy
+from tunesmith.train.loss import decoder_hidden, trained_token_loss
 from tunesmith.train.objectives.base import Sums
 
 
@@ -32,7 +32,11 @@ class SFT:
         return to_batch(rows, pad_id, self.width_multiple)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Sums]:
-        loss, _, correct = token_loss_and_accuracy(model, batch)
+        return self.loss_from(*decoder_hidden(model, batch), batch)
+
+    def loss_from(self, hidden: torch.Tensor, head: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Sums]:
+        """``loss`` from the decoder's hidden states: the KL-to-base term reads the same pass (loop.py)."""
+        loss, _, correct = trained_token_loss(hidden, head, batch)
         return loss, {"correct": correct}
 
     def metrics(self, sums: Sums, weight: float) -> dict[str, float]:
