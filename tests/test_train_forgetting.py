@@ -188,7 +188,7 @@ def test_kl_on_several_rows_a_step_is_their_token_weighted_mean(tiny_model_dir: 
 def test_kl_rows_carried_by_a_micro_batch_equal_their_own_pass(
     tiny_model_dir: Path, tmp_path: Path, padding_free: bool
 ) -> None:
-    """An SFT step carries the KL term's rows in its last micro-batch: the same step loss, KL and gradients as
+    """An SFT step carries the KL term's rows in its first micro-batch: the same step loss, KL and gradients as
     the term's own pass after the step's (padded, or padding-free with the chat template's start shared)."""
     from tunesmith.train import segments
     from tunesmith.train.loop import accumulate_gradients

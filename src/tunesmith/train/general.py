@@ -203,7 +203,7 @@ class KLToBase:
 
     def __call__(self, model: Any, step: int) -> float:
         """Backward of the term on this step's rows in a pass of their own; returns the KL per token (before
-        ``coef``). SFT steps carry the rows in their last micro-batch instead (``targets``, loop.py)."""
+        ``coef``). SFT steps carry the rows in their first micro-batch instead (``targets``, loop.py)."""
         targets = self.targets(model, step)
         if targets is None:
             return 0.0
@@ -237,7 +237,7 @@ class KLTargets:
     """One step's KL rows (their labels all ignored: only the term reads them) and the base's log-probabilities
     at their scored positions. The rows go through the decoder as training's micro-batches do
     (batches.to_batch) and through the same decoder call, so compiled layers reuse training's variants
-    (setup.compile_layers); in an SFT step they are rows of its last micro-batch, sharing its pass."""
+    (setup.compile_layers); in an SFT step they are rows of its first micro-batch, sharing its pass."""
 
     coef: float
     rows: list[Rendered]

@@ -187,7 +187,8 @@ class _StepRunner:
         t_train = time.perf_counter()
         kl = self.general.kl if self.general is not None else None
         # The KL-to-base term adds its gradient to the step's, so clipping sees both. An SFT step carries its
-        # rows in its last micro-batch, whose pass they share (and the chat template's start, segments.py).
+        # rows in its first micro-batch, whose pass they share (and the chat template's start, segments.py);
+        # the first holds the step's shortest rows (batches.layout_step), where added rows raise the peak least.
         carry = kl is not None and rollout is None and _can_carry(self)
         packed = kl.targets(self.engine.model, state.step) if carry else None
         loss_total, sums = accumulate_gradients(
@@ -287,7 +288,7 @@ def accumulate_gradients(
     equals that of one big batch however the step is cut (8x1 == 2x4). With several processes,
     ``micro_batches`` are this rank's share, ``weight`` is the whole step's on every rank, and micro-batches
     from index ``live`` on are placeholders with weight 0 (see distributed.py). ``kl``: the KL-to-base term's
-    rows and targets (general.py), carried by the last micro-batch (SFT in one process: ``_can_carry``)."""
+    rows and targets (general.py), carried by the first micro-batch (SFT in one process: ``_can_carry``)."""
     engine = engine or Engine(model)
     objective = engine.objective
     if weight is None:
@@ -295,11 +296,10 @@ def accumulate_gradients(
     live = len(micro_batches) if live is None else live
     total, sums = 0.0, {}
     for k, mb in enumerate(micro_batches):
-        last = k == len(micro_batches) - 1
         term = None
-        with engine.sync(last=last):
+        with engine.sync(last=k == len(micro_batches) - 1):
             with autocast(bf16):
-                if last and kl is not None:
+                if k == 0 and kl is not None:
                     # The KL rows join this pass as rows of their own (labels ignored), read by the term alone.
                     batch = engine.to_device(objective.collate(mb + [[r] for r in kl.rows], pad_id))
                     hidden, head = decoder_hidden(engine.model, batch)
