@@ -68,6 +68,42 @@ def test_gguf_reading_is_quiet_and_its_header_names_the_architecture(tmp_path: P
     assert "de-quantizing" not in captured.err + captured.out, "quiet mode (and no terminal) draws no bar"
 
 
+def test_a_gguf_is_read_once_and_loads_as_transformers_reads_it(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch
+) -> None:
+    """transformers reads a GGUF three times (config, tokenizer, weights); Gemma 3's vocabulary made each read
+    ~30 s. ``load_gguf`` reads it once, with the same model and tokenizer as transformers' own three reads."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as hf_gguf
+
+    from tunesmith.models.gguf import load_gguf
+
+    path = _tiny_gguf(tiny_model_dir, tmp_path / "tiny.gguf")
+    reads: list[str] = []
+    original = gguf.GGUFReader
+
+    def counted(*args, **kwargs):
+        reads.append(str(args[0]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counted)
+    checkpoint = hf_gguf.load_gguf_checkpoint
+    model, tok = load_gguf(path)
+    assert reads == [str(path)]
+    assert gguf.GGUFReader is counted and hf_gguf.load_gguf_checkpoint is checkpoint  # put back as found
+    ref_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    assert len(reads) == 4  # transformers alone: three reads (the config's, the tokenizer's, the weights')
+    text = 'Paint the kite teal, {"a": 1}'
+    assert tok(text)["input_ids"] == ref_tok(text)["input_ids"] and tok.get_vocab() == ref_tok.get_vocab()
+    unmarked = {"quantization_config": None}  # load_gguf drops transformers' "quantized" marker (dense weights)
+    assert model.config.to_dict() | unmarked == ref.config.to_dict() | unmarked
+    ours, theirs = model.state_dict(), ref.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_gguf_export_refuses_an_unsupported_architecture_before_loading(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch
 ) -> None:
