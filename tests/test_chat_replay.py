@@ -71,7 +71,7 @@ def test_answers_render_as_chat_rows_that_train_only_the_reply(tokenizer) -> Non
 def cache_answers(model_dir: Path, tokenizer, n: int) -> None:
     """What a base model that finished ``n`` answers leaves in the cache (the key the run computes)."""
     asked = chat_replay.prompts()
-    path = chat_replay._cache_path(source_hash(resolve(str(model_dir))), tokenizer, asked)
+    path = chat_replay.cache_path(source_hash(resolve(str(model_dir))), tokenizer, asked)
     path.parent.mkdir(parents=True, exist_ok=True)
     answers = [{"prompt": p, "reply": f"A short answer number {i}."} for i, p in enumerate(asked[:n])]
     path.write_text(json.dumps({"model": "test", "answers": answers}))
@@ -108,6 +108,25 @@ def test_answers_are_generated_once_and_then_read_from_the_cache(
     again, cached = chat_replay.base_answers(model, tok, "tiny")
     assert cached and again == answers
     assert chat_replay.base_answers(model, tok, "another model")[1] is False  # keyed by the model
+    assert chat_replay.base_answers(model, tok, "tiny", reuse=False)[1] is False  # (make_base_answers.py)
+
+
+def test_answers_shipped_in_the_package_are_read_when_the_cache_has_none(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file under examples/base_answers named by the cache key is the model's answers on a new machine."""
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(chat_replay, "MAX_NEW_TOKENS", 4)  # (the key hashes it: set before the name is taken)
+    model, tok, _ = load_model(str(tiny_model_dir))
+    name = chat_replay.cache_path("tiny", tok, chat_replay.prompts()).name
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    answers = [{"prompt": "Hi", "reply": "Hello."}]
+    (shipped / name).write_text(json.dumps({"model": "tiny", "answers": answers}))
+    monkeypatch.setattr(chat_replay, "shipped_answers", lambda: shipped)
+    assert chat_replay.base_answers(model, tok, "tiny") == (answers, True)
+    assert not (tmp_path / "home" / "replay").exists()  # read in place, nothing generated
+    assert chat_replay.base_answers(model, tok, "another model")[1] is False  # another key: generated
 
 
 def test_the_kl_term_reads_the_base_answers_when_there_are_enough(

@@ -27,6 +27,21 @@ def test_default_model_loads_offline_and_stops_on_its_own(default_model_dir: Pat
     assert [it.prompt for it, ok in zip(items, behaviour.right(model, tok, items), strict=True) if not ok] == []
 
 
+@pytest.mark.parametrize("alias", ["smollm2-135m", "gemma3-270m"])
+def test_the_embedded_models_answers_ship_under_the_key_a_run_computes(alias: str) -> None:
+    """A first run reads the embedded model's everyday answers from the package instead of generating them
+    (~107 s on 2 cores). This fails when the model's export, its template or the prompts change the key: then
+    run `python -m tunesmith.examples.make_base_answers` and commit the new files (and drop the old ones)."""
+    from tunesmith.train import chat_replay
+    from tunesmith.train.rundir import source_hash
+
+    _, tok, source = load_model(alias)
+    name = chat_replay.cache_path(source_hash(source), tok, chat_replay.prompts()).name
+    shipped = chat_replay.shipped_answers()
+    assert (shipped / name).is_file(), f"no shipped answers for {alias} under its key {name}"
+    assert len(list(shipped.iterdir())) == 2  # one file per embedded model: no stale ones
+
+
 def test_lora_steps_on_the_real_model(tmp_path: Path) -> None:
     cfg = load_config(
         None,

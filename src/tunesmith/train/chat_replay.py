@@ -13,7 +13,10 @@ The prompts are not the probe's questions and leave out the probe's kinds of que
 ``about``), so the probe still measures answers the run never trained on.
 
 Answers depend only on the model, its template and the prompts, so they are cached under
-``$TUNESMITH_HOME/replay`` (about a minute of generation for SmolLM2-135M on 2 CPU cores, once per model).
+``$TUNESMITH_HOME/replay`` (about a minute of generation for SmolLM2-135M on 2 CPU cores, once per model). The
+embedded models' answers ship with the package (``examples/base_answers``, written by this same code: see
+``python -m tunesmith.train.chat_replay --help``), so a new user's first run does not wait for them; a cache
+entry of that name wins, and any change to the model, its template or the prompts changes the name.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tunesmith.data.render import Rendered, Renderer, template_hash
 from tunesmith.data.rows import Conversation, Message
 
 PROMPTS_NAME = "general_chat_prompts.json"
+SHIPPED_DIR = "base_answers"  # under tunesmith.examples: the embedded models' answers, by cache file name
 CHAT_SOURCE = "replay:chat"  # marks chat replay rows (Rendered.source) in a step
 MAX_NEW_TOKENS = 128  # SmolLM2-135M ends 99 of the 150 answers within this; longer costs generation time
 BATCH_SIZE = 64
@@ -47,20 +51,29 @@ def prompts() -> list[str]:
     return list(data["prompts"])
 
 
-def _cache_path(model_key: str, tokenizer: Any, asked: list[str]) -> Path:
+def cache_path(model_key: str, tokenizer: Any, asked: list[str]) -> Path:
     key = json.dumps([model_key, template_hash(tokenizer), MAX_NEW_TOKENS, asked])
     return paths.home() / "replay" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 
-def base_answers(model: Any, tokenizer: Any, model_key: str) -> tuple[list[dict[str, str]], bool]:
-    """(the base model's finished answers, [{prompt, reply}], whether they came from the cache). Call it before
-    the first step: ``model`` must still be the base (a fresh LoRA adapter changes nothing)."""
+def shipped_answers() -> Any:
+    """The folder of the embedded models' answers in the package (a Traversable)."""
+    return resources.files("tunesmith.examples") / SHIPPED_DIR
+
+
+def base_answers(
+    model: Any, tokenizer: Any, model_key: str, *, reuse: bool = True
+) -> tuple[list[dict[str, str]], bool]:
+    """(the base model's finished answers, [{prompt, reply}], whether they came from the cache or the package).
+    Call it before the first step: ``model`` must still be the base (a fresh LoRA adapter changes nothing).
+    ``reuse=False`` generates them whatever is stored (``examples/make_base_answers.py``)."""
     from tunesmith.generate import generate
 
     asked = prompts()
-    cache = _cache_path(model_key, tokenizer, asked)
-    if cache.is_file():
-        return json.loads(cache.read_text(encoding="utf-8"))["answers"], True
+    cache = cache_path(model_key, tokenizer, asked)
+    for found in (cache, shipped_answers() / cache.name) if reuse else ():
+        if found.is_file():
+            return json.loads(found.read_text(encoding="utf-8"))["answers"], True
     was_training = model.training
     convs = [[{"role": "user", "content": p}] for p in asked]
     done = generate(model, tokenizer, convs[:FIRST], max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE)
