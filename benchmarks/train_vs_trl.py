@@ -14,6 +14,7 @@ validation loss after one epoch, computed for both adapters by the same code (tu
     python benchmarks/train_vs_trl.py --compile-ab --only demo --max-steps 30   # tunesmith eager vs torch.compile
     python benchmarks/train_vs_trl.py --whole         # whole commands: `tunesmith train` with its defaults vs a
                                                       # TRL script, wall time and peak RSS (whole_command.py)
+    python benchmarks/train_vs_trl.py --whole --first-run   # the same, tunesmith from an empty TUNESMITH_HOME
 
 Every result records the machine: CPU model, AMX / AVX-512 BF16, and the measured fp32 / bf16 GEMM peaks.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -231,19 +233,24 @@ LABELS = {
 COMPILE = {"tunesmith": "auto", "tunesmith-eager": False, "tunesmith+compile": True}  # "auto": its default
 
 
-def _whole_run(tool: str, model: str, train: Path, max_len: int) -> dict:
-    """One whole command (tunesmith train, or the TRL script a user would write), timed from outside."""
+def _whole_run(tool: str, model: str, train: Path, max_len: int, first_run: bool = False) -> dict:
+    """One whole command (tunesmith train, or the TRL script a user would write), timed from outside.
+    ``first_run``: tunesmith starts from an empty TUNESMITH_HOME, as on a new machine (it exports the embedded
+    model, measures the GEMM peak and the probe's base figure); TRL reads the model folder already on disk."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        cmd = (
-            whole_command.tunesmith_command(model, train, out)
-            if tool == "tunesmith"
-            else whole_command.trl_command(Path(__file__), model, train, out, max_len)
-        )
-        return whole_command.timed(cmd)
+        env = None
+        if tool == "tunesmith":
+            cmd = whole_command.tunesmith_command(model, train, out)
+            env = {**os.environ, "TUNESMITH_HOME": str(Path(tmp) / "home")} if first_run else None
+        else:
+            cmd = whole_command.trl_command(Path(__file__), model, train, out, max_len)
+        return whole_command.timed(cmd, env=env)
 
 
-def compare_whole(model: str, datasets: dict[str, Path], repeats: int, max_len: int) -> tuple[dict, str]:
+def compare_whole(
+    model: str, datasets: dict[str, Path], repeats: int, max_len: int, first_run: bool = False
+) -> tuple[dict, str]:
     """Both whole commands per data set, interleaved A/B then B/A; medians of wall time and peak RSS."""
     summary: dict = {}
     table = [
@@ -253,7 +260,7 @@ def compare_whole(model: str, datasets: dict[str, Path], repeats: int, max_len: 
     for name, train in datasets.items():
         runs = interleaved(
             repeats,
-            lambda tool, train=train: _whole_run(tool, model, train, max_len),
+            lambda tool, train=train: _whole_run(tool, model, train, max_len, first_run),
             lambda r: f"{r['wall_s']:.1f} s, {r['peak_rss_mb']:.0f} MB",
             name=f"{name} ",
         )
@@ -341,10 +348,11 @@ def main_whole(args: argparse.Namespace, demo: Path, where: dict) -> None:
         if args.smoke:  # the tiny model on 16 rows: the commands work, nothing is measured
             small = whole_command.subset(demo / "train.jsonl", 16, Path(tmp) / "smoke.jsonl")
             model, repeats, sets = smoke_model(Path(tmp) / "smoke"), 1, {"16 rows (smoke)": small}
-        summary, table = compare_whole(model, sets, repeats, args.max_len)
+        summary, table = compare_whole(model, sets, repeats, args.max_len, args.first_run)
     print(table)
     if args.json:
-        record = {"date": time.strftime("%Y-%m-%d"), "mode": "whole", "machine": where, "results": summary}
+        mode = "whole, first run" if args.first_run else "whole"
+        record = {"date": time.strftime("%Y-%m-%d"), "mode": mode, "machine": where, "results": summary}
         args.json.write_text(json.dumps(record, indent=2))
 
 
@@ -364,6 +372,11 @@ def main() -> None:
         "--compile-ab", action="store_true", help="Compare tunesmith with and without torch.compile instead of TRL."
     )
     parser.add_argument("--whole", action="store_true", help="Time the whole commands (see whole_command.py).")
+    parser.add_argument(
+        "--first-run",
+        action="store_true",
+        help="In --whole: each tunesmith command starts from an empty TUNESMITH_HOME, as a new user's first does.",
+    )
     parser.add_argument("--max-len", type=int, default=256, help="TRL's max_length in --whole (default 256).")
     parser.add_argument("--child", choices=[*LABELS, "trl-whole"], help=argparse.SUPPRESS)
     parser.add_argument("--model", default="smollm2-135m")
