@@ -103,12 +103,11 @@ def test_answers_are_generated_once_and_then_read_from_the_cache(
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(chat_replay, "MAX_NEW_TOKENS", 4)  # the random model never stops: keep it short
     model, tok, _ = load_model(str(tiny_model_dir))
-    answers, cached = chat_replay.base_answers(model, tok, "tiny")
-    assert not cached and model.training is False  # (load_model gives an eval-mode model; left as found)
-    again, cached = chat_replay.base_answers(model, tok, "tiny")
-    assert cached and again == answers
-    assert chat_replay.base_answers(model, tok, "another model")[1] is False  # keyed by the model
-    assert chat_replay.base_answers(model, tok, "tiny", reuse=False)[1] is False  # (make_base_answers.py)
+    answers, stored = chat_replay.base_answers(model, tok, "tiny")
+    assert stored == "" and model.training is False  # (load_model gives an eval-mode model; left as found)
+    assert chat_replay.base_answers(model, tok, "tiny") == (answers, "cached")
+    assert chat_replay.base_answers(model, tok, "another model")[1] == ""  # keyed by the model: generated
+    assert chat_replay.base_answers(model, tok, "tiny", reuse=False)[1] == ""  # (make_base_answers.py)
 
 
 def test_answers_shipped_in_the_package_are_read_when_the_cache_has_none(
@@ -124,9 +123,9 @@ def test_answers_shipped_in_the_package_are_read_when_the_cache_has_none(
     answers = [{"prompt": "Hi", "reply": "Hello."}]
     (shipped / name).write_text(json.dumps({"model": "tiny", "answers": answers}))
     monkeypatch.setattr(chat_replay, "shipped_answers", lambda: shipped)
-    assert chat_replay.base_answers(model, tok, "tiny") == (answers, True)
+    assert chat_replay.base_answers(model, tok, "tiny") == (answers, "shipped")
     assert not (tmp_path / "home" / "replay").exists()  # read in place, nothing generated
-    assert chat_replay.base_answers(model, tok, "another model")[1] is False  # another key: generated
+    assert chat_replay.base_answers(model, tok, "another model")[1] == ""  # another key: generated
 
 
 def test_the_kl_term_reads_the_base_answers_when_there_are_enough(
