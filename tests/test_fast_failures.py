@@ -102,6 +102,13 @@ def test_a_gguf_is_read_once_and_loads_as_transformers_reads_it(
     assert model.config.to_dict() | unmarked == ref.config.to_dict() | unmarked
     ours, theirs = model.state_dict(), ref.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # Loads in two threads at once take turns with the patches, and leave transformers as they found it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: load_gguf(path)[0].state_dict(), range(2)))
+    assert all(torch.equal(sd[k], theirs[k]) for sd in both for k in theirs)
+    assert gguf.GGUFReader is counted and hf_gguf.load_gguf_checkpoint is checkpoint and len(reads) == 6
 
 
 def test_gguf_export_refuses_an_unsupported_architecture_before_loading(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import torch
 
 from tunesmith.errors import ModelError
 from tunesmith.models.stops import template_stops
+
+_PATCHING = threading.Lock()  # held while _parsed_once's patches of transformers' GGUF reader are in place
 
 
 def quiet_transformers() -> None:
@@ -73,9 +76,9 @@ def _dequantization_bar() -> Iterator[None]:
 def _parsed_once() -> Iterator[None]:
     """transformers reads a GGUF three times: for the config, for the tokenizer, and with the weights. Each read
     builds the file's fields in Python, the vocabulary's strings one by one, and parses them again: Gemma 3's
-    262k tokens made an export take ~2.5 min on 2 cores (profiled: ~31 s a read). Within ``load_gguf`` one
+    262k tokens made its export take 91 s on 2 cores (~31 s a read under the profiler). Within ``load_gguf`` one
     reader serves every read, and the metadata-only result is parsed once (each caller gets its own copy:
-    they edit the dicts they are given)."""
+    they edit the dicts they are given). The patches are module globals, so concurrent loads take turns."""
     import copy
 
     try:
@@ -84,7 +87,6 @@ def _parsed_once() -> Iterator[None]:
     except ImportError:  # transformers says what is missing on the read itself
         yield
         return
-    make_reader, checkpoint = gguf.GGUFReader, getattr(hf_gguf, "load_gguf_checkpoint", None)
     readers: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
 
@@ -102,15 +104,17 @@ def _parsed_once() -> Iterator[None]:
             metadata[str(path)] = checkpoint(path, return_tensors=False)
         return copy.deepcopy(metadata[str(path)])
 
-    gguf.GGUFReader = reader
-    if checkpoint is not None:
-        hf_gguf.load_gguf_checkpoint = parsed
-    try:
-        yield
-    finally:
-        gguf.GGUFReader = make_reader
+    with _PATCHING:  # the originals are read under the lock: another load's patches are never taken for them
+        make_reader, checkpoint = gguf.GGUFReader, getattr(hf_gguf, "load_gguf_checkpoint", None)
+        gguf.GGUFReader = reader
         if checkpoint is not None:
-            hf_gguf.load_gguf_checkpoint = checkpoint
+            hf_gguf.load_gguf_checkpoint = parsed
+        try:
+            yield
+        finally:
+            gguf.GGUFReader = make_reader
+            if checkpoint is not None:
+                hf_gguf.load_gguf_checkpoint = checkpoint
 
 
 def fix_generation_ids(model: Any, tokenizer: Any) -> None:
