@@ -102,7 +102,8 @@ def test_a_gguf_is_read_once_and_loads_as_transformers_reads_it(
     assert model.config.to_dict() | unmarked == ref.config.to_dict() | unmarked
     ours, theirs = model.state_dict(), ref.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    # Loads in two threads at once take turns with the patches, and leave transformers as they found it.
+    # Two loads in two threads at once give the same weights and leave transformers as they found it (whether
+    # they raced is up to the scheduler: this does not prove the lock, only that nothing is left patched).
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:

@@ -32,11 +32,12 @@ def test_the_embedded_models_answers_ship_under_the_key_a_run_computes(alias: st
     """A first run reads the embedded model's everyday answers from the package instead of generating them
     (~107 s on 2 cores). This fails when the model's export, its template or the prompts change the key: then
     run `python -m tunesmith.examples.make_base_answers` and commit the new files (and drop the old ones)."""
+    from tunesmith.models.load import load_tokenizer, resolve
     from tunesmith.train import chat_replay
     from tunesmith.train.rundir import source_hash
 
-    _, tok, source = load_model(alias)
-    name = chat_replay.cache_path(source_hash(source), tok, chat_replay.prompts()).name
+    # The run's key: the exported weights' hash and the tokenizer with its chosen template (no weights loaded).
+    name = chat_replay.cache_path(source_hash(resolve(alias)), load_tokenizer(alias), chat_replay.prompts()).name
     shipped = chat_replay.shipped_answers()
     assert (shipped / name).is_file(), f"no shipped answers for {alias} under its key {name}"
     assert len(list(shipped.iterdir())) == 2  # one file per embedded model: no stale ones

@@ -13,7 +13,7 @@ The prompts are not the probe's questions and leave out the probe's kinds of que
 ``about``), so the probe still measures answers the run never trained on.
 
 Answers depend only on the model, its template and the prompts, so they are cached under
-``$TUNESMITH_HOME/replay`` (about a minute of generation for SmolLM2-135M on 2 CPU cores, once per model). The
+``$TUNESMITH_HOME/replay`` (53-123 s of generation for SmolLM2-135M on 2 CPU cores, once per model). The
 embedded models' answers ship with the package (``examples/base_answers``, written by this same code through
 ``python -m tunesmith.examples.make_base_answers``), so a new user's first run does not wait for them; a cache
 entry of that name wins, and any change to the model, its template or the prompts changes the name.
