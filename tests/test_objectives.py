@@ -145,7 +145,11 @@ def test_a_run_checkpointed_before_the_renovation_resumes_exactly(
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(24))
     # replay 0: the old loop had none, and its steps must be today's steps
     # kl_to_base 0: the old code had no KL term, so only with it off can the two runs match
-    cfg = make_cfg(tiny_model_dir, data, max_steps=8, save_every=4, epochs=3, replay=0.0, kl_to_base=0.0)
+    # precision fp32: where the CPU has bf16 (AMX, avx512_bf16) auto picks it, and the two loops' bf16 roundings
+    # differ by design (today's LoRA sums run in place, models/lora.py): a 2% difference in the weights after 8
+    # steps on an AMX Xeon, none in fp32. What is checked here is the checkpoint and loop state, not rounding.
+    cfg = make_cfg(tiny_model_dir, data, max_steps=8, save_every=4, epochs=3, replay=0.0, kl_to_base=0.0,
+                   precision="fp32")  # fmt: skip
     # No dropout: the old loop's GEMM probe drew from the global RNG between the LoRA init and step 1, so its
     # dropout masks differ from today's by design (today's probe has its own generator: a run's weights must not
     # depend on whether the machine's peak is cached). What is checked here is the checkpoint and loop state.
@@ -177,7 +181,7 @@ def test_a_run_checkpointed_before_the_renovation_resumes_exactly(
     assert resumed.loop.step == straight.loop.step == 8
     a, b = adapter_tensors(tmp_path / "straight"), adapter_tensors(run)
     for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
     old, new = metric_lines(run), metric_lines(tmp_path / "straight")
     assert [x["step"] for x in old] == list(range(1, 9))
     assert [round(x["loss"], 5) for x in old] == [round(x["loss"], 5) for x in new]
