@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from tunesmith import paths, runs
 from tunesmith.data.render import IGNORE, Rendered
@@ -35,7 +34,7 @@ from tunesmith.errors import UserError
 from tunesmith.eval import forgetting
 from tunesmith.train import distributed
 from tunesmith.train.batches import WIDTH_MULTIPLE, StepPlan, layout_step, to_batch
-from tunesmith.train.loss import decoder_hidden
+from tunesmith.train.loss import decoder_hidden, linear_kl_to_base, linear_log_softmax
 from tunesmith.train.precision import autocast
 
 REPLAY_TEXT = "general_replay.txt"
@@ -192,6 +191,7 @@ class KLToBase:
     pad_id: int
     bf16: bool = False
     per_step: int = 1
+    _buffer: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def for_tokenizer(cls, coef: float, tokenizer: Any, bf16: bool, per_step: int = 1) -> KLToBase:
@@ -214,6 +214,19 @@ class KLToBase:
         term.backward()
         return targets.kl
 
+    def _base_buffer(self, own: torch.Tensor, head: Any) -> torch.Tensor | None:
+        """Where this step's base log-probabilities go: one buffer for the run, so that a step does not fault
+        in fresh pages for them (25 MB for 127 tokens of SmolLM2's vocabulary). The next step's overwrite it,
+        after this step's term has read them."""
+        weight = getattr(head, "weight", None)
+        if weight is None:
+            return None
+        need, dtype = own.shape[0] * weight.shape[0], torch.float64 if own.dtype == torch.float64 else torch.float32
+        buf = self._buffer
+        if buf is None or buf.numel() < need or buf.dtype != dtype or buf.device != own.device:
+            buf = self._buffer = torch.empty(need, dtype=dtype, device=own.device)
+        return buf[:need].view(own.shape[0], weight.shape[0])
+
     def targets(self, model: Any, step: int) -> KLTargets | None:
         """This step's rows and the base's log-probabilities at their scored positions (the adapter disabled,
         no grad); None where the term is exactly zero."""
@@ -228,7 +241,8 @@ class KLToBase:
         with torch.no_grad(), model.disable_adapter(), autocast(self.bf16):
             hidden, head = decoder_hidden(model, batch)
             scored = targets.scored(hidden.shape[1]).to(hidden.device)
-            targets.base = F.log_softmax(head(hidden[:, :-1][scored]).float(), -1)
+            own = hidden[:, :-1][scored]
+            targets.base = linear_log_softmax(head, own, self._base_buffer(own, head))
         return targets
 
 
@@ -258,9 +272,9 @@ class KLTargets:
         """``coef`` x KL(base || tuned) per token, from the tuned hidden states of the rows (the last
         ``len(rows)`` rows of ``hidden``: rows x width x dim)."""
         own = hidden[-len(self.rows) :, :-1]
-        tuned = F.log_softmax(head(own[self.scored(hidden.shape[1]).to(own.device)]).float(), -1)
+        scored = own[self.scored(hidden.shape[1]).to(own.device)]
         # KL(base || tuned) = sum_v p_base (log p_base - log p_tuned): zero while nothing moved.
-        kl = F.kl_div(tuned, self.base, log_target=True, reduction="sum") / tuned.shape[0]
+        kl = linear_kl_to_base(head, scored, self.base) / scored.shape[0]
         self.kl = float(kl.detach())
         return self.coef * kl
 

@@ -16,6 +16,7 @@ Two choices matter here:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -87,7 +88,11 @@ def _fused_chunks(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(loss sum, correct count, d loss / d hidden, d loss / d weight), chunk by chunk. The matmuls run in
     ``dtype`` (bf16 under autocast, as ``head(hidden)`` would); softmax and the loss in fp32 (fp64 for fp64).
-    ``row_losses``, when given, receives each row's own cross-entropy."""
+    ``row_losses``, when given, receives each row's own cross-entropy.
+
+    Every vocabulary-sized step runs in place in this thread's scratch (``_vocab_scratch``): a fresh 16 MB
+    tensor per op was most of the head's time (its pages faulted in anew, e.g. 27 ms for a subtraction whose
+    in-place twin took 0.6 ms; BENCHMARKS.md)."""
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     w, h_all = weight.to(dtype), hidden.to(dtype)
     loss = torch.zeros((), dtype=acc, device=hidden.device)
@@ -96,10 +101,15 @@ def _fused_chunks(
     grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want[1] else None
     for start in range(0, hidden.shape[0], chunk_rows):
         h, t = h_all[start : start + chunk_rows], targets[start : start + chunk_rows]
-        logits = (h @ w.t()).to(acc)
-        correct += (logits.argmax(-1) == t).sum()
-        lse = torch.logsumexp(logits, -1)
-        rows = lse - logits.gather(1, t[:, None]).squeeze(1)
+        logits, low = _chunk_logits(h, w, acc)
+        target_logit = logits.gather(1, t[:, None]).squeeze(1)
+        top = logits.amax(-1, keepdim=True)
+        correct += _argmax_hits(logits, t, target_logit, top.squeeze(1))
+        # logsumexp as torch.logsumexp computes it, and the softmax as exp(logits - logsumexp): the values of
+        # the allocating code this replaced, bit for bit (a resumed run's steps must match a straight run's)
+        shifted = _vocab_scratch("shifted", *logits.shape, logits.dtype, logits.device)
+        lse = shifted.copy_(logits).sub_(top).exp_().sum(-1).log_().add_(top.squeeze(1))
+        rows = lse - target_logit
         loss += rows.sum()
         if row_losses is not None:
             row_losses[start : start + chunk_rows] = rows
@@ -107,12 +117,50 @@ def _fused_chunks(
             continue
         d_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place: the logits are not needed again
         d_logits[torch.arange(len(t), device=t.device), t] -= 1.0  # d CE / d logits = softmax - one-hot
-        g = d_logits.to(dtype)
-        if grad_h is not None:
+        g = d_logits if low is None else low.copy_(d_logits)
+        if grad_h is not None and grad_h.dtype == g.dtype:
+            torch.mm(g, w, out=grad_h[start : start + chunk_rows])
+        elif grad_h is not None:
             grad_h[start : start + chunk_rows] = g @ w
         if grad_w is not None:
             grad_w += g.t() @ h
     return loss, correct, grad_h, grad_w
+
+
+def _chunk_logits(h: torch.Tensor, w: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(``h @ w.T`` in ``acc``, the matmul's own ``w.dtype`` buffer where that is narrower), both views of this
+    thread's scratch: valid until the next chunk."""
+    rows, vocab = h.shape[0], w.shape[0]
+    logits = _vocab_scratch("acc", rows, vocab, acc, h.device)
+    if w.dtype == acc:
+        return torch.mm(h, w.t(), out=logits), None
+    low = torch.mm(h, w.t(), out=_vocab_scratch("low", rows, vocab, w.dtype, h.device))
+    return logits.copy_(low), low
+
+
+def _argmax_hits(logits: torch.Tensor, t: torch.Tensor, target_logit: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """How many rows' argmax is their target. A target can only be the argmax where its logit is the row's
+    maximum, so only those rows (ties included: argmax takes the first) run argmax, which on a CPU is slower
+    than the rest of the chunk's softmax together (57 of 208 ms for 933 rows of SmolLM2's 49k vocabulary)."""
+    maybe = (target_logit == top).nonzero().squeeze(1)
+    if maybe.numel() == 0:
+        return torch.zeros((), dtype=torch.long, device=t.device)
+    return (logits.index_select(0, maybe).argmax(-1) == t.index_select(0, maybe)).sum()
+
+
+_SCRATCH = threading.local()
+
+
+def _vocab_scratch(slot: str, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A rows x cols tensor of this thread's, kept between calls (grown when too small), so that the head's
+    chunks reuse memory whose pages are already in. One per slot, dtype and device; its contents are
+    whatever the last user left."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = (slot, dtype, device)
+    buf = buffers.get(key)
+    if buf is None or buf.numel() < rows * cols:
+        buf = buffers[key] = torch.empty(rows * cols, dtype=dtype, device=device)
+    return buf[: rows * cols].view(rows, cols)
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -209,6 +257,83 @@ class _FusedLinearLogps(torch.autograd.Function):
     def backward(ctx, grad_logps):  # type: ignore[no-untyped-def]
         (grad_h,) = ctx.saved_tensors  # d CE / d hidden = -(d logp / d hidden)
         return (grad_h * -grad_logps[:, None].to(grad_h.dtype)), None, None, None, None
+
+
+def _plain_frozen(head: Any) -> bool:
+    return isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
+
+
+def linear_log_softmax(head: Any, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``log_softmax(head(hidden).float())`` without grad, written into ``out`` (rows x vocab, fp32) when
+    given: the KL term's base log-probabilities, computed in place chunk by chunk."""
+    with torch.no_grad():
+        if not _plain_frozen(head):
+            return F.log_softmax(head(hidden).float(), -1)
+        weight = head.weight
+        dtype = _matmul_dtype(hidden, weight)
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        out = out if out is not None else torch.empty(hidden.shape[0], weight.shape[0], dtype=acc, device=hidden.device)
+        w, rows = weight.to(dtype), _chunk_rows(weight)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], rows):
+                logits, _ = _chunk_logits(hidden[start : start + rows].to(dtype), w, acc)
+                part = out[start : start + rows].copy_(logits)
+                top = logits.amax(-1, keepdim=True)
+                sums = logits.sub_(top).exp_().sum(-1, keepdim=True)
+                part.sub_(top + sums.log())  # log softmax = logits - logsumexp
+        return out
+
+
+def linear_kl_to_base(head: Any, hidden: torch.Tensor, base_logps: torch.Tensor) -> torch.Tensor:
+    """sum over rows of KL(base || softmax(head(hidden))), from the base's log-probabilities (rows x vocab):
+    ``F.kl_div(log_softmax(head(hidden)), base_logps, log_target=True, reduction="sum")``. For a frozen plain
+    head it is fused as the cross-entropy is: chunk by chunk in place, d KL / d hidden computed in the
+    forward pass, nothing vocabulary-sized kept for backward."""
+    if not _plain_frozen(head):
+        tuned = F.log_softmax(head(hidden).float(), -1)
+        return F.kl_div(tuned, base_logps, log_target=True, reduction="sum")
+    dtype = _matmul_dtype(hidden, head.weight)
+    return _FusedLinearKL.apply(hidden, head.weight, base_logps, _chunk_rows(head.weight), dtype)
+
+
+class _FusedLinearKL(torch.autograd.Function):
+    """KL(p || q) summed over rows, q = softmax(hidden @ weight.T), p given as log-probabilities;
+    d KL / d logits = q sum p - p = q - p. Each row's KL is summed as sum p (log p - log q), term by term, as
+    F.kl_div does: the shortcut sum p log p - sum p z + logsumexp(z) cancels terms of ~20 to leave ~0.04, and
+    in fp32 it read SmolLM2's KL 14% high."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, base_logps, chunk_rows, dtype):  # type: ignore[no-untyped-def]
+        acc = base_logps.dtype
+        w = weight.to(dtype)
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], chunk_rows):
+                h, logp = hidden[start : start + chunk_rows].to(dtype), base_logps[start : start + chunk_rows]
+                z, low = _chunk_logits(h, w, acc)
+                z.sub_(z.amax(-1, keepdim=True))
+                p = _vocab_scratch("base", *logp.shape, acc, logp.device)
+                z.sub_(p.copy_(z).exp_().sum(-1, keepdim=True).log_())  # z = log q
+                p.copy_(logp).exp_()
+                gap = _vocab_scratch("gap", *logp.shape, acc, logp.device)
+                total += gap.copy_(logp).sub_(z).mul_(p).sum()  # sum p (log p - log q)
+                if grad_h is None:
+                    continue
+                d_z = z.exp_().sub_(p)
+                g = d_z if low is None else low.copy_(d_z)
+                grad_h[start : start + chunk_rows] = g @ w
+        ctx.save_for_backward(grad_h)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):  # type: ignore[no-untyped-def]
+        (grad_h,) = ctx.saved_tensors
+        return grad_h * grad_total.to(grad_h.dtype), None, None, None, None
+
+
+def _chunk_rows(weight: torch.Tensor) -> int:
+    return max(8, CHUNK_BYTES // (4 * weight.shape[0]))
 
 
 def _target_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
