@@ -9,9 +9,9 @@ Two choices matter here:
   is never materialised. For a plain linear head (every model we train), projection and cross-entropy
   are fused: chunk by chunk, the forward pass computes the loss *and* its gradient with respect to the
   hidden states (softmax minus one-hot, times the weight), keeps that small (rows x hidden) gradient and
-  drops the logits. Nothing vocabulary-sized is saved for backward or recomputed there, and each chunk's
-  logits stay under ``CHUNK_BYTES``, small enough for the C allocator to reuse one block instead of
-  mapping (and page-faulting in) fresh memory for every micro-batch.
+  drops the logits. Nothing vocabulary-sized is saved for backward or recomputed there. Each chunk's
+  logits (``CHUNK_BYTES``) and the softmax made of them live in per-thread scratch that stays allocated, so
+  no chunk faults in fresh pages. The KL to the base (``linear_kl_to_base``) is fused the same way.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from tunesmith.data.render import IGNORE
 from tunesmith.train import segments
 
 CHUNK_ROWS = 1024  # x vocab 49k x 4 bytes = ~200 MB of fp32 logits per chunk for SmolLM2 (unfused heads)
-# fp32 logits per fused chunk. glibc serves blocks under 32 MB from its heap once one has been freed, and
-# maps larger ones fresh each time (15k page faults for the 62 MB of a 320-row chunk of SmolLM2's 49k vocab).
+# fp32 logits per fused chunk, held in reused scratch (``_vocab_scratch``): a few of these stay allocated per
+# thread that trains or evaluates (85 rows of SmolLM2's 49k vocabulary).
 CHUNK_BYTES = 16 * 2**20
 
 
@@ -193,7 +193,7 @@ def linear_cross_entropy(
     one chunk of logits (``chunk_rows``, or by default as many rows as fit ``CHUNK_BYTES`` of fp32 logits)."""
     if isinstance(head, torch.nn.Linear) and head.bias is None:
         weight = head.weight
-        rows = chunk_rows or max(8, CHUNK_BYTES // (4 * weight.shape[0]))
+        rows = chunk_rows or _chunk_rows(weight)
         dtype = _matmul_dtype(hidden, weight)
         loss, correct = _FusedLinearCrossEntropy.apply(hidden, weight, targets, rows, dtype)
         return loss, int(correct)
@@ -333,6 +333,7 @@ class _FusedLinearKL(torch.autograd.Function):
 
 
 def _chunk_rows(weight: torch.Tensor) -> int:
+    """Rows per fused chunk: as many as fit ``CHUNK_BYTES`` of fp32 logits."""
     return max(8, CHUNK_BYTES // (4 * weight.shape[0]))
 
 
@@ -346,7 +347,7 @@ def linear_target_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) 
     head takes the fused path; any other (a full fine-tune's trainable head, a bias) goes through autograd,
     chunk by chunk under activation checkpointing."""
     if isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad:
-        rows = max(8, CHUNK_BYTES // (4 * head.weight.shape[0]))
+        rows = _chunk_rows(head.weight)
         return _FusedLinearLogps.apply(hidden, head.weight, targets, rows, _matmul_dtype(hidden, head.weight))
     parts = [
         checkpoint(_target_logps, head, hidden[s : s + CHUNK_ROWS], targets[s : s + CHUNK_ROWS], use_reentrant=False)
