@@ -1,6 +1,6 @@
 """The output head's fused paths (loss.py): the cross-entropy and the KL to the base, computed chunk by chunk in
 place. They must equal the plain autograd formulas, count argmax hits exactly (ties included), and allocate
-nothing vocabulary-sized once warm: that reuse is what made them fast (BENCHMARKS.md)."""
+nothing vocabulary-sized once warm: that reuse is what saves their time (BENCHMARKS.md)."""
 
 import pytest
 import torch
