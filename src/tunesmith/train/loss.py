@@ -347,7 +347,7 @@ def linear_target_logps(head: Any, hidden: torch.Tensor, targets: torch.Tensor) 
     """log p(target_i | hidden_i) per row, never holding more than one chunk of logits. A frozen plain linear
     head takes the fused path; any other (a full fine-tune's trainable head, a bias) goes through autograd,
     chunk by chunk under activation checkpointing."""
-    if isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad:
+    if _plain_frozen(head):
         rows = _chunk_rows(head.weight)
         return _FusedLinearLogps.apply(hidden, head.weight, targets, rows, _matmul_dtype(hidden, head.weight))
     parts = [
