@@ -111,9 +111,28 @@ def test_a_step_makes_three_fewer_output_sized_passes_per_adapted_layer(tiny_mod
 
     p, f = elements(plain), elements(fused)
     rows, outputs = 2 * 19, 2 * (32 + 16 + 16 + 32 + 64 + 64 + 32)  # 2 layers: q k v o gate up down
-    assert f["aten::addmm_"][0] == 14 and "aten::addmm_" not in p
+    # 14 forward sums, and 11 of the input's gradient (``_LoraLinear``): q, k and v of the first layer read the
+    # embeddings, which need none
+    assert f["aten::addmm_"][0] == 14 + 11 and "aten::addmm_" not in p
     assert p["aten::add"][0] - f["aten::add"][0] >= 14  # the forward sums
     assert p["aten::add"][1] - f["aten::add"][1] >= rows * outputs
     assert p["aten::mul"][1] - f["aten::mul"][1] >= 0.8 * 2 * rows * outputs  # the scaled copy and gradient
     for op in ("aten::clone", "aten::copy_"):  # nothing copied in their place
         assert f.get(op, (0, 0))[1] <= p.get(op, (0, 0))[1], op
+
+
+def test_the_written_out_backward_is_autograd_s_bit_for_bit(tiny_model_dir: Path, monkeypatch) -> None:
+    """fp32 calls take ``_LoraLinear``; the ops autograd would run for the same forward give the very same
+    loss and gradients."""
+    _, fused = _pair(tiny_model_dir)
+    ids = torch.randint(0, 1000, (2, 19), generator=torch.Generator().manual_seed(3))
+    calls = []
+    apply = lora._LoraLinear.apply
+    monkeypatch.setattr(lora._LoraLinear, "apply", lambda *a: calls.append(1) or apply(*a))
+    loss_w, grads_w = _loss_and_grads(fused, ids)
+    assert len(calls) == 14
+    monkeypatch.setattr(lora, "_written_out", lambda *a: False)
+    loss_a, grads_a = _loss_and_grads(fused, ids)
+    assert len(calls) == 14 and loss_w == loss_a
+    for name, g in grads_a.items():
+        assert torch.equal(grads_w[name], g), name

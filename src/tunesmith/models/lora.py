@@ -18,6 +18,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+
 from tunesmith.config import LoraSettings
 
 
@@ -84,11 +86,61 @@ def _fused_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
     # Rows flattened first, so that the in-place sum is on the product itself: on a view of it, autograd would
     # copy the whole gradient back in the backward pass (CopySlices), one output-sized pass for another.
     flat = x.reshape(-1, x.shape[-1])
+    if _written_out(self, x, name):
+        base = self.base_layer
+        out = _LoraLinear.apply(flat, base.weight, base.bias, lora_a.weight, lora_b.weight, self.scaling[name])
+        return out.view(*x.shape[:-1], out.shape[-1])
     result = self.base_layer(flat)
     low = lora_a(self.lora_dropout[name](self._cast_input_dtype(flat, lora_a.weight.dtype)))  # (rows, r)
     # (under autocast an in-place op is not cast for us: both go to the output's dtype, as F.linear would)
     result.addmm_(low.to(result.dtype), lora_b.weight.t().to(result.dtype), alpha=self.scaling[name])
     return result.view(*x.shape[:-1], result.shape[-1])
+
+
+def _written_out(layer: Any, x: Any, name: str) -> bool:
+    """Whether ``_LoraLinear`` computes this call: plain fp32-style maths (one dtype throughout, no autocast),
+    no dropout, a frozen base and a bias-free B, in eager mode. Elsewhere autograd runs the ops above: under
+    autocast they must be cast, and compiled layers leave the fusing to inductor."""
+    from torch import nn
+
+    weights = (layer.base_layer.weight, layer.lora_A[name].weight, layer.lora_B[name].weight)
+    return (
+        isinstance(layer.lora_dropout[name], nn.Identity)
+        and layer.lora_B[name].bias is None
+        and not layer.base_layer.weight.requires_grad
+        and all(w.dtype == x.dtype for w in weights)
+        and not torch.is_autocast_enabled(x.device.type)
+        and not torch.compiler.is_compiling()
+    )
+
+
+class _LoraLinear(torch.autograd.Function):
+    """``W x + b + scale · B (A x)`` with its backward pass written out. Autograd, for the same ops, makes the
+    input's gradient as two output-sized tensors and adds them (W's product, then A's), and runs four graph
+    nodes a layer; here A's product is accumulated into W's in place (``addmm_``), in one node. The same values,
+    bit for bit in fp32 (tests/test_lora_sums.py). Fed only fp32-style calls (``_written_out``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, scale: float) -> Any:
+        out = torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
+        low = x @ lora_a.t()  # (rows, r)
+        out.addmm_(low, lora_b.t(), alpha=scale)
+        ctx.save_for_backward(x, weight, lora_a, lora_b, low)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
+        x, weight, lora_a, lora_b, low = ctx.saved_tensors
+        need_x, _, _, need_a, need_b, _ = ctx.needs_input_grad
+        grad_low = (grad @ lora_b).mul_(ctx.scale)  # d / d (A x)
+        grad_x = None
+        if need_x:
+            grad_x = grad @ weight
+            grad_x.addmm_(grad_low, lora_a)
+        grad_a = grad_low.t() @ x if need_a else None
+        grad_b = (grad.t() @ low).mul_(ctx.scale) if need_b else None
+        return grad_x, None, None, grad_a, grad_b, None
 
 
 def randomize_b(model: Any, std: float) -> Any:
