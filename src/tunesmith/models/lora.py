@@ -100,7 +100,7 @@ def _fused_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
 def _written_out(layer: Any, x: Any, name: str) -> bool:
     """Whether ``_LoraLinear`` computes this call: plain fp32-style maths (one dtype throughout, no autocast),
     no dropout, a frozen base and a bias-free B, in eager mode. Elsewhere autograd runs the ops above: under
-    autocast they must be cast, and compiled layers leave the fusing to inductor."""
+    autocast they must be cast, and compiled layers were measured with those ops, not with this Function."""
     from torch import nn
 
     base = layer.base_layer
@@ -118,10 +118,10 @@ def _written_out(layer: Any, x: Any, name: str) -> bool:
 
 class _LoraLinear(torch.autograd.Function):
     """``W x + b + scale · B (A x)`` with its backward pass written out. Autograd, for the same ops, makes the
-    input's gradient as two output-sized tensors and adds them (W's product, then A's), and runs four graph
+    input's gradient as two output-sized tensors and adds them (W's product, then A's), over several graph
     nodes a layer; here A's product is accumulated into W's in place (``addmm_``), in one node. The same values,
     bit for bit in fp32 (tests/test_lora_sums.py). Fed only fp32-style calls (``_written_out``). One micro-batch's
-    forward and backward took 1-3% less time on a Zen 3 EPYC (BENCHMARKS.md, "Zen 3, 2026-12-08")."""
+    forward and backward took 0.5-3.4% less time on a Zen 3 EPYC (BENCHMARKS.md, "Zen 3, 2026-12-08")."""
 
     @staticmethod
     def forward(ctx: Any, x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, scale: float) -> Any:
