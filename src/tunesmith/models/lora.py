@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
 from tunesmith.config import LoraSettings
 
@@ -69,7 +70,6 @@ def fuse_lora_sums(model: Any) -> Any:
     else (adapter disabled or merged, several adapters, variants such as DoRA, extra arguments) runs PEFT's
     own forward. Returns ``model``."""
     from peft.tuners.lora.layer import Linear
-    from torch import nn
 
     for module in model.modules():
         if type(module) is Linear and isinstance(module.base_layer, nn.Linear):
@@ -101,8 +101,6 @@ def _written_out(layer: Any, x: Any, name: str) -> bool:
     """Whether ``_LoraLinear`` computes this call: plain fp32-style maths (one dtype throughout, no autocast),
     no dropout, a frozen base and a bias-free B, in eager mode. Elsewhere autograd runs the ops above: under
     autocast they must be cast, and compiled layers were measured with those ops, not with this Function."""
-    from torch import nn
-
     base = layer.base_layer
     weights = (base.weight, layer.lora_A[name].weight, layer.lora_B[name].weight)
     return (
